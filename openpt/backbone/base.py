@@ -1,0 +1,145 @@
+"""Backbone interface and loading: a Hugging Face model + tokenizer behind one API."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import BackboneError
+from ..registry import BACKBONES, UnknownNameError
+from ..verbalizer.base import MaskOutputs
+
+logger = logging.getLogger(__name__)
+
+
+class Backbone(nn.Module):
+    """A pretrained LM wrapped so a template and verbalizer can use it.
+
+    Subclasses implement :meth:`mask_outputs` for their family (masked LM, seq2seq, causal).
+
+    Args:
+        model: the Hugging Face model.
+        tokenizer: its fast tokenizer.
+        name_or_path: where it was loaded from (recorded in saved prompts).
+    """
+
+    kind = "base"
+
+    def __init__(self, model: nn.Module, tokenizer: Any, name_or_path: str) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name_or_path = name_or_path
+        if not getattr(tokenizer, "is_fast", False):
+            raise BackboneError(f"{name_or_path}: openpt needs a fast tokenizer, got {type(tokenizer).__name__}")
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def hidden_size(self) -> int:
+        return self.input_embeddings().weight.shape[1]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.input_embeddings().weight.shape[0]
+
+    @property
+    def mask_token_id(self) -> int:
+        """The id a template writes at ``[MASK]`` slots."""
+        raise NotImplementedError
+
+    def input_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def signature(self) -> dict[str, Any]:
+        """What a saved prompt records about the backbone it was trained on."""
+        return {
+            "kind": self.kind,
+            "name_or_path": self.name_or_path,
+            "model_type": self.config.model_type,
+            "hidden_size": self.hidden_size,
+            "vocab_size": self.vocab_size,
+        }
+
+    def freeze(self) -> None:
+        """Turn off gradients of every backbone weight."""
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+
+    def mask_outputs(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, mask_positions: torch.Tensor, token_ids: torch.Tensor
+    ) -> MaskOutputs:
+        """LM logits of ``token_ids`` ``[B, M, W]`` and hidden states ``[B, M, H]`` at the masks."""
+        raise NotImplementedError
+
+
+def detect_kind(config: Any) -> str:
+    """Backbone kind for a Hugging Face config: ``seq2seq``, ``mlm`` or ``causal``."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+    )
+
+    model_type = config.model_type
+    if getattr(config, "is_encoder_decoder", False) and model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+        return "seq2seq"
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "mlm"
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "causal"
+    raise BackboneError(
+        f"unsupported backbone type {model_type!r}: it has no masked-LM, seq2seq or causal-LM head in transformers"
+    )
+
+
+def load_backbone(name_or_path: str | Path, *, kind: str | None = None, dtype: torch.dtype | None = None) -> Backbone:
+    """Load a model and its tokenizer from a local directory (or a hub name where a hub is reachable).
+
+    Args:
+        name_or_path: model directory or hub name.
+        kind: ``mlm``, ``seq2seq`` or ``causal``; detected from the config when ``None``.
+        dtype: optional weight dtype (e.g. ``torch.bfloat16``).
+
+    Raises:
+        BackboneError: missing directory, unreadable config or unsupported model type.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    name = str(name_or_path)
+    looks_local = Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local and not Path(name).expanduser().is_dir():
+        raise BackboneError(f"backbone directory not found: {name}")
+    config_file = Path(name).expanduser() / "config.json"
+    if looks_local:
+        if not config_file.is_file():
+            raise BackboneError(f"{config_file}: not found (is {name} a model directory?)")
+        try:
+            model_type = json.loads(config_file.read_text()).get("model_type")
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise BackboneError(f"{config_file}: invalid JSON ({exc})") from None
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+        if model_type not in CONFIG_MAPPING_NAMES:
+            raise BackboneError(f"{config_file}: unknown backbone type model_type={model_type!r}; transformers does not know it")
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackboneError(f"cannot load backbone config from {name}: {first_line}") from None
+    kind = kind or detect_kind(config)
+    try:
+        backbone_cls = BACKBONES.get(kind)
+    except UnknownNameError as exc:
+        raise BackboneError(str(exc)) from None
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    model = backbone_cls.auto_class().from_pretrained(name, dtype=dtype) if dtype else backbone_cls.auto_class().from_pretrained(name)
+    model.eval()
+    logger.info("loaded %s backbone %s (%s)", kind, name, config.model_type)
+    return backbone_cls(model, tokenizer, name)

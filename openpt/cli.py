@@ -1,0 +1,151 @@
+"""Command line: ``openpt run | eval | predict | template check``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import OpenPTError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .experiment import Experiment, results_table
+
+    config = load_config(args.config, args.overrides)
+    output = args.output or config.output or f"runs/{config.name}"
+    results = Experiment(config, output).run()
+    print(results_table(results))
+    print(f"\nwrote {Path(output) / 'results.json'} and {Path(output) / 'prompt'}/ ({results['wall_seconds']:.1f}s)")
+    return 0
+
+
+def _load_prompt(args: argparse.Namespace):
+    from .backbone.base import load_backbone
+    from .checkpoint import load_prompt, read_prompt_config
+
+    backbone = None
+    if args.backbone:
+        backbone = load_backbone(args.backbone, kind=read_prompt_config(args.prompt)["backbone"]["kind"])
+    return load_prompt(args.prompt, backbone)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .data import load_split
+    from .train import evaluate
+
+    model = _load_prompt(args)
+    dataset = load_split(args.data, args.split, label_names=model.verbalizer.label_names if not Path(args.data).is_dir() else None)
+    model.verbalizer.check_labels(dataset.label_names)
+    scores = evaluate(model, dataset.examples, args.batch_size)
+    print(json.dumps({"examples": len(dataset), **scores}, indent=2))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .data import InputExample
+
+    model = _load_prompt(args)
+    texts = list(args.texts)
+    if args.file:
+        texts += [line.rstrip("\n") for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise OpenPTError("no texts given: pass TEXT arguments or --file")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise OpenPTError(f"text {empty[0] + 1} is empty")
+    labels, probs = model.predict([InputExample(text=t) for t in texts], args.batch_size)
+    names = model.verbalizer.label_names
+    for text, label, p in zip(texts, labels, probs):
+        print(f"{names[label]}\t{p[label]:.4f}\t{text}")
+    return 0
+
+
+def _template_check(args: argparse.Namespace) -> int:
+    from .build import template_class, template_spec
+    from .data import InputExample
+    from .template.parser import format_template
+
+    path = Path(args.file)
+    if path.suffix in (".yaml", ".yml"):
+        spec = template_spec(str(path))
+    else:
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise OpenPTError(f"{path}: cannot read ({exc.strerror})") from None
+        spec = template_spec(text)
+    print(f"{path}: ok ({spec.name or 'unnamed'}): {format_template(spec.segments)}")
+    if args.backbone:
+        from .backbone.base import load_backbone
+
+        backbone = load_backbone(args.backbone)
+        template = template_class(spec)(
+            spec, backbone.tokenizer, backbone.input_embeddings(), mask_token_id=backbone.mask_token_id, max_length=args.max_length
+        )
+        rendered = template.render(InputExample(text=args.example, text_b=args.example_b))
+        print(" ".join(f"<<{token}>>" if role == "mask" else token for token, role in rendered))
+        masks = [i for i, (_, role) in enumerate(rendered) if role == "mask"]
+        soft = [i for i, (_, role) in enumerate(rendered) if role == "soft"]
+        print(f"{len(rendered)} tokens; mask at {masks}; {len(soft)} soft position(s){' at ' + str(soft) if soft else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openpt", description="Prompt learning over Hugging Face backbones.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a few-shot experiment from a YAML config")
+    run.add_argument("config")
+    run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=0.01 data.seeds=[13]")
+    run.add_argument("--output", "-o", help="output directory (default: the config's 'output' or runs/<name>)")
+    run.set_defaults(func=_run)
+
+    for name, func, help_text in (("eval", _eval, "evaluate a saved prompt on a labeled split"), ("predict", _predict, "label texts with a saved prompt")):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("prompt", help="saved prompt directory")
+        cmd.add_argument("--backbone", help="backbone directory (default: the one recorded in the prompt)")
+        cmd.add_argument("--batch-size", type=int, default=64)
+        cmd.set_defaults(func=func)
+        if name == "eval":
+            cmd.add_argument("--data", required=True, help="dataset directory (shared format) or a JSONL/CSV file")
+            cmd.add_argument("--split", default="test")
+        else:
+            cmd.add_argument("texts", nargs="*")
+            cmd.add_argument("--file", help="one text per line")
+
+    template = sub.add_parser("template", help="template tools").add_subparsers(dest="template_command", required=True)
+    check = template.add_parser("check", help="validate a template and show how it renders")
+    check.add_argument("file", help="template YAML file (or a text file with inline template text)")
+    check.add_argument("--backbone", help="render with this backbone's tokenizer")
+    check.add_argument("--example", default="a gripping , funny film .", help="text to render")
+    check.add_argument("--example-b", default="is it good ?", help="text_b to render")
+    check.add_argument("--max-length", type=int, default=128)
+    check.set_defaults(func=_template_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # overrides may follow options: openpt run CONFIG --output DIR train.lr=0.1
+        if args.command != "run" or any("=" not in item or item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except OpenPTError as exc:
+        print(f"openpt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("openpt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Few-shot experiments: zero-shot baseline, then K-shot prompt-only training over seeds."""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .backbone.base import Backbone, load_backbone
+from .build import build_model, template_spec, verbalizer_spec
+from .checkpoint import atomic_write, save_prompt
+from .config import ExperimentConfig, config_to_dict
+from .data import Dataset, load_split
+from .errors import SpecError
+from .sampling import lmbff_split
+from .template.spec import TemplateSpec
+from .template.template import hard_version
+from .train import evaluate, train
+
+logger = logging.getLogger(__name__)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries a result depends on."""
+    import transformers
+
+    from . import __version__
+
+    return {"openpt": __version__, "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+def check_fields(spec: TemplateSpec, *datasets: Dataset) -> None:
+    """Fail before any work when the template uses a field some dataset lacks."""
+    for dataset in datasets:
+        missing = [name for name in spec.fields if name not in dataset.fields()]
+        if missing:
+            raise SpecError(
+                f"unknown placeholder {{{missing[0]}}}: the examples of {dataset.source} have fields {sorted(dataset.fields())}",
+                file=getattr(spec, "source", None),
+                key="template",
+            )
+
+
+class Experiment:
+    """Runs one :class:`ExperimentConfig` and writes ``results.json`` and the trained prompts.
+
+    Args:
+        config: the validated config.
+        output: output directory.
+        backbone: an already loaded backbone (loaded from ``config.backbone`` otherwise).
+        log: where progress lines go.
+    """
+
+    def __init__(self, config: ExperimentConfig, output: str | Path, *, backbone: Backbone | None = None, log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.output = Path(output)
+        self.backbone = backbone
+        self.log = log
+
+    def load_data(self) -> tuple[Dataset, Dataset]:
+        data = self.config.data
+        train_set = load_split(data.path, data.train_split, label_names=data.label_names, field_map=data.field_map)
+        eval_set = load_split(data.path, data.eval_split, label_names=data.label_names, field_map=data.field_map)
+        if data.max_eval is not None and len(eval_set) > data.max_eval:
+            eval_set = eval_set.subset(list(range(data.max_eval)))
+        return train_set, eval_set
+
+    def run(self) -> dict[str, Any]:
+        cfg, start = self.config, time.perf_counter()
+        self.output.mkdir(parents=True, exist_ok=True)
+        spec = template_spec(cfg.template, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("template"))
+        verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("verbalizer"))
+        train_set, eval_set = self.load_data()
+        verbalizer.check_labels(train_set.label_names)
+        check_fields(spec, train_set, eval_set)
+        backbone = self.backbone or load_backbone(cfg.backbone)
+        metrics = ["accuracy", "macro_f1"]
+        results: dict[str, Any] = {
+            "name": cfg.name,
+            "config": config_to_dict(cfg.raw),
+            "versions": versions(),
+            "data": {"train": len(train_set), "eval": len(eval_set), "eval_split": cfg.data.eval_split, "k": cfg.data.k},
+            "runs": [],
+        }
+        if cfg.zero_shot:
+            zs_spec = hard_version(spec) if cfg.zero_shot_template is None else template_spec(cfg.zero_shot_template, base_dir=cfg.base_dir)
+            zs_model = build_model(backbone, zs_spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt)
+            results["zero_shot"] = evaluate(zs_model, eval_set.examples, cfg.train.eval_batch_size, metrics)
+            self.log(f"zero-shot ({cfg.name}): accuracy {results['zero_shot']['accuracy']:.4f}")
+        for seed in cfg.data.seeds:
+            results["runs"].append(self.run_seed(backbone, spec, train_set, eval_set, seed, metrics))
+        accuracies = [run["eval"]["accuracy"] for run in results["runs"]]
+        results["summary"] = {"accuracy": mean_std(accuracies), "macro_f1": mean_std([r["eval"]["macro_f1"] for r in results["runs"]])}
+        best = max(results["runs"], key=lambda r: (r["best_dev_accuracy"] or 0.0, -r["seed"]))
+        if (self.output / "prompt").exists():
+            shutil.rmtree(self.output / "prompt")
+        shutil.copytree(self.output / best["prompt"], self.output / "prompt")
+        results["prompt"] = {"path": "prompt", "seed": best["seed"], "selected_by": "best dev accuracy"}
+        results["wall_seconds"] = round(time.perf_counter() - start, 2)
+        atomic_write(self.output / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2) + "\n"))
+        return results
+
+    def run_seed(self, backbone: Backbone, spec, train_set: Dataset, eval_set: Dataset, seed: int, metrics: list[str]) -> dict[str, Any]:
+        cfg = self.config
+        torch.manual_seed(seed)
+        few_train, few_dev, info = lmbff_split(train_set, cfg.data.k, seed)
+        verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir)
+        model = build_model(backbone, spec, verbalizer, cfg.prompt, seed=seed)
+        train_cfg = type(cfg.train)(**{**cfg.train.__dict__, "seed": seed})
+        outcome = train(model, few_train.examples, few_dev.examples, train_cfg)
+        scores = evaluate(model, eval_set.examples, cfg.train.eval_batch_size, metrics)
+        prompt_dir = Path("seeds") / f"seed-{seed}"
+        save_prompt(model, self.output / prompt_dir, cfg.prompt, extra={"seed": seed, "sampled": info})
+        self.log(
+            f"seed {seed}: {outcome.steps} steps, best dev {outcome.best_dev_accuracy:.4f} at step {outcome.best_step}, "
+            f"eval accuracy {scores['accuracy']:.4f} ({outcome.seconds:.1f}s)"
+        )
+        return {
+            "seed": seed,
+            "eval": scores,
+            "best_dev_accuracy": outcome.best_dev_accuracy,
+            "best_step": outcome.best_step,
+            "steps": outcome.steps,
+            "train_seconds": round(outcome.seconds, 2),
+            "sampled": info,
+            "prompt": str(prompt_dir),
+            "loss_first_last": [outcome.history[0]["loss"], outcome.history[-1]["loss"]] if outcome.history else None,
+        }
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """A markdown table of one experiment's results."""
+    rows = ["| setting | accuracy | macro-F1 |", "|---|---|---|"]
+    if "zero_shot" in results:
+        zs = results["zero_shot"]
+        rows.append(f"| zero-shot (hard template) | {zs['accuracy']:.4f} | {zs['macro_f1']:.4f} |")
+    for run in results["runs"]:
+        rows.append(f"| K={results['data']['k']} prompt-only, seed {run['seed']} | {run['eval']['accuracy']:.4f} | {run['eval']['macro_f1']:.4f} |")
+    acc, f1 = results["summary"]["accuracy"], results["summary"]["macro_f1"]
+    rows.append(f"| **K={results['data']['k']} prompt-only, mean ± std ({acc['n']} seeds)** | **{acc['mean']:.4f} ± {acc['std']:.4f}** | {f1['mean']:.4f} ± {f1['std']:.4f} |")
+    return "\n".join(rows)

@@ -1,0 +1,129 @@
+"""Safe YAML loading that remembers where every key and value came from.
+
+Mappings load as :class:`YamlMap` (a ``dict``) that knows its file and the line/column of
+each key and value, so errors can say ``file:line: key: problem``.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from .errors import SpecError
+
+
+class YamlMap(dict):
+    """A dict loaded from YAML, with source positions (1-based) for keys and values."""
+
+    file: str | None = None
+    line: int | None = None
+    key_lines: dict[str, int]
+    value_marks: dict[str, tuple[int, int, str | None]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_lines = {}
+        self.value_marks = {}
+
+    def line_of(self, key: str) -> int | None:
+        """Line of ``key`` (or of the mapping itself when the key is absent)."""
+        return self.key_lines.get(key, self.line)
+
+    def value_position(self, key: str) -> tuple[int | None, int | None, str | None]:
+        """(line, column, quote style) of the first character of the scalar value of ``key``."""
+        if key in self.value_marks:
+            return self.value_marks[key]
+        return self.line_of(key), None, None
+
+    def error(self, key: str, problem: str) -> SpecError:
+        """A :class:`SpecError` located at ``key`` of this mapping."""
+        return SpecError(problem, file=self.file, line=self.line_of(key), key=key)
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that builds :class:`YamlMap` objects carrying positions."""
+
+    source: str | None = None
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> YamlMap:
+    loader.flatten_mapping(node)
+    result = YamlMap()
+    result.file = loader.source
+    result.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)) or key is None:
+            raise SpecError("mapping keys must be plain scalars", file=loader.source, line=key_node.start_mark.line + 1)
+        key = str(key)
+        if key in result:
+            raise SpecError("duplicate key", file=loader.source, line=key_node.start_mark.line + 1, key=key)
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+        style = getattr(value_node, "style", None) if isinstance(value_node, yaml.ScalarNode) else None
+        result.value_marks[key] = (value_node.start_mark.line + 1, value_node.start_mark.column + 1, style)
+    return result
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(text: str, source: str | Path | None = None) -> Any:
+    """Parse YAML text safely (no code tags), mappings as :class:`YamlMap`."""
+    loader = _LineLoader(text)
+    loader.source = str(source) if source is not None else None
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        col = mark.column + 1 if mark else None
+        raise SpecError(f"invalid YAML: {exc.problem or exc.context}", file=source, line=line, column=col) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {exc}", file=source) from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read and parse a YAML file; a missing or unreadable file is a :class:`SpecError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("file not found", file=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read file ({exc.__class__.__name__})", file=path) from None
+    return parse_yaml(text, source=path)
+
+
+def as_map(value: Any, *, where: str, file: str | Path | None = None, line: int | None = None) -> YamlMap:
+    """Coerce a loaded value to a :class:`YamlMap`, failing clearly if it is not a mapping."""
+    if isinstance(value, YamlMap):
+        return value
+    if isinstance(value, Mapping):
+        result = YamlMap(value)
+        result.file = str(file) if file is not None else None
+        result.line = line
+        return result
+    raise SpecError(f"expected a mapping, got {type(value).__name__} {value!r:.60}", file=file, line=line, key=where)
+
+
+def check_keys(mapping: YamlMap, allowed: Iterable[str], required: Iterable[str] = (), *, prefix: str = "") -> None:
+    """Fail on the first unknown key (with close matches) or missing required key."""
+    allowed = list(allowed)
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise SpecError(
+                f"unknown key; {hint}expected one of: {', '.join(allowed)}",
+                file=mapping.file,
+                line=mapping.line_of(key),
+                key=prefix + key,
+            )
+    for key in required:
+        if key not in mapping:
+            raise SpecError("missing required key", file=mapping.file, line=mapping.line, key=prefix + key)

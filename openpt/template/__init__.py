@@ -1,0 +1,1 @@
+"""Template language: parsing, binding to a tokenizer, encoding and soft tokens."""

@@ -1,0 +1,247 @@
+"""Turning examples into token ids with a template: batched fast tokenization, truncation
+that spares template text, soft positions and masks, and dynamic padding."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..data import InputExample
+from ..errors import DataError, SpecError
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of a bound template.
+
+    ``kind`` is ``ids`` (fixed token ids), ``field`` (an input placeholder), ``soft``
+    (soft positions; ``ids`` holds the soft-table rows) or ``mask``.
+    """
+
+    kind: str
+    ids: tuple[int, ...] = ()
+    field: str = ""
+    shortenable: bool = True
+    space: bool = False
+
+
+@dataclass
+class Encoded:
+    """One example after templating, before padding."""
+
+    input_ids: list[int]
+    soft_index: list[int]
+    mask_positions: list[int]
+    label: int | None = None
+
+
+@dataclass
+class Batch:
+    """Padded tensors for a batch.
+
+    Attributes:
+        input_ids: ``[B, L]`` token ids (soft positions hold the pad id).
+        attention_mask: ``[B, L]``, 1 on real positions.
+        soft_index: ``[B, L]`` row in the soft table, -1 where the token is not soft.
+        mask_positions: ``[B, M]`` position of each ``[MASK]`` slot.
+        labels: ``[B]`` class ids, or ``None`` for unlabeled data.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    soft_index: torch.Tensor
+    mask_positions: torch.Tensor
+    labels: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(*(t.to(device) if t is not None else None for t in (
+            self.input_ids, self.attention_mask, self.soft_index, self.mask_positions, self.labels)))
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def fit_lengths(lengths: Sequence[int], budget: int, order: Sequence[int] | None = None) -> list[int]:
+    """Shorten ``lengths`` so they sum to at most ``budget``.
+
+    With ``order=None`` the currently longest entry loses one token at a time (longest first);
+    with an ``order`` of indices, entries are trimmed fully in that order (tail first).
+    """
+    lengths = list(lengths)
+    excess = sum(lengths) - budget
+    if excess <= 0:
+        return lengths
+    if order is not None:
+        for i in order:
+            cut = min(excess, lengths[i])
+            lengths[i] -= cut
+            excess -= cut
+            if excess == 0:
+                break
+        return lengths
+    # Water-filling: the largest cap c with sum(min(l, c)) <= budget, then the remainder.
+    low, high = 0, max(lengths)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(min(length, mid) for length in lengths) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    cap = low
+    capped = [min(length, cap) for length in lengths]
+    spare = budget - sum(capped)
+    for i, length in enumerate(lengths):  # earlier fields keep the leftover tokens
+        if spare <= 0:
+            break
+        if length > capped[i]:
+            capped[i] += 1
+            spare -= 1
+    return capped
+
+
+class TemplateEncoder:
+    """Encodes examples for one template and tokenizer.
+
+    Args:
+        parts: the bound template pieces.
+        tokenizer: a Hugging Face fast tokenizer.
+        mask_token_id: id written at ``[MASK]`` positions.
+        max_length: maximum sequence length including special tokens.
+        truncate: the fields that may be shortened (``None``: every shortenable placeholder).
+        truncation: ``longest_first`` (trim the longest field a token at a time) or ``tail_first``
+            (trim the last field of ``truncate`` first, then the one before it).
+        prefix_ids, suffix_ids: special tokens around the sequence (e.g. ``[CLS]`` / ``[SEP]``).
+    """
+
+    def __init__(
+        self,
+        parts: Sequence[Part],
+        tokenizer,
+        *,
+        mask_token_id: int,
+        max_length: int,
+        truncate: Sequence[str] | None = None,
+        truncation: str = "longest_first",
+        prefix_ids: Sequence[int],
+        suffix_ids: Sequence[int],
+    ) -> None:
+        self.parts = list(parts)
+        self.tokenizer = tokenizer
+        self.mask_token_id = mask_token_id
+        self.max_length = max_length
+        self.prefix_ids = list(prefix_ids)
+        self.suffix_ids = list(suffix_ids)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.field_parts = [i for i, p in enumerate(self.parts) if p.kind == "field"]
+        self.fixed_length = len(self.prefix_ids) + len(self.suffix_ids) + sum(
+            len(p.ids) if p.kind in ("ids", "soft") else 1 if p.kind == "mask" else 0 for p in self.parts
+        )
+        self.num_masks = sum(p.kind == "mask" for p in self.parts)
+        if self.fixed_length > max_length:
+            raise SpecError(f"the template alone takes {self.fixed_length} tokens, more than max_length={max_length}", key="max_length")
+        allowed = set(truncate) if truncate is not None else None
+        self._shortenable = {
+            i for i in self.field_parts if self.parts[i].shortenable and (allowed is None or self.parts[i].field in allowed)
+        }
+        self._order: list[int] | None = None
+        if truncation == "tail_first" and truncate is not None:
+            slot = {self.parts[i].field: k for k, i in enumerate(self.field_parts)}
+            self._order = [slot[name] for name in reversed(list(truncate)) if name in slot]
+
+    def _field_ids(self, examples: Sequence[InputExample]) -> list[list[list[int]]]:
+        """Token ids per field part per example, tokenized in one batched call per field."""
+        per_part = []
+        for index in self.field_parts:
+            part = self.parts[index]
+            texts = []
+            for n, example in enumerate(examples):
+                value = example.field(part.field)
+                if value is None:
+                    raise DataError(f"example {example.guid or n} has no field {part.field!r} that the template uses")
+                texts.append(" " + value if part.space else value)
+            per_part.append(self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
+        return per_part
+
+    def encode(self, examples: Sequence[InputExample]) -> list[Encoded]:
+        """Template, tokenize and truncate ``examples`` (no padding)."""
+        per_part = self._field_ids(examples)
+        budget = self.max_length - self.fixed_length
+        encoded = []
+        for n, example in enumerate(examples):
+            pieces = [ids[n] for ids in per_part]
+            lengths = self._fit([len(p) for p in pieces], budget, example, n)
+            encoded.append(self._assemble(pieces, lengths, example.label))
+        return encoded
+
+    def encode_with_roles(self, example: InputExample) -> tuple[Encoded, list[str]]:
+        """Encode one example and name each position's role (for ``template check``)."""
+        pieces = [ids[0] for ids in self._field_ids([example])]
+        lengths = self._fit([len(p) for p in pieces], self.max_length - self.fixed_length, example, 0)
+        roles: list[str] = []
+        return self._assemble(pieces, lengths, example.label, roles), roles
+
+    def _assemble(self, pieces: list[list[int]], lengths: list[int], label: int | None, roles: list[str] | None = None) -> Encoded:
+        ids, soft, masks = list(self.prefix_ids), [-1] * len(self.prefix_ids), []
+        role_names = {"field": "input", "ids": "text", "soft": "soft", "mask": "mask"}
+        if roles is not None:
+            roles.extend(["special"] * len(ids))
+        field_k = 0
+        for part in self.parts:
+            start = len(ids)
+            if part.kind == "field":
+                chunk = pieces[field_k][: lengths[field_k]]
+                field_k += 1
+                ids.extend(chunk)
+                soft.extend([-1] * len(chunk))
+            elif part.kind == "ids":
+                ids.extend(part.ids)
+                soft.extend([-1] * len(part.ids))
+            elif part.kind == "soft":
+                ids.extend([self.pad_id] * len(part.ids))
+                soft.extend(part.ids)
+            else:
+                masks.append(len(ids))
+                ids.append(self.mask_token_id)
+                soft.append(-1)
+            if roles is not None:
+                roles.extend([role_names[part.kind]] * (len(ids) - start))
+        ids.extend(self.suffix_ids)
+        soft.extend([-1] * len(self.suffix_ids))
+        if roles is not None:
+            roles.extend(["special"] * len(self.suffix_ids))
+        return Encoded(ids, soft, masks, label)
+
+    def _fit(self, lengths: list[int], budget: int, example: InputExample, n: int) -> list[int]:
+        if sum(lengths) <= budget:
+            return lengths
+        keep = [k for k, i in enumerate(self.field_parts) if i not in self._shortenable]
+        fixed = sum(lengths[k] for k in keep)
+        if fixed > budget:
+            raise DataError(
+                f"example {example.guid or n} does not fit max_length={self.max_length}: its non-shortenable fields take {fixed} tokens"
+            )
+        if self._order is not None:
+            return fit_lengths(lengths, budget, [k for k in self._order if k not in keep])
+        free = [k for k in range(len(lengths)) if k not in keep]
+        fitted = fit_lengths([lengths[k] for k in free], budget - fixed)
+        for k, value in zip(free, fitted):
+            lengths[k] = value
+        return lengths
+
+    def collate(self, items: Sequence[Encoded]) -> Batch:
+        """Pad a list of encoded examples to the longest one (dynamic padding)."""
+        width = max(len(item.input_ids) for item in items)
+        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(items), width), dtype=torch.long)
+        soft = torch.full((len(items), width), -1, dtype=torch.long)
+        for row, item in enumerate(items):
+            length = len(item.input_ids)
+            ids[row, :length] = torch.tensor(item.input_ids)
+            attention[row, :length] = 1
+            soft[row, :length] = torch.tensor(item.soft_index)
+        masks = torch.tensor([item.mask_positions for item in items], dtype=torch.long).reshape(len(items), self.num_masks)
+        labels = None
+        if all(item.label is not None for item in items):
+            labels = torch.tensor([item.label for item in items], dtype=torch.long)
+        return Batch(ids, attention, soft, masks, labels)

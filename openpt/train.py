@@ -1,0 +1,146 @@
+"""Prompt-parameter-only training: AdamW over the trainable tensors, dev-based model selection."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .data import InputExample
+from .errors import ConfigError
+from .metrics import compute_metrics
+from .model import PromptModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings.
+
+    Attributes:
+        lr: learning rate of the prompt parameters.
+        epochs: passes over the training set (ignored when ``steps`` is set).
+        steps: total optimizer steps.
+        batch_size: training batch size.
+        eval_every: evaluate on the dev split every N steps (0: only at the end).
+        eval_batch_size: batch size for evaluation.
+        weight_decay: AdamW weight decay.
+        warmup_ratio: share of steps with linear warm-up (then linear decay).
+        max_grad_norm: gradient clipping (0 disables).
+        keep_best: restore the parameters with the best dev accuracy at the end.
+        patience: stop after this many evaluations without dev improvement (``None``: never).
+        backbone_lr: learning rate of backbone weights when they are not frozen.
+        seed: seed of shuffling.
+    """
+
+    lr: float = 0.01
+    epochs: int = 20
+    steps: int | None = None
+    batch_size: int = 8
+    eval_every: int = 10
+    eval_batch_size: int = 64
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    keep_best: bool = True
+    patience: int | None = None
+    backbone_lr: float = 1e-5
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        checks = {
+            "lr": self.lr > 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
+            "eval_every": self.eval_every >= 0, "eval_batch_size": self.eval_batch_size >= 1,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1, "steps": self.steps is None or self.steps >= 1,
+            "patience": self.patience is None or self.patience >= 1, "max_grad_norm": self.max_grad_norm >= 0,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"invalid value {getattr(self, key)!r}", key=f"train.{key}")
+
+
+@dataclass
+class TrainResult:
+    """What training did: steps, the best dev score and when, and the loss/dev history."""
+
+    steps: int
+    best_step: int
+    best_dev_accuracy: float | None
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate(model: PromptModel, examples: Sequence[InputExample], batch_size: int = 64, metrics: Sequence[str] = ("accuracy", "macro_f1")) -> dict[str, float]:
+    """Metrics of ``model`` on labeled ``examples``."""
+    predictions, _ = model.predict(examples, batch_size)
+    return compute_metrics([e.label for e in examples], predictions, metrics)
+
+
+def make_optimizer(model: PromptModel, config: TrainConfig) -> torch.optim.Optimizer:
+    prompt = [p for name, p in model.named_trainable_parameters() if not name.startswith("backbone.")]
+    backbone = [p for name, p in model.named_trainable_parameters() if name.startswith("backbone.")]
+    if not prompt and not backbone:
+        raise ConfigError("nothing to train: the template has no soft tokens and the verbalizer no parameters", key="train")
+    groups = [{"params": prompt, "lr": config.lr}] if prompt else []
+    if backbone:
+        groups.append({"params": backbone, "lr": config.backbone_lr})
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequence[InputExample] | None, config: TrainConfig) -> TrainResult:
+    """Train the trainable parameters of ``model`` on ``train_set``; select on ``dev_set`` accuracy."""
+    start = time.perf_counter()
+    encoded = model.template.encode(train_set)
+    optimizer = make_optimizer(model, config)
+    per_epoch = math.ceil(len(encoded) / config.batch_size)
+    total = config.steps or per_epoch * config.epochs
+    warmup = int(total * config.warmup_ratio)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(warmup, 1) if s < warmup else max(0.0, (total - s) / max(total - warmup, 1))
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    params = model.trainable_parameters()
+    best_state = {n: p.detach().clone() for n, p in model.named_trainable_parameters()}
+    best_acc, best_step, history, step, stale = None, 0, [], 0, 0
+    model.train()
+    while step < total:
+        for chunk in torch.randperm(len(encoded), generator=generator).split(config.batch_size):
+            batch = model.template.collate([encoded[i] for i in chunk.tolist()])
+            loss = F.cross_entropy(model(batch), batch.labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            record: dict[str, Any] = {"step": step, "loss": loss.item()}
+            if dev_set and (config.eval_every and step % config.eval_every == 0 or step == total):
+                record["dev_accuracy"] = evaluate(model, dev_set, config.eval_batch_size, ("accuracy",))["accuracy"]
+                model.train()
+                if best_acc is None or record["dev_accuracy"] > best_acc:
+                    best_acc, best_step, stale = record["dev_accuracy"], step, 0
+                    best_state = {n: p.detach().clone() for n, p in model.named_trainable_parameters()}
+                else:
+                    stale += 1
+                logger.info("step %d loss %.4f dev %.4f", step, record["loss"], record["dev_accuracy"])
+            history.append(record)
+            if step >= total or (config.patience and stale >= config.patience):
+                total = step
+                break
+    if dev_set and config.keep_best:
+        with torch.no_grad():
+            for name, p in model.named_trainable_parameters():
+                p.copy_(best_state[name])
+    else:
+        best_step = step
+    model.eval()
+    return TrainResult(steps=step, best_step=best_step, best_dev_accuracy=best_acc, seconds=time.perf_counter() - start, history=history)

@@ -1,0 +1,170 @@
+"""Manual verbalizer: each class is named by one or more label words."""
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Sequence
+
+import torch
+
+from ..errors import SpecError
+from ..spec import YamlMap, as_map, check_keys
+from ..registry import VERBALIZERS
+from .base import MaskOutputs, Verbalizer
+
+logger = logging.getLogger(__name__)
+
+AGGREGATES = ("mean", "max", "sum")
+MULTI_TOKEN_RULES = ("first", "mean")
+
+
+def word_token_ids(tokenizer, word: str, space: bool) -> list[int]:
+    """Token ids of ``word`` as it appears after a space (``space``) or glued to what precedes."""
+    return tokenizer((" " + word) if space else word, add_special_tokens=False)["input_ids"]
+
+
+@VERBALIZERS.register("manual")
+class ManualVerbalizer(Verbalizer):
+    """Scores classes from the LM's logits of their label words at one mask.
+
+    The logits of all label words are normalised together (log-softmax); a class's score is
+    the log of the mean (or max, or sum) of its words' probabilities. A word that splits
+    into several sub-tokens is scored by its first sub-token (``multi_token: first``) or by
+    the mean of its sub-tokens' logits at the same mask (``multi_token: mean``); such words
+    are reported with a warning.
+
+    Args:
+        labels: label name -> label words, in class order.
+        aggregate: ``mean``, ``max`` or ``sum`` over a class's word probabilities.
+        multi_token: ``first`` or ``mean``.
+        mask: which ``[MASK]`` slot this verbalizer reads.
+        prefix_space: ``None`` (follow the template: a space before the mask means the
+            leading-space word form), or force ``True``/``False``.
+
+    Example:
+        >>> verbalizer = ManualVerbalizer({"negative": ["terrible"], "positive": ["great"]})
+    """
+
+    def __init__(
+        self,
+        labels: Mapping[str, Sequence[str]],
+        *,
+        aggregate: str = "mean",
+        multi_token: str = "first",
+        mask: int = 0,
+        prefix_space: bool | None = None,
+        source: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(list(labels), source=source, name=name)
+        if aggregate not in AGGREGATES:
+            raise SpecError(f"expected one of {', '.join(AGGREGATES)}, got {aggregate!r}", file=source, key="aggregate")
+        if multi_token not in MULTI_TOKEN_RULES:
+            raise SpecError(f"expected one of {', '.join(MULTI_TOKEN_RULES)}, got {multi_token!r}", file=source, key="multi_token")
+        self.words = {label: [words] if isinstance(words, str) else list(words) for label, words in labels.items()}
+        for label, words in self.words.items():
+            if not words or any(not isinstance(w, str) or not w.strip() for w in words):
+                raise SpecError(f"label {label!r} needs a non-empty list of non-empty words, got {words!r}", file=source, key=f"labels.{label}")
+        self.aggregate, self.multi_token, self.mask, self.prefix_space = aggregate, multi_token, mask, prefix_space
+        self.split_words: dict[str, list[str]] = {}
+
+    @classmethod
+    def from_mapping(cls, spec: YamlMap) -> "ManualVerbalizer":
+        """Build from a YAML mapping (``labels``, optional ``aggregate``, ``multi_token``, ``mask``, ``prefix_space``)."""
+        check_keys(spec, ("type", "name", "labels", "aggregate", "multi_token", "mask", "prefix_space"), ("labels",))
+        labels = as_map(spec["labels"], where="labels", file=spec.file, line=spec.line_of("labels"))
+        if not labels:
+            raise spec.error("labels", "expected a mapping of label name -> label words, got an empty mapping")
+        for label, words in labels.items():
+            if not isinstance(words, (str, list)) or not words:
+                raise SpecError(
+                    f"expected a word or a non-empty list of words, got {words!r}",
+                    file=spec.file, line=labels.line_of(label), key=f"labels.{label}",
+                )
+        try:
+            return cls(
+                labels,
+                aggregate=spec.get("aggregate", "mean"),
+                multi_token=spec.get("multi_token", "first"),
+                mask=int(spec.get("mask", 0)),
+                prefix_space=spec.get("prefix_space"),
+                source=spec.file,
+                name=spec.get("name"),
+            )
+        except SpecError as exc:
+            raise exc.located(line=spec.line_of(exc.key.split(".")[0]) if exc.key else spec.line) from None
+
+    def bind(self, tokenizer, mask_spaces: Sequence[bool]) -> None:
+        if self.mask >= len(mask_spaces):
+            raise SpecError(f"reads mask {self.mask} but the template has {len(mask_spaces)} mask(s)", file=self.source, key="mask")
+        space = mask_spaces[self.mask] if self.prefix_space is None else self.prefix_space
+        vocab_ids: dict[int, int] = {}
+        word_slots: list[list[int]] = []
+        class_words: list[list[int]] = []
+        self.split_words = {}
+        for label in self.label_names:
+            indices = []
+            for word in self.words[label]:
+                ids = word_token_ids(tokenizer, word.strip(), space)
+                if not ids or tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+                    raise SpecError(
+                        f"label word {word!r} is not in the vocabulary of {tokenizer.name_or_path or type(tokenizer).__name__} "
+                        f"(tokenizes to {tokenizer.convert_ids_to_tokens(ids)})",
+                        file=self.source,
+                        key=f"labels.{label}",
+                    )
+                if len(ids) > 1:
+                    self.split_words[word] = tokenizer.convert_ids_to_tokens(ids)
+                    if self.multi_token == "first":
+                        ids = ids[:1]
+                indices.append(len(word_slots))
+                word_slots.append([vocab_ids.setdefault(i, len(vocab_ids)) for i in ids])
+            class_words.append(indices)
+        if self.split_words:
+            logger.warning(
+                "label words split into several tokens (scored by %s sub-token%s): %s",
+                self.multi_token, "" if self.multi_token == "first" else "s' mean logit",
+                ", ".join(f"{w} -> {' '.join(t)}" for w, t in self.split_words.items()),
+            )
+        self.token_ids = list(vocab_ids)
+        self.register_buffer("word_slots", _pad(word_slots, 0), persistent=False)
+        self.register_buffer("word_slot_mask", _pad([[1] * len(s) for s in word_slots], 0).bool(), persistent=False)
+        self.register_buffer("class_words", _pad(class_words, 0), persistent=False)
+        self.register_buffer("class_word_mask", _pad([[1] * len(c) for c in class_words], 0).bool(), persistent=False)
+
+    def word_logits(self, mask_logits: torch.Tensor) -> torch.Tensor:
+        """Per-word logits ``[B, num_words]`` from the mask's token logits ``[B, W]``."""
+        slots = mask_logits[:, self.word_slots]  # [B, num_words, S]
+        if slots.shape[-1] == 1:
+            return slots[..., 0]
+        weights = self.word_slot_mask.to(slots.dtype)
+        return (slots * weights).sum(-1) / weights.sum(-1)
+
+    def forward(self, outputs: MaskOutputs) -> torch.Tensor:
+        """Class scores ``[B, C]``: log of the aggregated label-word probabilities."""
+        word_logp = torch.log_softmax(self.word_logits(outputs.logits[:, self.mask]), dim=-1)
+        per_class = word_logp[:, self.class_words]  # [B, C, K]
+        per_class = per_class.masked_fill(~self.class_word_mask, float("-inf"))
+        if self.aggregate == "max":
+            return per_class.max(dim=-1).values
+        scores = torch.logsumexp(per_class, dim=-1)
+        if self.aggregate == "mean":
+            scores = scores - self.class_word_mask.sum(-1).to(scores.dtype).log()
+        return scores
+
+    def config(self) -> dict:
+        return {
+            "type": "manual",
+            "name": self.name,
+            "labels": {label: list(words) for label, words in self.words.items()},
+            "aggregate": self.aggregate,
+            "multi_token": self.multi_token,
+            "mask": self.mask,
+            "prefix_space": self.prefix_space,
+        }
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
