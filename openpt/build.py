@@ -15,6 +15,7 @@ from .template.spec import TemplateSpec, load_template_spec, template_spec_from_
 from .template.template import Template
 from .verbalizer import load_verbalizer, verbalizer_from_mapping
 from .verbalizer.base import Verbalizer
+from .verbalizer.generation import GenerationVerbalizer  # noqa: F401  registers the 'generation' type
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -89,8 +90,10 @@ def build_model(
         max_length=options.max_length,
         soft_init=soft_init,
         seed=seed,
+        special_frame=backbone.special_frame(),
     )
     model = PromptModel(backbone, bound, verbalizer, freeze_backbone=options.freeze_backbone)
+    model.options = options
     if bound.soft is not None and soft_init.strategy == "label_words":
         bound.soft.reset(backbone.input_embeddings().weight.detach(), soft_init, seed=seed, label_word_ids=verbalizer.token_ids,
                          special_ids=(), text_ids=bound._text_ids)

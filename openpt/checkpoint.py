@@ -41,6 +41,9 @@ def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same directory, fsync, then rename over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:
@@ -51,8 +54,11 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_prompt(model: PromptModel, directory: str | Path, options: PromptOptions, *, extra: dict[str, Any] | None = None) -> Path:
+def save_prompt(model: PromptModel, directory: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
     """Write ``prompt.safetensors`` (trainable tensors only) and ``prompt_config.json``."""
+    options = model.options
+    if not options.freeze_backbone:
+        raise CheckpointError("saving an unfrozen backbone as a prompt is not supported; save the backbone with save_pretrained")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: p.detach().cpu().contiguous() for name, p in model.named_trainable_parameters()}
@@ -66,8 +72,6 @@ def save_prompt(model: PromptModel, directory: str | Path, options: PromptOption
         "trainable": sorted(tensors),
         **(extra or {}),
     }
-    if not options.freeze_backbone:
-        raise CheckpointError("saving an unfrozen backbone as a prompt is not supported; save the backbone with save_pretrained")
     atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
     return directory

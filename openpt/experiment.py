@@ -120,7 +120,7 @@ class Experiment:
         outcome = train(model, few_train.examples, few_dev.examples, train_cfg)
         scores = evaluate(model, eval_set.examples, cfg.train.eval_batch_size, metrics)
         prompt_dir = Path("seeds") / f"seed-{seed}"
-        save_prompt(model, self.output / prompt_dir, cfg.prompt, extra={"seed": seed, "sampled": info})
+        save_prompt(model, self.output / prompt_dir, extra={"seed": seed, "sampled": info})
         self.log(
             f"seed {seed}: {outcome.steps} steps, best dev {outcome.best_dev_accuracy:.4f} at step {outcome.best_step}, "
             f"eval accuracy {scores['accuracy']:.4f} ({outcome.seconds:.1f}s)"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -35,15 +35,22 @@ class PromptModel(nn.Module):
         self.backbone = backbone
         self.template = template
         self.verbalizer = verbalizer
-        verbalizer.bind(backbone.tokenizer, template.mask_spaces)
+        backbone.check_template(template)
+        if backbone.scores_words:  # seq2seq, causal: whole words scored by log-likelihood
+            verbalizer.bind_words(backbone.tokenizer, template.mask_spaces)
+        else:
+            verbalizer.bind(backbone.tokenizer, template.mask_spaces)
         self.register_buffer("token_ids", torch.tensor(verbalizer.token_ids, dtype=torch.long), persistent=False)
         self.freeze_backbone = freeze_backbone
+        self.options: Any = None  # the PromptOptions it was built with (set by build_model)
         if freeze_backbone:
             backbone.freeze()
 
     def mask_outputs(self, batch: Batch) -> MaskOutputs:
         """Backbone outputs at the masks for a batch."""
         embeds = self.template.embed(batch, self.backbone.input_embeddings())
+        if self.backbone.scores_words:
+            return self.backbone.word_outputs(embeds, batch, self.verbalizer.word_ids, max_new_tokens=self.verbalizer.max_new_tokens)
         return self.backbone.mask_outputs(embeds, batch.attention_mask, batch.mask_positions, self.token_ids)
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -28,6 +28,7 @@ class Backbone(nn.Module):
     """
 
     kind = "base"
+    scores_words = False  # True: scores whole label words (word_outputs), not logits at a mask slot
 
     def __init__(self, model: nn.Module, tokenizer: Any, name_or_path: str) -> None:
         super().__init__()
@@ -77,6 +78,22 @@ class Backbone(nn.Module):
     ) -> MaskOutputs:
         """LM logits of ``token_ids`` ``[B, M, W]`` and hidden states ``[B, M, H]`` at the masks."""
         raise NotImplementedError
+
+    def word_outputs(
+        self, inputs_embeds: torch.Tensor, batch: Any, words: Sequence[Sequence[int]], *, max_new_tokens: int = 0
+    ) -> MaskOutputs:
+        """For backbones with :attr:`scores_words`: log-likelihoods ``[B, N]`` of the ``N`` words
+        (token-id lists) at the mask, or, with ``max_new_tokens``, greedy tokens generated there."""
+        raise NotImplementedError(f"{type(self).__name__} reads logits at mask slots; use mask_outputs")
+
+    def special_frame(self) -> tuple[list[int], list[int]]:
+        """Special token ids the template puts before and after the text (the tokenizer's own)."""
+        from ..template.template import special_token_frame
+
+        return special_token_frame(self.tokenizer)
+
+    def check_template(self, template: Any) -> None:
+        """Raise :class:`~openpt.errors.SpecError` if this backbone cannot score ``template``."""
 
 
 def detect_kind(config: Any) -> str:

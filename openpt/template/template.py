@@ -69,6 +69,8 @@ class Template(nn.Module):
         soft_init: initialisation of soft tokens that have no init text.
         seed: seed of the soft-token initialisation.
         label_word_ids: label-word ids for the ``label_words`` init strategy.
+        special_frame: special ids around the text; default: the tokenizer's
+            (:func:`special_token_frame`). Causal LMs pass none after the text.
 
     Example:
         >>> template = Template(spec, tokenizer, model.get_input_embeddings(), mask_token_id=103)
@@ -86,13 +88,14 @@ class Template(nn.Module):
         soft_init: SoftInit | None = None,
         seed: int = 0,
         label_word_ids: Sequence[int] = (),
+        special_frame: tuple[Sequence[int], Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
         self.check_spec(spec)
         self.tokenizer = tokenizer
         parts, runs, self.mask_spaces = self._bind(spec.segments, tokenizer)
-        prefix, suffix = special_token_frame(tokenizer)
+        prefix, suffix = special_frame if special_frame is not None else special_token_frame(tokenizer)
         self.encoder = TemplateEncoder(
             parts,
             tokenizer,

@@ -15,19 +15,29 @@ class MaskOutputs:
     """What the backbone produces at the ``[MASK]`` slots.
 
     Attributes:
-        logits: ``[B, M, W]`` LM logits of the verbalizer's token ids (``W = len(token_ids)``).
-        hidden: ``[B, M, H]`` final hidden states at the masks.
+        logits: ``[B, M, W]`` LM logits of the verbalizer's token ids (``W = len(token_ids)``);
+            ``None`` from backbones that score whole words (seq2seq, causal).
+        hidden: ``[B, M, H]`` final hidden states at the masks (for word-scoring backbones: the
+            state that predicts the word's first token).
+        word_logprobs: ``[B, N]`` log-likelihood of each of the verbalizer's ``N`` words
+            (:attr:`Verbalizer.word_ids`) at its mask, from word-scoring backbones.
+        generated: per example, the token ids a word-scoring backbone generated at the mask
+            (when :attr:`Verbalizer.max_new_tokens` is set).
     """
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     hidden: torch.Tensor
+    word_logprobs: torch.Tensor | None = None
+    generated: list[list[int]] | None = None
 
 
 class Verbalizer(nn.Module):
     """Maps mask outputs to class scores ``[B, C]``.
 
     Subclasses set :attr:`token_ids` in :meth:`bind`: the vocabulary rows the LM head must
-    produce at the masks (the fast path computes only those rows).
+    produce at the masks (the fast path computes only those rows). Verbalizers that also work
+    on seq2seq and causal backbones implement :meth:`bind_words`, which sets :attr:`word_ids`:
+    the token ids of each word the backbone scores by log-likelihood.
     """
 
     def __init__(self, label_names: Sequence[str], *, source: str | None = None, name: str | None = None) -> None:
@@ -38,6 +48,8 @@ class Verbalizer(nn.Module):
         self.source = source
         self.name = name
         self.token_ids: list[int] = []
+        self.word_ids: list[list[int]] = []
+        self.max_new_tokens = 0  # > 0: word-scoring backbones generate at the mask instead of scoring
 
     @property
     def num_classes(self) -> int:
@@ -45,6 +57,14 @@ class Verbalizer(nn.Module):
 
     def bind(self, tokenizer, mask_spaces: Sequence[bool]) -> None:
         """Resolve words to token ids for ``tokenizer``; ``mask_spaces[m]`` tells whether a space precedes mask m."""
+
+    def bind_words(self, tokenizer, mask_spaces: Sequence[bool]) -> None:
+        """Like :meth:`bind`, for a backbone that scores whole words (seq2seq, causal)."""
+        raise SpecError(
+            f"a {type(self).__name__} reads LM logits at a [MASK] slot, which only masked-LM backbones give; "
+            "seq2seq and causal backbones score whole words: expected a manual or generation verbalizer",
+            file=self.source,
+        )
 
     def forward(self, outputs: MaskOutputs) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError

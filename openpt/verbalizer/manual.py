@@ -14,7 +14,7 @@ from .base import MaskOutputs, Verbalizer
 logger = logging.getLogger(__name__)
 
 AGGREGATES = ("mean", "max", "sum")
-MULTI_TOKEN_RULES = ("first", "mean")
+MULTI_TOKEN_RULES = ("first", "mean", "sum")
 
 
 def word_token_ids(tokenizer, word: str, space: bool) -> list[int]:
@@ -32,10 +32,15 @@ class ManualVerbalizer(Verbalizer):
     the mean of its sub-tokens' logits at the same mask (``multi_token: mean``); such words
     are reported with a warning.
 
+    On backbones that score whole words (seq2seq, causal) a word's score is its log-likelihood
+    at the mask instead of a logit: exact over all its sub-tokens (``multi_token: sum``, the
+    default there), per sub-token (``mean``) or of the first sub-token only (``first``).
+
     Args:
         labels: label name -> label words, in class order.
         aggregate: ``mean``, ``max`` or ``sum`` over a class's word probabilities.
-        multi_token: ``first`` or ``mean``.
+        multi_token: ``first``, ``mean`` or ``sum`` (word-scoring backbones only); ``None``:
+            ``first`` on masked LMs, ``sum`` on seq2seq and causal backbones.
         mask: which ``[MASK]`` slot this verbalizer reads.
         prefix_space: ``None`` (follow the template: a space before the mask means the
             leading-space word form), or force ``True``/``False``.
@@ -49,7 +54,7 @@ class ManualVerbalizer(Verbalizer):
         labels: Mapping[str, Sequence[str]],
         *,
         aggregate: str = "mean",
-        multi_token: str = "first",
+        multi_token: str | None = None,
         mask: int = 0,
         prefix_space: bool | None = None,
         source: str | None = None,
@@ -58,7 +63,7 @@ class ManualVerbalizer(Verbalizer):
         super().__init__(list(labels), source=source, name=name)
         if aggregate not in AGGREGATES:
             raise SpecError(f"expected one of {', '.join(AGGREGATES)}, got {aggregate!r}", file=source, key="aggregate")
-        if multi_token not in MULTI_TOKEN_RULES:
+        if multi_token is not None and multi_token not in MULTI_TOKEN_RULES:
             raise SpecError(f"expected one of {', '.join(MULTI_TOKEN_RULES)}, got {multi_token!r}", file=source, key="multi_token")
         self.words = {label: [words] if isinstance(words, str) else list(words) for label, words in labels.items()}
         for label, words in self.words.items():
@@ -84,7 +89,7 @@ class ManualVerbalizer(Verbalizer):
             return cls(
                 labels,
                 aggregate=spec.get("aggregate", "mean"),
-                multi_token=spec.get("multi_token", "first"),
+                multi_token=spec.get("multi_token"),
                 mask=int(spec.get("mask", 0)),
                 prefix_space=spec.get("prefix_space"),
                 source=spec.file,
@@ -94,9 +99,10 @@ class ManualVerbalizer(Verbalizer):
             raise exc.located(line=spec.line_of(exc.key.split(".")[0]) if exc.key else spec.line) from None
 
     def bind(self, tokenizer, mask_spaces: Sequence[bool]) -> None:
-        if self.mask >= len(mask_spaces):
-            raise SpecError(f"reads mask {self.mask} but the template has {len(mask_spaces)} mask(s)", file=self.source, key="mask")
-        space = mask_spaces[self.mask] if self.prefix_space is None else self.prefix_space
+        if self.multi_token == "sum":
+            raise SpecError("a masked LM scores one token per mask; 'sum' needs a seq2seq or causal backbone; expected first or mean",
+                            file=self.source, key="multi_token")
+        space = self._word_space(mask_spaces)
         vocab_ids: dict[int, int] = {}
         word_slots: list[list[int]] = []
         class_words: list[list[int]] = []
@@ -104,17 +110,10 @@ class ManualVerbalizer(Verbalizer):
         for label in self.label_names:
             indices = []
             for word in self.words[label]:
-                ids = word_token_ids(tokenizer, word.strip(), space)
-                if not ids or tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
-                    raise SpecError(
-                        f"label word {word!r} is not in the vocabulary of {tokenizer.name_or_path or type(tokenizer).__name__} "
-                        f"(tokenizes to {tokenizer.convert_ids_to_tokens(ids)})",
-                        file=self.source,
-                        key=f"labels.{label}",
-                    )
+                ids = self._word_token_ids(tokenizer, word, space, label)
                 if len(ids) > 1:
                     self.split_words[word] = tokenizer.convert_ids_to_tokens(ids)
-                    if self.multi_token == "first":
+                    if self.multi_token in (None, "first"):
                         ids = ids[:1]
                 indices.append(len(word_slots))
                 word_slots.append([vocab_ids.setdefault(i, len(vocab_ids)) for i in ids])
@@ -122,12 +121,53 @@ class ManualVerbalizer(Verbalizer):
         if self.split_words:
             logger.warning(
                 "label words split into several tokens (scored by %s sub-token%s): %s",
-                self.multi_token, "" if self.multi_token == "first" else "s' mean logit",
+                self.multi_token or "first", "" if self.multi_token in (None, "first") else "s' mean logit",
                 ", ".join(f"{w} -> {' '.join(t)}" for w, t in self.split_words.items()),
             )
         self.token_ids = list(vocab_ids)
         self.register_buffer("word_slots", _pad(word_slots, 0), persistent=False)
         self.register_buffer("word_slot_mask", _pad([[1] * len(s) for s in word_slots], 0).bool(), persistent=False)
+        self.register_buffer("class_words", _pad(class_words, 0), persistent=False)
+        self.register_buffer("class_word_mask", _pad([[1] * len(c) for c in class_words], 0).bool(), persistent=False)
+
+    def _word_space(self, mask_spaces: Sequence[bool]) -> bool:
+        if self.mask >= len(mask_spaces):
+            raise SpecError(f"reads mask {self.mask} but the template has {len(mask_spaces)} mask(s)", file=self.source, key="mask")
+        return mask_spaces[self.mask] if self.prefix_space is None else self.prefix_space
+
+    def _word_token_ids(self, tokenizer, word: str, space: bool, label: str) -> list[int]:
+        ids = word_token_ids(tokenizer, word.strip(), space)
+        if not ids or tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+            raise SpecError(
+                f"label word {word!r} is not in the vocabulary of {tokenizer.name_or_path or type(tokenizer).__name__} "
+                f"(tokenizes to {tokenizer.convert_ids_to_tokens(ids)})",
+                file=self.source,
+                key=f"labels.{label}",
+            )
+        return ids
+
+    def bind_words(self, tokenizer, mask_spaces: Sequence[bool]) -> None:
+        """Resolve words to full token-id lists (:attr:`word_ids`) for a word-scoring backbone."""
+        space = self._word_space(mask_spaces)
+        rule = self.multi_token or "sum"
+        self.word_ids, self.split_words = [], {}
+        class_words: list[list[int]] = []
+        for label in self.label_names:
+            class_words.append([])
+            for word in self.words[label]:
+                ids = self._word_token_ids(tokenizer, word, space, label)
+                if len(ids) > 1:
+                    self.split_words[word] = tokenizer.convert_ids_to_tokens(ids)
+                class_words[-1].append(len(self.word_ids))
+                self.word_ids.append(ids[:1] if rule == "first" else ids)
+        if self.split_words:
+            how = {"first": "first sub-token only", "mean": "mean log-likelihood per sub-token", "sum": "exact log-likelihood"}[rule]
+            (logger.warning if rule == "first" else logger.info)(
+                "label words of several tokens (scored by %s): %s", how,
+                ", ".join(f"{w} -> {' '.join(t)}" for w, t in self.split_words.items()),
+            )
+        self.token_ids = list(dict.fromkeys(i for ids in self.word_ids for i in ids))
+        self.register_buffer("word_lengths", torch.tensor([len(ids) for ids in self.word_ids], dtype=torch.float), persistent=False)
         self.register_buffer("class_words", _pad(class_words, 0), persistent=False)
         self.register_buffer("class_word_mask", _pad([[1] * len(c) for c in class_words], 0).bool(), persistent=False)
 
@@ -141,7 +181,11 @@ class ManualVerbalizer(Verbalizer):
 
     def forward(self, outputs: MaskOutputs) -> torch.Tensor:
         """Class scores ``[B, C]``: log of the aggregated label-word probabilities."""
-        word_logp = torch.log_softmax(self.word_logits(outputs.logits[:, self.mask]), dim=-1)
+        if outputs.word_logprobs is not None:  # word-scoring backbone: log-likelihoods [B, N]
+            scores = outputs.word_logprobs
+            word_logp = torch.log_softmax(scores / self.word_lengths if self.multi_token == "mean" else scores, dim=-1)
+        else:
+            word_logp = torch.log_softmax(self.word_logits(outputs.logits[:, self.mask]), dim=-1)
         per_class = word_logp[:, self.class_words]  # [B, C, K]
         per_class = per_class.masked_fill(~self.class_word_mask, float("-inf"))
         if self.aggregate == "max":

@@ -65,7 +65,7 @@ def test_nothing_to_train_is_a_clear_error(tiny_bert_dir):
 def test_save_load_round_trip_gives_identical_predictions(tiny_mlm_dir, tmp_path):
     model = make_model(tiny_mlm_dir, "[SOFT*5] {text} it was [MASK] .")
     train(model, SENTIMENT, None, TrainConfig(lr=0.05, steps=4, batch_size=3, eval_every=0))
-    save_prompt(model, tmp_path / "p", PromptOptions(max_length=64))
+    save_prompt(model, tmp_path / "p")
     assert set(p.name for p in (tmp_path / "p").iterdir()) == {WEIGHTS_NAME, CONFIG_NAME}
     assert (tmp_path / "p" / WEIGHTS_NAME).stat().st_size < 2_000
     loaded = load_prompt(tmp_path / "p", load_backbone(tiny_mlm_dir))
@@ -76,14 +76,14 @@ def test_save_load_round_trip_gives_identical_predictions(tiny_mlm_dir, tmp_path
 
 def test_loading_onto_another_backbone_is_refused(tiny_bert_dir, tiny_roberta_dir, tmp_path):
     model = make_model(tiny_bert_dir, "[SOFT*2] {text} it was [MASK] .")
-    save_prompt(model, tmp_path / "p", PromptOptions(max_length=64))
+    save_prompt(model, tmp_path / "p")
     with pytest.raises(CheckpointError, match="model_type='bert'.*cannot load onto .*model_type='roberta'"):
         load_prompt(tmp_path / "p", load_backbone(tiny_roberta_dir))
 
 
 def test_corrupt_weights_file_is_a_clear_error(tiny_bert_dir, tmp_path):
     model = make_model(tiny_bert_dir, "[SOFT*2] {text} it was [MASK] .")
-    save_prompt(model, tmp_path / "p", PromptOptions(max_length=64))
+    save_prompt(model, tmp_path / "p")
     (tmp_path / "p" / WEIGHTS_NAME).write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="cannot read weights"):
         load_prompt(tmp_path / "p", load_backbone(tiny_bert_dir))

@@ -1,0 +1,79 @@
+"""End to end on the real small masked LM and the shared SST-2 data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from openpt.backbone import load_backbone
+from openpt.build import PromptOptions, build_model, template_spec, verbalizer_spec
+from openpt.checkpoint import WEIGHTS_NAME, load_prompt
+from openpt.cli import main
+from openpt.data import load_split
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+    return load_backbone(minilm_dir)
+
+
+@pytest.fixture(scope="module")
+def sst2(shared_dir):
+    return load_split(shared_dir / "data" / "sst2", "train")
+
+
+def test_label_logprob_checksum_matches_openprompt_and_plain_bert(minilm, sst2):
+    """The first 32 SST-2 train rows, "{text} It was [MASK]." with terrible/great: OpenPrompt's
+    ManualTemplate and a bare BertForMaskedLM both sum the label log-probs to -81.8627."""
+    model = build_model(minilm, template_spec("{text} It was [MASK]."), verbalizer_spec(str(ROOT / "verbalizers/sst2/great_terrible.yaml")))
+    scores = model.scores(sst2.examples[:32], batch_size=32)
+    assert float(scores.sum()) == pytest.approx(-81.8627, abs=0.01)
+    assert model.backbone.tokenizer.convert_ids_to_tokens(model.verbalizer.token_ids) == ["terrible", "great"]
+
+
+def test_cli_run_eval_predict_round_trip(tmp_path, shared_dir, capsys):
+    out = tmp_path / "run"
+    code = main([
+        "run", str(ROOT / "examples/sst2_fewshot.yaml"), "--output", str(out),
+        f"backbone={shared_dir / 'models/minilm-mlm'}", f"data.path={shared_dir / 'data/sst2'}",
+        "data.seeds=[13]", "data.max_eval=64", "train.steps=6", "train.eval_every=3",
+    ])
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "| zero-shot (hard template) |" in printed and "mean ± std" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["eval"] == 64 and results["runs"][0]["steps"] == 6
+    assert results["runs"][0]["sampled"]["train_indices"] and results["versions"]["transformers"]
+    weights = out / "prompt" / WEIGHTS_NAME
+    assert weights.stat().st_size < 64 * 1024  # 20 x 384 float32 = 30 KB
+    # eval over the saved prompt reproduces the run's numbers on the same examples
+    model = load_prompt(out / "prompt")
+    eval_set = load_split(shared_dir / "data/sst2", "dev").subset(range(64))
+    acc = sum(p == e.label for p, e in zip(model.predict(eval_set.examples)[0], eval_set.examples)) / 64
+    assert acc == pytest.approx(results["runs"][0]["eval"]["accuracy"])
+    assert main(["predict", str(out / "prompt"), "a gripping , funny film .", "dull and lifeless ."]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(line.split("\t")[0] in ("negative", "positive") for line in lines)
+
+
+def test_backbone_unchanged_by_training(minilm, sst2):
+    from openpt.sampling import lmbff_split
+    from openpt.train import TrainConfig, train
+
+    before = {k: v.clone() for k, v in minilm.model.state_dict().items()}
+    few, dev, _ = lmbff_split(sst2, 4, seed=1)
+    model = build_model(minilm, template_spec("[SOFT*5] {text} It was [MASK]."), verbalizer_spec(str(ROOT / "verbalizers/sst2/great_terrible.yaml")), PromptOptions())
+    train(model, few.examples, dev.examples, TrainConfig(steps=3, batch_size=4, eval_every=0))
+    after = minilm.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_template_check_renders_with_minilm(capsys, minilm_dir):
+    assert main(["template", "check", str(ROOT / "templates/sst2/soft20_it_was.yaml"), "--backbone", str(minilm_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "<<[MASK]>>" in out and "20 soft position(s)" in out and "[CLS]" in out
