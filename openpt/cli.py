@@ -79,6 +79,8 @@ def _template_check(args: argparse.Namespace) -> int:
             raise OpenPTError(f"{path}: cannot read ({exc.strerror})") from None
         spec = template_spec(text)
     print(f"{path}: ok ({spec.name or 'unnamed'}): {format_template(spec.segments)}")
+    if args.example is not None and not args.backbone:
+        raise OpenPTError("rendering an --example needs the tokenizer of a --backbone")
     if args.backbone:
         from .backbone.base import load_backbone
 
@@ -86,7 +88,7 @@ def _template_check(args: argparse.Namespace) -> int:
         template = template_class(spec)(
             spec, backbone.tokenizer, backbone.input_embeddings(), mask_token_id=backbone.mask_token_id, max_length=args.max_length
         )
-        rendered = template.render(InputExample(text=args.example, text_b=args.example_b))
+        rendered = template.render(InputExample(text=args.example or "a gripping , funny film .", text_b=args.example_b))
         print(" ".join(f"<<{token}>>" if role == "mask" else token for token, role in rendered))
         masks = [i for i, (_, role) in enumerate(rendered) if role == "mask"]
         soft = [i for i, (_, role) in enumerate(rendered) if role == "soft"]
@@ -122,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = template.add_parser("check", help="validate a template and show how it renders")
     check.add_argument("file", help="template YAML file (or a text file with inline template text)")
     check.add_argument("--backbone", help="render with this backbone's tokenizer")
-    check.add_argument("--example", default="a gripping , funny film .", help="text to render")
+    check.add_argument("--example", help="text to render (default: a short review)")
     check.add_argument("--example-b", default="is it good ?", help="text_b to render")
     check.add_argument("--max-length", type=int, default=128)
     check.set_defaults(func=_template_check)

@@ -191,7 +191,7 @@ class SequenceBackbone(Backbone):
             logits = self.run(spliced.embeds, spliced.attention, extra)
         if len(captured) != 1:
             raise BackboneError(f"{type(self.model).__name__}: the LM head was not called once per forward")
-        return logits.float().log_softmax(-1), captured[0]
+        return logits.log_softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32)), captured[0]
 
     def next_token(self, prefix: Prefix, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities ``[N, V]`` of the token after each row's word, and the state ``[N, H]``."""

@@ -134,6 +134,7 @@ class TemplateEncoder:
         self.suffix_ids = list(suffix_ids)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.field_parts = [i for i, p in enumerate(self.parts) if p.kind == "field"]
+        self._backend = None
         self.fixed_length = len(self.prefix_ids) + len(self.suffix_ids) + sum(
             len(p.ids) if p.kind in ("ids", "soft") else 1 if p.kind == "mask" else 0 for p in self.parts
         )
@@ -160,8 +161,23 @@ class TemplateEncoder:
                 if value is None:
                     raise DataError(f"example {example.guid or n} has no field {part.field!r} that the template uses")
                 texts.append(" " + value if part.space else value)
-            per_part.append(self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
+            per_part.append(self.tokenize(texts) if texts else [])
         return per_part
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of ``texts`` without special tokens, in one call to the Rust tokenizer.
+
+        Uses a private copy of the backend tokenizer with truncation and padding off (a
+        ``tokenizer.json`` may carry its own truncation), skipping offset bookkeeping.
+        """
+        if self._backend is None:
+            from tokenizers import Tokenizer
+
+            backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+            backend.no_truncation()
+            backend.no_padding()
+            self._backend = backend
+        return [encoding.ids for encoding in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
 
     def encode(self, examples: Sequence[InputExample]) -> list[Encoded]:
         """Template, tokenize and truncate ``examples`` (no padding)."""
@@ -232,14 +248,10 @@ class TemplateEncoder:
     def collate(self, items: Sequence[Encoded]) -> Batch:
         """Pad a list of encoded examples to the longest one (dynamic padding)."""
         width = max(len(item.input_ids) for item in items)
-        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(items), width), dtype=torch.long)
-        soft = torch.full((len(items), width), -1, dtype=torch.long)
-        for row, item in enumerate(items):
-            length = len(item.input_ids)
-            ids[row, :length] = torch.tensor(item.input_ids)
-            attention[row, :length] = 1
-            soft[row, :length] = torch.tensor(item.soft_index)
+        pad, lengths = self.pad_id, [len(item.input_ids) for item in items]
+        ids = torch.tensor([item.input_ids + [pad] * (width - n) for item, n in zip(items, lengths)], dtype=torch.long)
+        soft = torch.tensor([item.soft_index + [-1] * (width - n) for item, n in zip(items, lengths)], dtype=torch.long)
+        attention = (torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)).long()
         masks = torch.tensor([item.mask_positions for item in items], dtype=torch.long).reshape(len(items), self.num_masks)
         labels = None
         if all(item.label is not None for item in items):

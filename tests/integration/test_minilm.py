@@ -77,3 +77,20 @@ def test_template_check_renders_with_minilm(capsys, minilm_dir):
     assert main(["template", "check", str(ROOT / "templates/sst2/soft20_it_was.yaml"), "--backbone", str(minilm_dir)]) == 0
     out = capsys.readouterr().out
     assert "<<[MASK]>>" in out and "20 soft position(s)" in out and "[CLS]" in out
+
+
+def test_readme_quickstart_runs(tmp_path, shared_dir, monkeypatch):
+    """The README's Python example is examples/quickstart.py, and it runs (fewer epochs here)."""
+    import runpy
+
+    source = (ROOT / "examples/quickstart.py").read_text()
+    assert source in (ROOT / "README.md").read_text()
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "shared").symlink_to(shared_dir.resolve())
+    script = project / "quickstart.py"
+    script.write_text(source.replace("epochs=10", "steps=2").replace('load_split("../shared/data/sst2", "dev").examples', 'load_split("../shared/data/sst2", "dev").examples[:32]'))
+    monkeypatch.chdir(project)
+    namespace = runpy.run_path(str(script))
+    assert (project / "my-prompt" / "prompt.safetensors").stat().st_size < 64 * 1024
+    assert namespace["probs"].shape == (1, 2) and namespace["labels"][0] in (0, 1)

@@ -105,7 +105,7 @@ def test_wrong_key_in_config(project, capsys):
 
 def test_wrong_nested_key_and_bad_value(project, capsys):
     code, err = run_cli(["run", project / "config.yaml", "train.lr=fast"], capsys)
-    assert_one_line_error(code, err, "train.lr", "expected a number")
+    assert_one_line_error(code, err, "train.lr", "expected float")
     code, err = run_cli(["run", project / "config.yaml", "train.lrr=0.1"], capsys)
     assert_one_line_error(code, err, "train.lrr", "did you mean 'lr'")
 

@@ -111,3 +111,14 @@ def test_soft_init_text_copies_token_embeddings(tiny_bert_dir):
     table = model.backbone.input_embeddings().weight
     assert model.template.soft.weight.shape[0] == len(ids)
     assert (model.template.soft.weight.detach() == table[ids]).all()
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "t5", "gpt2", "llama"])
+def test_fast_tokenize_equals_the_tokenizer_call(kind, request):
+    from openpt.template.encoding import TemplateEncoder, Part
+
+    tok = AutoTokenizer.from_pretrained(request.getfixturevalue(f"tiny_{kind}_dir"))
+    encoder = TemplateEncoder([Part("field", field="text"), Part("mask")], tok, mask_token_id=0, max_length=512,
+                              prefix_ids=[], suffix_ids=[])
+    texts = ["it was great .", " a good movie", "fantastic , wonderful film !", "x" * 300, " ".join(["movie"] * 400)]
+    assert encoder.tokenize(texts) == tok(texts, add_special_tokens=False)["input_ids"]
