@@ -1,18 +1,24 @@
 """Assembling a PromptModel from specs: template, verbalizer, backbone and options."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+import torch
 
 from .backbone.base import Backbone
-from .errors import SpecError
+from .errors import ConfigError, SpecError
 from .model import PromptModel
 from .registry import TEMPLATES, UnknownNameError
+from .prefix import PrefixConfig, PrefixTuning
+from .regularization import PromptRegularization
 from .spec import YamlMap, as_map, load_yaml
-from .template.soft import SoftInit
+from .template.ptuning import PromptEncoder, PromptEncoderConfig
+from .template.soft import SoftInit, corpus_vocab_ranking, cycle, label_word_rows, vocab_pool, vocab_sample
 from .template.spec import TemplateSpec, load_template_spec, template_spec_from_mapping, template_spec_from_text
-from .template.template import Template
+from .template.template import Template, special_like_ids
 from .verbalizer import load_verbalizer, verbalizer_from_mapping
 from .verbalizer.base import Verbalizer
 from .verbalizer.generation import GenerationVerbalizer  # noqa: F401  registers the 'generation' type
@@ -28,11 +34,18 @@ class PromptOptions:
         max_length: maximum sequence length, special tokens included.
         soft_init: soft-token initialisation settings (see :class:`SoftInit`).
         freeze_backbone: prompt-only training when true.
+        regularization: prompt dropout / L2 (see :class:`~openpt.regularization.PromptRegularization`).
+        soft_encoder: P-tuning prompt encoder (see :class:`~openpt.template.ptuning.PromptEncoderConfig`);
+            empty: plain soft prompt.
+        prefix: deep-prompt key/value prefixes (see :class:`~openpt.prefix.PrefixConfig`); empty: none.
     """
 
     max_length: int = 128
     soft_init: dict[str, Any] = field(default_factory=dict)
     freeze_backbone: bool = True
+    regularization: dict[str, Any] = field(default_factory=dict)
+    soft_encoder: dict[str, Any] = field(default_factory=dict)
+    prefix: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_path(value: str, base_dir: Path | None) -> Path:
@@ -78,8 +91,13 @@ def build_model(
     options: PromptOptions | None = None,
     *,
     seed: int = 0,
+    corpus: Sequence[str] | None = None,
 ) -> PromptModel:
-    """Bind ``template`` and ``verbalizer`` to ``backbone`` and wrap them in a :class:`PromptModel`."""
+    """Bind ``template`` and ``verbalizer`` to ``backbone`` and wrap them in a :class:`PromptModel`.
+
+    ``corpus``: unlabeled texts (e.g. the training inputs) whose token counts rank the vocabulary
+    for ``vocab_sample`` initialisation (see :mod:`openpt.template.soft`).
+    """
     options = options or PromptOptions()
     soft_init = soft_init_from(options.soft_init, template)
     bound = template_class(template)(
@@ -88,22 +106,62 @@ def build_model(
         backbone.input_embeddings(),
         mask_token_id=backbone.mask_token_id,
         max_length=options.max_length,
-        soft_init=soft_init,
+        soft_init=provisional_init(soft_init),
         seed=seed,
         special_frame=backbone.special_frame(),
     )
     model = PromptModel(backbone, bound, verbalizer, freeze_backbone=options.freeze_backbone)
     model.options = options
-    if bound.soft is not None and soft_init.strategy == "label_words":
-        bound.soft.reset(backbone.input_embeddings().weight.detach(), soft_init, seed=seed, label_word_ids=verbalizer.token_ids,
-                         special_ids=(), text_ids=bound._text_ids)
+    configure_prompt(model, options, soft_init, seed=seed, corpus=corpus)
     return model
+
+
+def provisional_init(init: SoftInit) -> SoftInit:
+    """The init the template starts with: label words and corpus ranks are applied by :func:`configure_prompt`."""
+    strategy = "vocab_sample" if init.strategy == "label_words" else init.strategy
+    return dataclasses.replace(init, strategy=strategy, vocab_order="auto")
+
+
+def configure_prompt(model: PromptModel, options: PromptOptions, soft_init: SoftInit, *, seed: int = 0,
+                     corpus: Sequence[str] | None = None) -> None:
+    """Corpus-ranked / label-word soft init, regularisation, P-tuning encoder and prefixes."""
+    backbone, soft = model.backbone, model.template.soft
+    regularizer = PromptRegularization.from_options(options.regularization)
+    specials = special_like_ids(backbone.tokenizer)
+    ranking = corpus_vocab_ranking(backbone.tokenizer, corpus) if corpus is not None else None
+    if soft is None and options.soft_encoder:
+        raise ConfigError("a soft_encoder needs [SOFT] tokens in the template", key="prompt.soft_encoder")
+    if soft is not None:
+        if soft_init.strategy == "label_words" or (soft_init.strategy == "vocab_sample" and (ranking is not None or soft_init.vocab_order == "corpus")):
+            label_words = label_word_rows(model.verbalizer, backbone.tokenizer, model.template.mask_spaces)
+            soft.reset(backbone.input_embeddings().weight.detach(), soft_init, seed=seed, label_word_ids=label_words,
+                       special_ids=specials, text_ids=model.template._text_ids, vocab_ranking=ranking)
+        soft.regularizer = regularizer
+        if options.soft_encoder:
+            soft.set_encoder(PromptEncoder(PromptEncoderConfig.from_options(options.soft_encoder), backbone.hidden_size, seed=seed))
+    if options.prefix:
+        config = PrefixConfig.from_options(options.prefix)
+        init = dataclasses.replace(soft_init, strategy="text", text=config.init_text) if config.init_text else soft_init
+        ids = prefix_token_ids(init, config.length, backbone, specials, ranking, seed=seed)
+        model.prefix = PrefixTuning(config, backbone, init_ids=ids, seed=seed)
+        model.prefix.regularizer = regularizer
+
+
+def prefix_token_ids(init: SoftInit, length: int, backbone: Backbone, specials: Sequence[int], ranking: Sequence[int] | None,
+                     *, seed: int = 0) -> list[int]:
+    """Tokens whose activations start a prefix: ``init.text`` cycled, else a vocabulary sample."""
+    if not length:
+        return []
+    if init.strategy == "text" and init.text:
+        return cycle(backbone.tokenizer(init.text, add_special_tokens=False)["input_ids"], length)
+    pool, _ = vocab_pool(backbone.vocab_size, init, specials, ranking)
+    return vocab_sample(pool, length, torch.Generator().manual_seed(init.seed if init.seed is not None else seed))
 
 
 def soft_init_from(values: dict[str, Any], template: TemplateSpec) -> SoftInit:
     """Soft-init settings: the template's ``soft_init`` mapping, overridden by ``values``."""
     merged = {**dict(template.options.get("soft_init") or {}), **dict(values or {})}
-    allowed = {"strategy", "init_range", "vocab_top", "text", "seed"}
+    allowed = {"strategy", "init_range", "vocab_top", "text", "seed", "vocab_order"}
     unknown = sorted(set(merged) - allowed)
     if unknown:
         raise SpecError(f"unknown key(s) {unknown}; expected some of {sorted(allowed)}", file=getattr(template, "source", None), key="soft_init")

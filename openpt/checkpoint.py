@@ -1,6 +1,7 @@
 """Saving and loading trained prompts: trainable tensors (safetensors) + a JSON config."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -17,10 +18,11 @@ from .errors import CheckpointError, OpenPTError
 from .model import PromptModel
 from .template.parser import format_template
 from .template.spec import TemplateSpec, template_spec_from_mapping
-from .verbalizer import verbalizer_from_mapping
+from .verbalizer import verbalizer_config, verbalizer_from_mapping
 
 WEIGHTS_NAME = "prompt.safetensors"
 CONFIG_NAME = "prompt_config.json"
+BACKBONE_DIR = "backbone"
 FORMAT_VERSION = 1
 
 
@@ -38,7 +40,7 @@ def template_config(spec: TemplateSpec) -> dict[str, Any]:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, fsync, then rename over ``path``."""
+    """Write through a temporary file in the same directory, fsync, rename over ``path``, fsync the directory."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     umask = os.umask(0)
@@ -52,23 +54,71 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def inference_state(model: PromptModel) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Prompt tensors and options as inference needs them.
+
+    Reparameterised prompts are exported as the tables they produce: a P-tuning encoder's output
+    becomes a plain ``template.soft.weight`` (saved options without ``soft_encoder``), an MLP
+    prefix a plain ``prefix.table`` (``reparam: false``). Backbone weights are never included.
+    """
+    options = {f.name: getattr(model.options, f.name) for f in dataclasses.fields(model.options)}
+    tensors: dict[str, torch.Tensor] = {}
+    skip = ["backbone."]
+    soft = model.template.soft
+    exported = soft.export_for_inference() if soft is not None else None
+    if exported is not None:
+        tensors.update({f"template.soft.{key}": value for key, value in exported.items()})
+        skip.append("template.soft.")
+        options["soft_encoder"] = {}
+    exported = model.prefix.export_for_inference() if model.prefix is not None else None
+    if exported is not None:
+        tensors.update({f"prefix.{key}": value for key, value in exported.items()})
+        skip.append("prefix.")
+        options["prefix"] = {**options["prefix"], "reparam": False}
+    for name, parameter in model.named_trainable_parameters():
+        if not name.startswith(tuple(skip)):
+            tensors[name] = parameter.detach()
+    return {name: t.cpu().contiguous() for name, t in tensors.items()}, options
 
 
 def save_prompt(model: PromptModel, directory: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``prompt.safetensors`` (trainable tensors only) and ``prompt_config.json``."""
+    """Write ``prompt.safetensors`` (prompt tensors, see :func:`inference_state`) and ``prompt_config.json``.
+
+    A model trained with an unfrozen backbone (prompt-based fine-tuning) also gets its backbone
+    saved with ``save_pretrained`` (safetensors) into ``backbone/``.
+    """
     options = model.options
-    if not options.freeze_backbone:
-        raise CheckpointError("saving an unfrozen backbone as a prompt is not supported; save the backbone with save_pretrained")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {name: p.detach().cpu().contiguous() for name, p in model.named_trainable_parameters()}
+    tensors, saved_options = inference_state(model)
+    if not options.freeze_backbone:
+        model.backbone.model.save_pretrained(directory / BACKBONE_DIR)
+        model.backbone.tokenizer.save_pretrained(directory / BACKBONE_DIR)
     config = {
         "format_version": FORMAT_VERSION,
         "template": template_config(model.template.spec),
-        "verbalizer": model.verbalizer.config(),
+        "verbalizer": verbalizer_config(model.verbalizer),
+        "calibration": model.calibration.state(),
         "labels": model.verbalizer.label_names,
         "backbone": model.backbone.signature(),
-        "options": {"max_length": options.max_length, "soft_init": options.soft_init, "freeze_backbone": options.freeze_backbone},
+        "options": saved_options,
         "trainable": sorted(tensors),
         **(extra or {}),
     }
@@ -102,6 +152,10 @@ def load_prompt(directory: str | Path, backbone: Backbone | None = None) -> Prom
     """Rebuild a saved prompt on ``backbone`` (default: the backbone path recorded at save time)."""
     directory = Path(directory)
     config = read_prompt_config(directory)
+    if (directory / BACKBONE_DIR).is_dir():  # saved with its fine-tuned backbone
+        if backbone is not None:
+            raise CheckpointError(f"{directory}: holds its own fine-tuned backbone ({BACKBONE_DIR}/); load it without backbone=")
+        backbone = load_backbone(directory / BACKBONE_DIR, kind=config["backbone"]["kind"])
     if backbone is None:
         backbone = load_backbone(config["backbone"]["name_or_path"], kind=config["backbone"]["kind"])
     check_backbone(config["backbone"], backbone, directory)
@@ -111,12 +165,14 @@ def load_prompt(directory: str | Path, backbone: Backbone | None = None) -> Prom
     except OpenPTError as exc:
         raise CheckpointError(f"{directory / CONFIG_NAME}: {exc}") from None
     options = PromptOptions(**config["options"])
-    model = build_model(backbone, spec, verbalizer, options)
+    # the saved tensors replace the initialisation, so it needs no corpus ranking
+    model = build_model(backbone, spec, verbalizer, dataclasses.replace(options, soft_init={**options.soft_init, "vocab_order": "ids"}))
+    model.options = options
     try:
         tensors = load_file(str(directory / WEIGHTS_NAME))
     except (FileNotFoundError, SafetensorError, OSError) as exc:
         raise CheckpointError(f"{directory / WEIGHTS_NAME}: cannot read weights ({exc})") from None
-    expected = dict(model.named_trainable_parameters())
+    expected = {name: p for name, p in model.named_trainable_parameters() if not name.startswith("backbone.")}
     if set(tensors) != set(expected):
         raise CheckpointError(f"{directory / WEIGHTS_NAME}: holds {sorted(tensors)}, the prompt expects {sorted(expected)}")
     with torch.no_grad():
@@ -124,4 +180,5 @@ def load_prompt(directory: str | Path, backbone: Backbone | None = None) -> Prom
             if tensor.shape != expected[name].shape:
                 raise CheckpointError(f"{directory / WEIGHTS_NAME}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
             expected[name].copy_(tensor)
+    model.calibration.load_state(config.get("calibration"), model)
     return model

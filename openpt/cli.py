@@ -1,4 +1,4 @@
-"""Command line: ``openpt run | eval | predict | template check``."""
+"""Command line: ``openpt run | eval | predict | template check | verbalizer search``."""
 from __future__ import annotations
 
 import argparse
@@ -17,9 +17,35 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     output = args.output or config.output or f"runs/{config.name}"
-    results = Experiment(config, output).run()
+    if config.sweep is not None:
+        if args.resume or args.checkpoint_every:
+            raise OpenPTError("--resume/--checkpoint-every apply to single experiments; a sweep skips its finished runs when rerun")
+        return _run_sweep(config, output, progress=not args.no_progress)
+    results = Experiment(config, output, checkpoint_every=args.checkpoint_every, resume=args.resume).run()
     print(results_table(results))
     print(f"\nwrote {Path(output) / 'results.json'} and {Path(output) / 'prompt'}/ ({results['wall_seconds']:.1f}s)")
+    return 0
+
+
+def _run_sweep(config, output: str, *, progress: bool) -> int:
+    from .report import markdown_table
+    from .sweep import Sweep, read_records
+
+    summary = Sweep(config, output, progress=progress).run()
+    print(markdown_table(read_records(summary.results)))
+    print(f"{summary.finished} run(s) finished, {summary.failed} failed, {summary.skipped} skipped (already done) of {summary.total}; "
+          f"appended to {summary.results} ({summary.seconds:.1f}s)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    if not Path(args.results).is_file():
+        raise OpenPTError(f"{args.results}: no such results file")
+    table, written = write_report(args.results, args.output, k=args.k)
+    print(table)
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -96,6 +122,43 @@ def _template_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verbalizer_search(args: argparse.Namespace) -> int:
+    from .backbone.base import load_backbone
+    from .build import PromptOptions, build_model, template_spec
+    from .cache import cache_mask_states
+    from .data import load_split
+    from .sampling import kshot_indices
+    from .verbalizer.auto import AutoVerbalizer
+
+    dataset = load_split(args.data, args.split)
+    if args.k:
+        dataset = dataset.subset(kshot_indices(dataset.labels(), args.k, args.seed, num_classes=len(dataset.label_names)))
+    backbone = load_backbone(args.backbone)
+    verbalizer = AutoVerbalizer(dataset.label_names, words_per_class=args.words_per_class, candidates=args.candidates,
+                                mask=args.mask, name=args.name)
+    model = build_model(backbone, template_spec(args.template), verbalizer, PromptOptions(max_length=args.max_length))
+    verbalizer.prepare(backbone, cache_mask_states(model, dataset.examples, args.batch_size))
+    print(verbalizer.describe())
+    if args.output:
+        header = (f"Label words found by `openpt verbalizer search` on {len(dataset)} examples of {dataset.source}"
+                  f"{f' (k={args.k}, seed={args.seed})' if args.k else ''}\nbackbone: {args.backbone}; template: {args.template}\n"
+                  "Edit freely: this is an ordinary manual verbalizer.")
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(verbalizer.manual_yaml(header), encoding="utf-8")
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of steps >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openpt", description="Prompt learning over Hugging Face backbones.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
@@ -105,7 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=0.01 data.seeds=[13]")
     run.add_argument("--output", "-o", help="output directory (default: the config's 'output' or runs/<name>)")
+    run.add_argument("--checkpoint-every", type=_non_negative, default=0, metavar="N",
+                     help="save the full training state to OUTPUT/checkpoints/ every N steps and at the end of each seed (0: off)")
+    run.add_argument("--resume", action="store_true", help="continue a killed run from OUTPUT/checkpoints/ (same results as an uninterrupted run)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar for sweeps")
     run.set_defaults(func=_run)
+
+    report = sub.add_parser("report", help="markdown table and plots from a sweep's results.jsonl")
+    report.add_argument("results", help="results.jsonl written by a sweep")
+    report.add_argument("--output", "-o", help="directory for report.md and PNGs (default: <results dir>/report)")
+    report.add_argument("--k", type=int, help="only this K in the table")
+    report.set_defaults(func=_report)
 
     for name, func, help_text in (("eval", _eval, "evaluate a saved prompt on a labeled split"), ("predict", _predict, "label texts with a saved prompt")):
         cmd = sub.add_parser(name, help=help_text)
@@ -128,6 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--example-b", default="is it good ?", help="text_b to render")
     check.add_argument("--max-length", type=int, default=128)
     check.set_defaults(func=_template_check)
+    verbalizer = sub.add_parser("verbalizer", help="verbalizer tools").add_subparsers(dest="verbalizer_command", required=True)
+    search = verbalizer.add_parser("search", help="search label words on labeled data and write them as a verbalizer YAML")
+    search.add_argument("--backbone", required=True, help="masked-LM backbone directory")
+    search.add_argument("--template", required=True, help="template YAML file or inline template text with [MASK]")
+    search.add_argument("--data", required=True, help="dataset directory (shared format) or a JSONL/CSV file")
+    search.add_argument("--split", default="train")
+    search.add_argument("--k", type=int, default=16, help="examples per class to search on (0: the whole split)")
+    search.add_argument("--seed", type=int, default=13, help="seed of the k-shot draw")
+    search.add_argument("--words-per-class", type=int, default=3)
+    search.add_argument("--candidates", type=int, default=100, help="per class, the most likely words ranked by likelihood ratio")
+    search.add_argument("--mask", type=int, default=0, help="which [MASK] slot the words fill")
+    search.add_argument("--name", default="auto_words")
+    search.add_argument("--max-length", type=int, default=128)
+    search.add_argument("--batch-size", type=int, default=32)
+    search.add_argument("--output", "-o", help="verbalizer YAML to write")
+    search.set_defaults(func=_verbalizer_search)
     return parser
 
 

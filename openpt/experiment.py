@@ -10,18 +10,20 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from .backbone.base import Backbone, load_backbone
 from .build import build_model, template_spec, verbalizer_spec
 from .checkpoint import atomic_write, save_prompt
-from .config import ExperimentConfig, config_to_dict
+from .config import DataConfig, ExperimentConfig, config_to_dict
 from .data import Dataset, load_split
 from .errors import SpecError
-from .sampling import lmbff_split
+from .sampling import lmbff_split, split_off_eval
 from .template.spec import TemplateSpec
 from .template.template import hard_version
 from .train import evaluate, train
+from .training_state import TrainCheckpointer
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,42 @@ def versions() -> dict[str, str]:
     from . import __version__
 
     return {"openpt": __version__, "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def cap_eval(dataset: Dataset, max_eval: int | None) -> Dataset:
+    """At most ``max_eval`` examples: a fixed random subset (seed 0) in dataset order.
+
+    A random subset, not the first rows: some evaluation files are sorted by label (MR, Subj).
+    """
+    if max_eval is None or len(dataset) <= max_eval:
+        return dataset
+    keep = sorted(np.random.default_rng(0).choice(len(dataset), size=max_eval, replace=False).tolist())
+    return dataset.subset(keep)
+
+
+def fewshot_sets(data: DataConfig, train_set: Dataset, eval_set: Dataset, k: int, seed: int,
+                 max_eval: int | None = None) -> tuple[Dataset, Dataset, Dataset, dict[str, Any]]:
+    """K-shot train and dev sets and the evaluation set of one seed, by ``data.protocol``.
+
+    ``lmbff``: both drawn from ``train_set``, evaluation on ``eval_set``; ``split_off_eval``: both
+    drawn from ``eval_set`` and evaluation on the rest. The evaluation set is then capped at
+    ``max_eval`` (default ``data.max_eval``). ``info`` records the protocol and sampled indices.
+    """
+    if data.protocol == "split_off_eval":
+        few_train, few_dev, rest, info = split_off_eval(eval_set, k, seed)
+    else:
+        (few_train, few_dev, info), rest = lmbff_split(train_set, k, seed), eval_set
+    cap = max_eval if max_eval is not None else data.max_eval
+    evaluated = cap_eval(rest, cap)
+    info = {**info, "eval_split": data.eval_split, "eval_size": len(evaluated)}
+    if len(evaluated) < len(rest):
+        info["eval_capped_from"] = len(rest)
+    return few_train, few_dev, evaluated, info
+
+
+def metric_names(config: ExperimentConfig) -> list[str]:
+    """The config's metrics, plus accuracy and macro-F1 (always reported)."""
+    return list(config.metrics) + [m for m in ("accuracy", "macro_f1") if m not in config.metrics]
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
@@ -59,21 +97,27 @@ class Experiment:
         output: output directory.
         backbone: an already loaded backbone (loaded from ``config.backbone`` otherwise).
         log: where progress lines go.
+        checkpoint_every: save each seed's full training state to ``<output>/checkpoints/seed-N.safetensors``
+            every N steps and when it ends (0: no training-state files).
+        resume: continue from those files (a seed without one starts from scratch): a killed run
+            restarted with ``resume=True`` writes the same results as an uninterrupted one.
     """
 
-    def __init__(self, config: ExperimentConfig, output: str | Path, *, backbone: Backbone | None = None, log: Callable[[str], None] = print) -> None:
+    def __init__(self, config: ExperimentConfig, output: str | Path, *, backbone: Backbone | None = None, log: Callable[[str], None] = print,
+                 checkpoint_every: int = 0, resume: bool = False) -> None:
         self.config = config
         self.output = Path(output)
         self.backbone = backbone
         self.log = log
+        self.checkpoint_every = checkpoint_every
+        self.resume = resume
 
     def load_data(self) -> tuple[Dataset, Dataset]:
         data = self.config.data
         train_set = load_split(data.path, data.train_split, label_names=data.label_names, field_map=data.field_map)
-        eval_set = load_split(data.path, data.eval_split, label_names=data.label_names, field_map=data.field_map)
-        if data.max_eval is not None and len(eval_set) > data.max_eval:
-            eval_set = eval_set.subset(list(range(data.max_eval)))
-        return train_set, eval_set
+        if data.eval_split == data.train_split:
+            return train_set, train_set
+        return train_set, load_split(data.path, data.eval_split, label_names=data.label_names, field_map=data.field_map)
 
     def run(self) -> dict[str, Any]:
         cfg, start = self.config, time.perf_counter()
@@ -84,40 +128,45 @@ class Experiment:
         verbalizer.check_labels(train_set.label_names)
         check_fields(spec, train_set, eval_set)
         backbone = self.backbone or load_backbone(cfg.backbone)
-        metrics = ["accuracy", "macro_f1"]
+        metrics = metric_names(cfg)
         results: dict[str, Any] = {
             "name": cfg.name,
             "config": config_to_dict(cfg.raw),
             "versions": versions(),
-            "data": {"train": len(train_set), "eval": len(eval_set), "eval_split": cfg.data.eval_split, "k": cfg.data.k},
+            "data": {"train": len(train_set), "eval": len(cap_eval(eval_set, cfg.data.max_eval)), "eval_split": cfg.data.eval_split,
+                     "k": cfg.data.k, "protocol": cfg.data.protocol},
             "runs": [],
         }
         if cfg.zero_shot:
             zs_spec = hard_version(spec) if cfg.zero_shot_template is None else template_spec(cfg.zero_shot_template, base_dir=cfg.base_dir)
             zs_model = build_model(backbone, zs_spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt)
-            results["zero_shot"] = evaluate(zs_model, eval_set.examples, cfg.train.eval_batch_size, metrics)
+            results["zero_shot"] = evaluate(zs_model, cap_eval(eval_set, cfg.data.max_eval).examples, cfg.train.eval_batch_size, metrics)
             self.log(f"zero-shot ({cfg.name}): accuracy {results['zero_shot']['accuracy']:.4f}")
         for seed in cfg.data.seeds:
             results["runs"].append(self.run_seed(backbone, spec, train_set, eval_set, seed, metrics))
-        accuracies = [run["eval"]["accuracy"] for run in results["runs"]]
-        results["summary"] = {"accuracy": mean_std(accuracies), "macro_f1": mean_std([r["eval"]["macro_f1"] for r in results["runs"]])}
+        results["summary"] = {m: mean_std([run["eval"][m] for run in results["runs"]]) for m in metrics}
         best = max(results["runs"], key=lambda r: (r["best_dev_accuracy"] or 0.0, -r["seed"]))
         if (self.output / "prompt").exists():
             shutil.rmtree(self.output / "prompt")
         shutil.copytree(self.output / best["prompt"], self.output / "prompt")
         results["prompt"] = {"path": "prompt", "seed": best["seed"], "selected_by": "best dev accuracy"}
         results["wall_seconds"] = round(time.perf_counter() - start, 2)
-        atomic_write(self.output / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2) + "\n"))
+        stable, timing = split_timing(results)  # results.json: identical for the same config and seed
+        atomic_write(self.output / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(stable, indent=2) + "\n"))
+        atomic_write(self.output / TIMING_NAME, lambda tmp: Path(tmp).write_text(json.dumps(timing, indent=2) + "\n"))
         return results
 
     def run_seed(self, backbone: Backbone, spec, train_set: Dataset, eval_set: Dataset, seed: int, metrics: list[str]) -> dict[str, Any]:
         cfg = self.config
         torch.manual_seed(seed)
-        few_train, few_dev, info = lmbff_split(train_set, cfg.data.k, seed)
+        few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed)
         verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir)
         model = build_model(backbone, spec, verbalizer, cfg.prompt, seed=seed)
         train_cfg = type(cfg.train)(**{**cfg.train.__dict__, "seed": seed})
-        outcome = train(model, few_train.examples, few_dev.examples, train_cfg)
+        saver = None
+        if self.checkpoint_every or self.resume:
+            saver = TrainCheckpointer(self.output / "checkpoints" / f"seed-{seed}.safetensors", self.checkpoint_every, resume=self.resume)
+        outcome = train(model, few_train.examples, few_dev.examples, train_cfg, checkpoint=saver)
         scores = evaluate(model, eval_set.examples, cfg.train.eval_batch_size, metrics)
         prompt_dir = Path("seeds") / f"seed-{seed}"
         save_prompt(model, self.output / prompt_dir, extra={"seed": seed, "sampled": info})
@@ -136,6 +185,18 @@ class Experiment:
             "prompt": str(prompt_dir),
             "loss_first_last": [outcome.history[0]["loss"], outcome.history[-1]["loss"]] if outcome.history else None,
         }
+
+
+TIMING_NAME = "timing.json"
+
+
+def split_timing(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``results`` without wall-clock times (``results.json``) and the times alone (``timing.json``)."""
+    stable = {key: value for key, value in results.items() if key != "wall_seconds"}
+    stable["runs"] = [{key: value for key, value in run.items() if key != "train_seconds"} for run in results["runs"]]
+    timing = {"wall_seconds": results.get("wall_seconds"),
+              "train_seconds": {str(run["seed"]): run.get("train_seconds") for run in results["runs"]}}
+    return stable, timing
 
 
 def results_table(results: dict[str, Any]) -> str:

@@ -1,6 +1,7 @@
 """PromptModel: template + verbalizer + frozen backbone -> class scores."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Iterator, Sequence
 
@@ -8,7 +9,9 @@ import torch
 from torch import nn
 
 from .backbone.base import Backbone
+from .calibration import Calibration, calibrate
 from .data import InputExample
+from .regularization import regularization_loss
 from .template.encoding import Batch
 from .template.template import Template
 from .verbalizer.base import MaskOutputs, Verbalizer
@@ -40,22 +43,40 @@ class PromptModel(nn.Module):
             verbalizer.bind_words(backbone.tokenizer, template.mask_spaces)
         else:
             verbalizer.bind(backbone.tokenizer, template.mask_spaces)
+        verbalizer.bind_backbone(backbone)
         self.register_buffer("token_ids", torch.tensor(verbalizer.token_ids, dtype=torch.long), persistent=False)
+        self.calibration = Calibration(verbalizer.calibration, verbalizer.num_classes)
         self.freeze_backbone = freeze_backbone
         self.options: Any = None  # the PromptOptions it was built with (set by build_model)
+        self.prefix: nn.Module | None = None  # deep-prompt key/value prefixes (openpt.prefix), set by build_model
         if freeze_backbone:
             backbone.freeze()
+        else:  # prompt-based fine-tuning: a backbone frozen by an earlier model trains again
+            for parameter in backbone.model.parameters():
+                parameter.requires_grad_(True)
 
     def mask_outputs(self, batch: Batch) -> MaskOutputs:
-        """Backbone outputs at the masks for a batch."""
+        """Backbone outputs at the masks for a batch (with the deep-prompt prefixes attached, if any)."""
+        with self.prefix.attached(batch.input_ids.shape[0]) if self.prefix is not None else contextlib.nullcontext():
+            return self._mask_outputs(batch)
+
+    def _mask_outputs(self, batch: Batch) -> MaskOutputs:
         embeds = self.template.embed(batch, self.backbone.input_embeddings())
         if self.backbone.scores_words:
             return self.backbone.word_outputs(embeds, batch, self.verbalizer.word_ids, max_new_tokens=self.verbalizer.max_new_tokens)
-        return self.backbone.mask_outputs(embeds, batch.attention_mask, batch.mask_positions, self.token_ids)
+        outputs = self.backbone.mask_outputs(embeds, batch.attention_mask, batch.mask_positions, self.token_ids)
+        if self.verbalizer.needs_features and outputs.features is None:
+            outputs.features = self.backbone.head_features(outputs.hidden)
+        return outputs
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        """Class scores ``[B, C]`` (log-scale; softmax gives class probabilities)."""
-        return self.verbalizer(self.mask_outputs(batch))
+        """Class scores ``[B, C]`` (log-scale; softmax gives class probabilities), calibrated in
+        eval mode when the verbalizer asks for it (see :mod:`openpt.calibration`)."""
+        return self.calibration(self.verbalizer(self.mask_outputs(batch)))
+
+    def refresh_token_ids(self) -> None:
+        """Re-read :attr:`Verbalizer.token_ids` after the verbalizer changed its words (e.g. a label-word search)."""
+        self.token_ids = torch.tensor(self.verbalizer.token_ids, dtype=torch.long, device=self.token_ids.device)
 
     def train(self, mode: bool = True) -> "PromptModel":
         """Train mode for prompt parts; a frozen backbone stays in eval mode (no dropout)."""
@@ -63,6 +84,10 @@ class PromptModel(nn.Module):
         if self.freeze_backbone:
             self.backbone.eval()
         return self
+
+    def regularization_loss(self) -> torch.Tensor:
+        """Sum of the prompt parts' training penalties (L2 on soft prompts / prefixes; 0 when none)."""
+        return regularization_loss(self)
 
     def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """Parameters that receive gradients (soft prompts, learned verbalizers, ...)."""
@@ -90,6 +115,8 @@ class PromptModel(nn.Module):
         """Class scores ``[N, C]`` for ``examples`` in their original order."""
         was_training = self.training
         self.eval()
+        if self.calibration.active and self.calibration.is_stale(self):
+            calibrate(self, batch_size=batch_size)  # content-free inputs, or the registered unlabeled ones
         out = torch.empty(len(examples), self.verbalizer.num_classes)
         try:
             for indices, batch in self.batches(examples, batch_size):

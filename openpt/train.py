@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from .data import InputExample
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .metrics import compute_metrics
 from .model import PromptModel
+from .training_state import EpochSampler, LoopState, TrainCheckpointer, fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +96,17 @@ def make_optimizer(model: PromptModel, config: TrainConfig) -> torch.optim.Optim
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
 
 
-def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequence[InputExample] | None, config: TrainConfig) -> TrainResult:
-    """Train the trainable parameters of ``model`` on ``train_set``; select on ``dev_set`` accuracy."""
+def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequence[InputExample] | None, config: TrainConfig,
+          *, checkpoint: TrainCheckpointer | None = None) -> TrainResult:
+    """Train the trainable parameters of ``model`` on ``train_set``; select on ``dev_set`` accuracy.
+
+    With ``checkpoint``, the full training state is saved every ``checkpoint.every`` steps and at the
+    end, and (``checkpoint.resume``) training continues from a saved state with identical results.
+    """
     start = time.perf_counter()
     encoded = model.template.encode(train_set)
+    if not encoded:
+        raise DataError("no training examples: the training set is empty")
     optimizer = make_optimizer(model, config)
     per_epoch = math.ceil(len(encoded) / config.batch_size)
     total = config.steps or per_epoch * config.epochs
@@ -106,23 +114,32 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / max(warmup, 1) if s < warmup else max(0.0, (total - s) / max(total - warmup, 1))
     )
-    generator = torch.Generator().manual_seed(config.seed)
+    sampler = EpochSampler(len(encoded), config.batch_size, config.seed)
     params = model.trainable_parameters()
     best_state = {n: p.detach().clone() for n, p in model.named_trainable_parameters()}
     best_acc, best_step, history, step, stale = None, 0, [], 0, 0
+    key = fingerprint(config, encoded, len(dev_set or ()), model) if checkpoint is not None else ""
+    resumed = checkpoint.restore(model, optimizer, schedule, sampler, key) if checkpoint is not None else None
+    if resumed is not None:
+        step, total, stale, best_acc, best_step, history, best_state = (
+            resumed.step, resumed.total, resumed.stale, resumed.best_acc, resumed.best_step, resumed.history, resumed.best_state)
+        start -= resumed.seconds
     model.train()
     while step < total:
-        for chunk in torch.randperm(len(encoded), generator=generator).split(config.batch_size):
-            batch = model.template.collate([encoded[i] for i in chunk.tolist()])
+        for chunk in sampler.epoch():
+            batch = model.template.collate([encoded[i] for i in chunk])
             loss = F.cross_entropy(model(batch), batch.labels)
+            penalty = model.regularization_loss()  # L2 on prompt parameters (0 when off)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss + penalty).backward()
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             schedule.step()
             step += 1
             record: dict[str, Any] = {"step": step, "loss": loss.item()}
+            if penalty.requires_grad:
+                record["penalty"] = penalty.item()
             if dev_set and (config.eval_every and step % config.eval_every == 0 or step == total):
                 record["dev_accuracy"] = evaluate(model, dev_set, config.eval_batch_size, ("accuracy",))["accuracy"]
                 model.train()
@@ -133,8 +150,13 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
                     stale += 1
                 logger.info("step %d loss %.4f dev %.4f", step, record["loss"], record["dev_accuracy"])
             history.append(record)
-            if step >= total or (config.patience and stale >= config.patience):
+            stop = step >= total or bool(config.patience and stale >= config.patience)
+            if stop:
                 total = step
+            if checkpoint is not None and checkpoint.due(step, stop):
+                checkpoint.save(model, optimizer, schedule, sampler, LoopState(
+                    step, total, stale, best_acc, best_step, time.perf_counter() - start, history, best_state), key)
+            if stop:
                 break
     if dev_set and config.keep_best:
         with torch.no_grad():

@@ -19,7 +19,10 @@ logger = logging.getLogger(__name__)
 class Backbone(nn.Module):
     """A pretrained LM wrapped so a template and verbalizer can use it.
 
-    Subclasses implement :meth:`mask_outputs` for their family (masked LM, seq2seq, causal).
+    Masked LMs implement :meth:`mask_outputs` (LM logits of chosen tokens at the mask slots);
+    seq2seq and causal LMs set :attr:`scores_words` and implement :meth:`word_outputs` (each
+    label word's log-likelihood at the mask). Which one runs is the backbone's business: the
+    same template, verbalizer and saved prompt work over any kind (see ``docs/backbones.md``).
 
     Args:
         model: the Hugging Face model.

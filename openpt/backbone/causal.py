@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import BackboneError, DataError, SpecError
 from ..registry import BACKBONES
+from ..template.encoding import Batch
 from ..verbalizer.base import MaskOutputs
 from .base import Backbone
+
+if TYPE_CHECKING:
+    from ..template.template import Template
 
 
 @dataclass
@@ -166,7 +170,7 @@ class SequenceBackbone(Backbone):
         """Token ids that end a generated answer."""
         return [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
 
-    def check_template(self, template: Any) -> None:
+    def check_template(self, template: Template) -> None:
         if template.num_masks != 1:
             raise SpecError(
                 f"{self.kind} backbones score one [MASK] per template, got {template.num_masks}; "
@@ -174,7 +178,7 @@ class SequenceBackbone(Backbone):
                 file=getattr(template.spec, "source", None),
             )
 
-    def prefix(self, inputs_embeds: torch.Tensor, batch: Any) -> Prefix:  # pragma: no cover - interface
+    def prefix(self, inputs_embeds: torch.Tensor, batch: Batch) -> Prefix:  # pragma: no cover - interface
         raise NotImplementedError
 
     def word_embeddings(self) -> nn.Module:
@@ -210,7 +214,7 @@ class SequenceBackbone(Backbone):
         return torch.where(valid, token, torch.zeros_like(token)).sum(-1), hidden[:, 0]
 
     def word_outputs(
-        self, inputs_embeds: torch.Tensor, batch: Any, words: Sequence[Sequence[int]], *, max_new_tokens: int = 0
+        self, inputs_embeds: torch.Tensor, batch: Batch, words: Sequence[Sequence[int]], *, max_new_tokens: int = 0
     ) -> MaskOutputs:
         prefix = self.prefix(inputs_embeds, batch)
         size, device = len(prefix.lengths), inputs_embeds.device
@@ -221,7 +225,8 @@ class SequenceBackbone(Backbone):
             raise SpecError("the verbalizer has no words to score")
         has_suffix = prefix.keep_suffix and bool((prefix.lengths - 1 > prefix.positions).any())
         if max(len(w) for w in words) == 1 and not has_suffix:  # one forward of B rows
-            empty = Rows(torch.arange(size, device=device), torch.full((size, 1), self.pad_id, device=device), torch.zeros(size, dtype=torch.long, device=device))
+            nothing = torch.zeros(size, dtype=torch.long, device=device)
+            empty = Rows(torch.arange(size, device=device), nothing.unsqueeze(1) + self.pad_id, nothing)
             logprobs, hidden = self.next_token(prefix, empty)
             scores = logprobs[:, [w[0] for w in words]]
         else:  # one forward of B * W rows
@@ -234,7 +239,8 @@ class SequenceBackbone(Backbone):
         """Greedy tokens at the mask (cut at a stop token) and the state that predicted the first."""
         size, device = len(prefix.lengths), prefix.embeds.device
         tokens = torch.full((size, 1), self.pad_id, dtype=torch.long, device=device)
-        stops = torch.tensor(self.stop_ids(), dtype=torch.long, device=device)
+        stop_ids = set(self.stop_ids())
+        stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
         done = torch.zeros(size, dtype=torch.bool, device=device)
         first_hidden = None
         for step in range(max_new_tokens):
@@ -248,7 +254,7 @@ class SequenceBackbone(Backbone):
                 break
         out = []
         for row in tokens.tolist():
-            cut = next((k for k, token in enumerate(row) if token in set(stops.tolist())), len(row))
+            cut = next((k for k, token in enumerate(row) if token in stop_ids), len(row))
             out.append(row[:cut])
         assert first_hidden is not None
         return out, first_hidden
@@ -287,7 +293,7 @@ class CausalLMBackbone(SequenceBackbone):
         prefix, _ = super().special_frame()
         return prefix, []
 
-    def check_template(self, template: Any) -> None:
+    def check_template(self, template: Template) -> None:
         super().check_template(template)
         if template.encoder.parts[0].kind == "mask" and not template.encoder.prefix_ids:
             raise SpecError(
@@ -296,7 +302,7 @@ class CausalLMBackbone(SequenceBackbone):
                 file=getattr(template.spec, "source", None),
             )
 
-    def prefix(self, inputs_embeds: torch.Tensor, batch: Any) -> Prefix:
+    def prefix(self, inputs_embeds: torch.Tensor, batch: Batch) -> Prefix:
         positions = batch.mask_positions[:, 0]
         if bool((positions == 0).any()):
             raise DataError("a causal LM cannot score a [MASK] at position 0: nothing precedes it")

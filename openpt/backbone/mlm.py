@@ -88,6 +88,26 @@ class MaskedLMBackbone(Backbone):
         with self._decoder_rows(token_ids):
             return self.head(mask_hidden)
 
+    def head_features(self, mask_hidden: torch.Tensor) -> torch.Tensor:
+        """LM-head features ``[B, M, H]``: the head with its vocabulary projection swapped for identity
+        (for BERT ``cls.predictions.transform``); the hidden states themselves when no head was found."""
+        if self.head is None:
+            return mask_hidden
+        original = getattr(self._decoder_parent, self._decoder_name)
+        setattr(self._decoder_parent, self._decoder_name, nn.Identity())
+        try:
+            return self.head(mask_hidden)
+        finally:
+            setattr(self._decoder_parent, self._decoder_name, original)
+
+    def decoder_rows(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output-embedding rows ``[W, H]`` and output biases ``[W]`` of ``token_ids`` (detached copies):
+        ``head_features(h) @ rows.T + bias`` are the LM logits of those tokens."""
+        decoder = self.model.get_output_embeddings()
+        weight = decoder.weight.detach()[token_ids].clone()
+        bias = decoder.bias.detach()[token_ids].clone() if decoder.bias is not None else torch.zeros(len(token_ids))
+        return weight, bias
+
     def mask_outputs(
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, mask_positions: torch.Tensor, token_ids: torch.Tensor
     ) -> MaskOutputs:

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..errors import BackboneError
 from ..registry import BACKBONES
+from ..template.encoding import Batch
 from .causal import Prefix, SequenceBackbone
 
 _SENTINEL = re.compile(r"<extra_id_\d+>")
@@ -88,7 +89,7 @@ class Seq2SeqBackbone(SequenceBackbone):
         table = getattr(self.model.get_decoder(), "embed_tokens", None)
         return table if isinstance(table, nn.Module) else self.input_embeddings()
 
-    def prefix(self, inputs_embeds: torch.Tensor, batch: Any) -> Prefix:
+    def prefix(self, inputs_embeds: torch.Tensor, batch: Batch) -> Prefix:
         """Run the encoder; the decoder prefix is ``<pad> <extra_id_0>`` or ``</s>`` + input up to the mask."""
         mask = batch.attention_mask
         encoded = self.model.get_encoder()(inputs_embeds=inputs_embeds, attention_mask=mask).last_hidden_state

@@ -185,9 +185,8 @@ class Template(nn.Module):
         embeds = word_embeddings(batch.input_ids)
         if self.soft is None:
             return embeds
-        table = self.soft()
         soft_mask = batch.soft_index >= 0
-        soft_vectors = table[batch.soft_index.clamp(min=0)]
+        soft_vectors = self.soft.lookup(batch.soft_index.clamp(min=0))  # prompt dropout in training
         return torch.where(soft_mask.unsqueeze(-1), soft_vectors.to(embeds.dtype), embeds)
 
     def render(self, example: InputExample) -> list[tuple[str, str]]:

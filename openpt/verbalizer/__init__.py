@@ -4,24 +4,55 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..calibration import split_calibration
 from ..errors import SpecError
 from ..registry import VERBALIZERS, UnknownNameError
 from ..spec import YamlMap, as_map, load_yaml
 from .base import MaskOutputs, Verbalizer
 from .manual import ManualVerbalizer
+from .auto import AutoVerbalizer  # registers 'auto'
+from .knowledgeable import KnowledgeableVerbalizer  # registers 'knowledgeable'
+from .multi_mask import MultiMaskVerbalizer, MultiTokenVerbalizer  # register 'multi_mask', 'multi_token'
+from .proto import PrototypicalVerbalizer  # registers 'proto'
+from .soft import SoftVerbalizer  # registers 'soft'
 
-__all__ = ["ManualVerbalizer", "MaskOutputs", "Verbalizer", "load_verbalizer", "verbalizer_from_mapping"]
+__all__ = [
+    "AutoVerbalizer",
+    "KnowledgeableVerbalizer",
+    "ManualVerbalizer",
+    "MaskOutputs",
+    "MultiMaskVerbalizer",
+    "MultiTokenVerbalizer",
+    "PrototypicalVerbalizer",
+    "SoftVerbalizer",
+    "Verbalizer",
+    "load_verbalizer",
+    "verbalizer_config",
+    "verbalizer_from_mapping",
+]
 
 
 def verbalizer_from_mapping(spec: Any, *, file: str | Path | None = None, line: int | None = None) -> Verbalizer:
-    """Build a verbalizer from a YAML mapping with a registered ``type`` (default ``manual``)."""
+    """Build a verbalizer from a YAML mapping with a registered ``type`` (default ``manual``).
+
+    Every type also takes ``calibrate: content_free | mean | none`` and ``calibrate_inputs``
+    (see :mod:`openpt.calibration`).
+    """
     spec = as_map(spec, where="verbalizer", file=file, line=line)
     kind = spec.get("type", "manual")
     try:
         cls = VERBALIZERS.get(kind)
     except UnknownNameError as exc:
         raise SpecError(str(exc), file=spec.file, line=spec.line_of("type"), key="type") from None
-    return cls.from_mapping(spec)
+    calibration, spec = split_calibration(spec)
+    verbalizer = cls.from_mapping(spec)
+    verbalizer.calibration = calibration
+    return verbalizer
+
+
+def verbalizer_config(verbalizer: Verbalizer) -> dict[str, Any]:
+    """``verbalizer.config()`` plus its calibration keys: the mapping saved with a prompt."""
+    return {**verbalizer.config(), **verbalizer.calibration.config()}
 
 
 def load_verbalizer(path: str | Path) -> Verbalizer:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..calibration import CalibrationSpec
 from ..errors import SpecError
 
 
@@ -23,12 +25,15 @@ class MaskOutputs:
             (:attr:`Verbalizer.word_ids`) at its mask, from word-scoring backbones.
         generated: per example, the token ids a word-scoring backbone generated at the mask
             (when :attr:`Verbalizer.max_new_tokens` is set).
+        features: ``[B, M, H]`` LM-head features at the masks (the head's output before its
+            vocabulary projection), for verbalizers with :attr:`Verbalizer.needs_features`.
     """
 
     logits: torch.Tensor | None
     hidden: torch.Tensor
     word_logprobs: torch.Tensor | None = None
     generated: list[list[int]] | None = None
+    features: torch.Tensor | None = None
 
 
 class Verbalizer(nn.Module):
@@ -50,6 +55,7 @@ class Verbalizer(nn.Module):
         self.token_ids: list[int] = []
         self.word_ids: list[list[int]] = []
         self.max_new_tokens = 0  # > 0: word-scoring backbones generate at the mask instead of scoring
+        self.calibration = CalibrationSpec()  # set from the YAML keys calibrate / calibrate_inputs
 
     @property
     def num_classes(self) -> int:
@@ -65,6 +71,28 @@ class Verbalizer(nn.Module):
             "seq2seq and causal backbones score whole words: expected a manual or generation verbalizer",
             file=self.source,
         )
+
+    needs_features = False  # True: the model fills MaskOutputs.features (LM-head features)
+
+    def bind_backbone(self, backbone: Any) -> None:
+        """Called after :meth:`bind` with the backbone: initialise from its weights (soft, prototypical)."""
+
+    def prepare(self, backbone: Any, train: Any, unlabeled: Any = None) -> bool:
+        """Data-dependent setup before training (label-word search, word refinement, prototypes).
+
+        Args:
+            backbone: the (frozen) backbone, for LM-head logits over any rows.
+            train: :class:`~openpt.cache.MaskCache` of the labeled training examples (``None``: zero-shot).
+            unlabeled: optional :class:`~openpt.cache.MaskCache` of unlabeled training inputs.
+
+        Returns:
+            True when :attr:`token_ids` changed (the model then refreshes its copy).
+        """
+        return False
+
+    def loss(self, outputs: MaskOutputs, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Training loss of a batch (cross-entropy of the class scores unless overridden)."""
+        return F.cross_entropy(scores, labels)
 
     def forward(self, outputs: MaskOutputs) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError

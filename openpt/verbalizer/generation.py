@@ -72,7 +72,9 @@ class GenerationVerbalizer(ManualVerbalizer):
             raise SpecError(f"expected one of {', '.join(NORMALIZE)}, got {normalize!r}", file=source, key="normalize")
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
             raise SpecError(f"expected a positive integer, got {max_new_tokens!r}", file=source, key="max_new_tokens")
-        super().__init__(targets, aggregate=aggregate, multi_token=normalize, mask=mask, prefix_space=prefix_space, source=source, name=name)
+        super().__init__(
+            targets, aggregate=aggregate, multi_token=normalize, mask=mask, prefix_space=prefix_space, source=source, name=name
+        )
         self.mode, self.normalize, self.generate_tokens = mode, normalize, max_new_tokens
         self.max_new_tokens = max_new_tokens if mode == "generate" else 0
         self.tokenizer = None
@@ -80,7 +82,8 @@ class GenerationVerbalizer(ManualVerbalizer):
     @classmethod
     def from_mapping(cls, spec: YamlMap) -> "GenerationVerbalizer":
         """Build from YAML: ``labels`` (list of names or mapping), ``mode``, ``normalize``, ``max_new_tokens``, ..."""
-        check_keys(spec, ("type", "name", "labels", "mode", "normalize", "max_new_tokens", "aggregate", "mask", "prefix_space"), ("labels",))
+        keys = ("type", "name", "labels", "mode", "normalize", "max_new_tokens", "aggregate", "mask", "prefix_space")
+        check_keys(spec, keys, ("labels",))
         labels = spec["labels"]
         if not isinstance(labels, (list, dict)) or not labels:
             raise spec.error("labels", f"expected a list of label names or a mapping label -> target text(s), got {labels!r:.60}")
@@ -135,7 +138,10 @@ class GenerationVerbalizer(ManualVerbalizer):
         if self.mode == "score":
             return super().forward(outputs)
         if self.training:
-            raise ConfigError("mode: generate is inference-only (greedy decoding has no gradient); expected mode: score to train", key="verbalizer.mode")
+            raise ConfigError(
+                "mode: generate is inference-only (greedy decoding has no gradient); expected mode: score to train",
+                key="verbalizer.mode",
+            )
         if outputs.generated is None:
             raise ConfigError("mode: generate needs a backbone that generates at the mask (seq2seq or causal)", key="verbalizer.mode")
         scores = torch.full((len(outputs.generated), self.num_classes), -math.log(self.num_classes), device=outputs.hidden.device)
@@ -161,7 +167,9 @@ class GenerationVerbalizer(ManualVerbalizer):
 
 
 @torch.inference_mode()
-def generate_texts(model: "PromptModel", examples: Sequence[InputExample], *, max_new_tokens: int = 8, batch_size: int = 32) -> list[str]:
+def generate_texts(
+    model: "PromptModel", examples: Sequence[InputExample], *, max_new_tokens: int = 8, batch_size: int = 32
+) -> list[str]:
     """Greedy text at the mask for each example (any verbalizer; seq2seq or causal backbone)."""
     if not model.backbone.scores_words:
         raise ConfigError(f"generation needs a seq2seq or causal backbone, got kind {model.backbone.kind!r}", key="backbone")

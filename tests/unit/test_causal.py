@@ -3,19 +3,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from openpt.backbone import CausalLMBackbone, load_backbone
+from openpt.build import PromptOptions, build_model
 from openpt.checkpoint import CONFIG_NAME, load_prompt, save_prompt
 from openpt.data import InputExample
 from openpt.errors import CheckpointError, SpecError
+from openpt.template.spec import load_template_spec, template_spec_from_text
 from openpt.train import TrainConfig, train
+from openpt.verbalizer import load_verbalizer
 from openpt.verbalizer.generation import GenerationVerbalizer, generate_texts
 
 from .helpers import SENTIMENT, make_model
 
+ROOT = Path(__file__).resolve().parents[2]
 CAUSAL = ("gpt2", "llama")
 MULTI = {"negative": ["terrible", "bad"], "positive": ["great", "fantastic"]}  # "fantastic" splits in both
 
@@ -131,25 +136,31 @@ def backbone_digest(model) -> str:
 
 
 def test_causal_prompt_training_lowers_loss_and_leaves_backbone_untouched(causal_dir):
-    model = make_model(causal_dir, "[SOFT*4] {text} it was [MASK] .")
+    # A random tiny LM knows no sentiment, so no prompt separates the balanced classes (the loss
+    # stays near log 2); a one-sided label set shows the prompt steering the frozen LM.
+    model = build_model(load_backbone(causal_dir), load_template_spec(ROOT / "templates/sst2/soft_init_it_was.yaml"),
+                        load_verbalizer(ROOT / "verbalizers/sst2/great_terrible.yaml"), PromptOptions(max_length=64))
     before = backbone_digest(model)
-    result = train(model, SENTIMENT, None, TrainConfig(lr=0.1, steps=20, batch_size=6, eval_every=0, max_grad_norm=0))
-    assert result.history[-1]["loss"] < result.history[0]["loss"] * 0.5
+    positive = [InputExample(e.text, label=1) for e in SENTIMENT]
+    result = train(model, positive, None, TrainConfig(lr=0.1, steps=10, batch_size=6, eval_every=0, max_grad_norm=0))
+    assert result.history[-1]["loss"] < result.history[0]["loss"] * 0.6
     assert backbone_digest(model) == before
     assert [n for n, _ in model.named_trainable_parameters()] == ["template.soft.weight"]
 
 
-def test_causal_save_load_round_trip_and_mismatch_refused(tiny_gpt2_dir, tiny_llama_dir, tmp_path):
-    model = make_model(tiny_gpt2_dir, "[SOFT*3] {text} it was [MASK] .", labels=MULTI)
+@pytest.mark.parametrize("name,other", [("gpt2", "llama"), ("llama", "gpt2")])
+def test_causal_save_load_round_trip_and_mismatch_refused(name, other, request, tmp_path):
+    directory = request.getfixturevalue(f"tiny_{name}_dir")
+    model = make_model(directory, "[SOFT*3] {text} it was [MASK] .", labels=MULTI)
     train(model, SENTIMENT, None, TrainConfig(lr=0.05, steps=3, batch_size=3, eval_every=0))
     save_prompt(model, tmp_path / "p")
     config = json.loads((tmp_path / "p" / CONFIG_NAME).read_text())
-    assert config["backbone"]["kind"] == "causal" and config["backbone"]["model_type"] == "gpt2"
-    loaded = load_prompt(tmp_path / "p", load_backbone(tiny_gpt2_dir))
+    assert config["backbone"]["kind"] == "causal" and config["backbone"]["model_type"] == name
+    loaded = load_prompt(tmp_path / "p", load_backbone(directory))
     assert isinstance(loaded.backbone, CausalLMBackbone)
     torch.testing.assert_close(loaded.predict(SENTIMENT)[1], model.predict(SENTIMENT)[1], atol=0, rtol=0)
-    with pytest.raises(CheckpointError, match="model_type='gpt2'.*cannot load onto .*model_type='llama'"):
-        load_prompt(tmp_path / "p", load_backbone(tiny_llama_dir))
+    with pytest.raises(CheckpointError, match=f"model_type='{name}'.*cannot load onto .*model_type='{other}'"):
+        load_prompt(tmp_path / "p", load_backbone(request.getfixturevalue(f"tiny_{other}_dir")))
 
 
 def test_causal_generation_is_greedy_decoding_of_the_prefix(causal_dir):
@@ -169,9 +180,6 @@ def test_causal_generation_is_greedy_decoding_of_the_prefix(causal_dir):
 
 
 def test_causal_generate_mode_maps_text_to_classes(tiny_gpt2_dir):
-    from openpt.build import build_model
-    from openpt.template.spec import template_spec_from_text
-
     backbone = load_backbone(tiny_gpt2_dir)
     verbalizer = GenerationVerbalizer({"negative": ["terrible", "bad"], "positive": None}, mode="generate", max_new_tokens=3)
     model = build_model(backbone, template_spec_from_text("{text} it was [MASK]"), verbalizer)

@@ -1,0 +1,16 @@
+"""Few-shot methods, one module each, registered by name in :data:`METHODS`.
+
+| name | what trains | model |
+|---|---|---|
+| ``zero_shot`` | nothing | the dataset's template (soft tokens dropped) + verbalizer |
+| ``prompt_tuning`` | soft tokens only (backbone frozen) | soft tokens + template + verbalizer |
+| ``prompt_finetune`` | every backbone weight (LM-BFF prompt-based fine-tuning) | manual template + verbalizer |
+| ``finetune`` | backbone + a new classification head | ``[CLS]`` state -> linear |
+| ``linear_probe`` | scikit-learn logistic regression | frozen pooled sentence features |
+"""
+from __future__ import annotations
+
+from . import finetune, linear_probe, prompt_finetune, prompt_tuning, zero_shot  # noqa: F401  register
+from .base import METHODS, Method, MethodSettings, RunContext, fresh_backbone, register_method
+
+__all__ = ["METHODS", "Method", "MethodSettings", "RunContext", "fresh_backbone", "register_method"]

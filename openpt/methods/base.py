@@ -1,0 +1,108 @@
+"""What every method gets: the method registry, per-method settings and the run context."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..backbone.base import Backbone
+from ..build import PromptOptions, verbalizer_spec
+from ..data import Dataset
+from ..registry import Registry
+from ..template.spec import TemplateSpec
+from ..train import TrainConfig
+from ..verbalizer.base import Verbalizer
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
+    from .features import FeatureCache
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method.
+
+    Attributes:
+        name: registry name (``methods:`` keys and ``sweep.methods`` entries).
+        run: ``run(context) -> outcome``; the outcome has ``eval`` (metrics on the evaluation set)
+            and may have ``best_dev_accuracy``, ``best_step``, ``steps``, ``train_seconds``, ``prompt``, ``notes``.
+        options: dataclass of the method's own options (validated from YAML like other configs).
+        trains: whether the method learns from the K-shot sets (False: zero-shot).
+        summary: one line for listings.
+    """
+
+    name: str
+    run: Callable[["RunContext"], dict[str, Any]]
+    options: type
+    trains: bool
+    summary: str
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(name: str, *, options: type, trains: bool, summary: str) -> Callable[[Callable], Callable]:
+    """Decorator registering a ``run(context)`` function as method ``name``."""
+
+    def decorate(run: Callable[["RunContext"], dict[str, Any]]) -> Callable[["RunContext"], dict[str, Any]]:
+        METHODS.register(name)(Method(name, run, options, trains, summary))
+        return run
+
+    return decorate
+
+
+@dataclass
+class MethodSettings:
+    """A method's training settings, prompt options and own options after ``methods:`` overrides."""
+
+    train: TrainConfig
+    prompt: PromptOptions
+    options: Any
+
+
+@dataclass
+class RunContext:
+    """One run: a method on one dataset's K-shot sets for one seed.
+
+    Attributes:
+        config: the dataset's experiment config (data, metrics, base directory).
+        backbone: the shared backbone, frozen; a method that trains its weights works on :meth:`fresh_backbone`.
+        template: the template of this run.
+        verbalizer: the verbalizer value (file path or mapping) of this run; see :meth:`new_verbalizer`.
+        settings: the method's settings.
+        train_set: K-shot training examples.
+        dev_set: K-shot dev examples (model selection and early stopping).
+        eval_set: the evaluation examples.
+        seed: the run's seed.
+        metrics: metric names to report (first = primary).
+        output: a directory for artifacts (saved prompts), or ``None`` to save nothing.
+        features: cache of frozen sentence features (linear probe), or ``None``.
+    """
+
+    config: "ExperimentConfig"
+    backbone: Backbone
+    template: TemplateSpec
+    verbalizer: Any
+    settings: MethodSettings
+    train_set: Dataset
+    dev_set: Dataset
+    eval_set: Dataset
+    seed: int
+    metrics: list[str]
+    output: Path | None = None
+    features: "FeatureCache | None" = None
+
+    def new_verbalizer(self) -> Verbalizer:
+        """A fresh (unbound) verbalizer for a new model."""
+        return verbalizer_spec(self.verbalizer, base_dir=self.config.base_dir)
+
+    def train_config(self) -> TrainConfig:
+        """The method's training settings with this run's seed."""
+        return dataclasses.replace(self.settings.train, seed=self.seed)
+
+
+def fresh_backbone(backbone: Backbone) -> Backbone:
+    """A copy of ``backbone`` whose weights can be trained without touching the original."""
+    return type(backbone)(copy.deepcopy(backbone.model), backbone.tokenizer, backbone.name_or_path)

@@ -1,0 +1,103 @@
+"""Frozen sentence features (pooled final hidden states), computed once per text and backbone.
+
+A :class:`FeatureCache` keys every vector by (backbone, pooling, max length) and a hash of the
+example's texts, so the evaluation set is encoded once for all seeds, K values and runs, and
+survives restarts when it has a directory (``<dir>/<key>.pt``, loaded with ``weights_only``).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..backbone.base import Backbone
+from ..checkpoint import atomic_write
+from ..data import InputExample
+from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
+POOLINGS = ("mean", "cls")
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    """Sentence vectors ``[B, H]`` from hidden states ``[B, L, H]``: masked mean or the first token."""
+    if how == "cls":
+        return hidden[:, 0]
+    if how != "mean":
+        raise ConfigError(f"expected one of {', '.join(POOLINGS)}, got {how!r}", key="pooling")
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def tokenize(tokenizer: Any, examples: Sequence[InputExample], max_length: int) -> dict[str, torch.Tensor]:
+    """Padded model inputs for ``text`` (and ``text_b`` as the second segment when present)."""
+    texts = [e.text for e in examples]
+    pairs = [e.text_b for e in examples] if all(e.text_b is not None for e in examples) else None
+    return dict(tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt"))
+
+
+def text_key(example: InputExample) -> str:
+    """Content hash of an example's texts (labels and ids do not matter)."""
+    return hashlib.sha1(f"{example.text}\x1f{example.text_b or ''}".encode()).hexdigest()[:20]
+
+
+class FeatureCache:
+    """Pooled encoder features of examples, memoised per backbone/pooling/max length.
+
+    Args:
+        directory: where to persist the vectors (``None``: memory only).
+
+    Example:
+        >>> cache = FeatureCache(Path("runs/sweep/features"))
+        >>> x = cache.features(backbone, examples, pooling="mean", max_length=128)   # [N, H]
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory
+        self._tables: dict[str, dict[str, np.ndarray]] = {}
+        self.computed = 0
+
+    def _table(self, key: str) -> dict[str, np.ndarray]:
+        if key not in self._tables:
+            table: dict[str, np.ndarray] = {}
+            file = self.directory / f"{key}.pt" if self.directory else None
+            if file is not None and file.is_file():
+                saved = torch.load(file, weights_only=True)
+                table = dict(zip(saved["keys"], saved["features"].numpy()))
+                logger.info("loaded %d cached feature vectors from %s", len(table), file)
+            self._tables[key] = table
+        return self._tables[key]
+
+    def _save(self, key: str) -> None:
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        table = self._tables[key]
+        data = {"keys": list(table), "features": torch.from_numpy(np.stack(list(table.values())))}
+        atomic_write(self.directory / f"{key}.pt", lambda tmp: torch.save(data, tmp))
+
+    def features(self, backbone: Backbone, examples: Sequence[InputExample], *, pooling: str = "mean",
+                 max_length: int = 128, batch_size: int = 64) -> np.ndarray:
+        """Feature matrix ``[N, H]`` of ``examples`` (computing only the ones not cached)."""
+        name = f"{backbone.name_or_path}|{backbone.config.model_type}|{pooling}|{max_length}"
+        key = hashlib.sha1(name.encode()).hexdigest()[:16]
+        table = self._table(key)
+        keys = [text_key(e) for e in examples]
+        missing = sorted({k: e for k, e in zip(keys, examples) if k not in table}.items(), key=lambda kv: len(kv[1].text) + len(kv[1].text_b or ""))
+        if missing:
+            encoder = backbone.model.base_model
+            encoder.eval()
+            with torch.inference_mode():
+                for start in range(0, len(missing), batch_size):
+                    chunk = missing[start:start + batch_size]
+                    inputs = tokenize(backbone.tokenizer, [e for _, e in chunk], max_length)
+                    hidden = encoder(**inputs).last_hidden_state
+                    for (k, _), vector in zip(chunk, pool(hidden, inputs["attention_mask"], pooling).float().numpy()):
+                        table[k] = vector.copy()
+            self.computed += len(missing)
+            self._save(key)
+        return np.stack([table[k] for k in keys])

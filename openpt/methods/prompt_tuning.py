@@ -1,0 +1,69 @@
+"""Prompt-only tuning: trainable soft tokens in the template, backbone frozen."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..build import build_model
+from ..checkpoint import save_prompt
+from ..errors import ConfigError
+from ..template.segments import Soft, Text
+from ..template.spec import TemplateSpec
+from ..train import evaluate, train
+from .base import RunContext, register_method
+
+
+@dataclass
+class PromptTuningOptions:
+    """Options of ``prompt_tuning``.
+
+    Attributes:
+        soft_prefix: soft tokens put before a template that has none (a manual LM-BFF template
+            becomes ``[SOFT*n] <template>``); 0 requires the template to have soft tokens.
+        save_prompt: save the trained prompt (a few KB) when the runner gives an output directory.
+    """
+
+    soft_prefix: int = 20
+    save_prompt: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.soft_prefix, bool) or self.soft_prefix < 0:
+            raise ConfigError(f"expected a non-negative integer, got {self.soft_prefix!r}", key="soft_prefix")
+
+
+def with_soft_prefix(spec: TemplateSpec, length: int) -> TemplateSpec:
+    """``spec`` itself if it has soft tokens, else ``[SOFT*length]`` before it."""
+    if any(isinstance(s, Soft) for s in spec.segments):
+        return spec
+    if not length:
+        raise ConfigError(f"template {spec.name or ''} has no [SOFT] tokens to train; set methods.prompt_tuning.soft_prefix",
+                          key="methods.prompt_tuning.soft_prefix")
+    options = {**spec.options, "type": "mixed"} if spec.options.get("type") == "manual" else spec.options
+    return dataclasses.replace(spec, segments=(Soft(length), Text(" "), *spec.segments), name=f"{spec.name or 'template'}-soft{length}",
+                               options=options)
+
+
+@register_method("prompt_tuning", options=PromptTuningOptions, trains=True, summary="soft tokens only, backbone frozen")
+def run(context: RunContext) -> dict[str, Any]:
+    """Train the soft tokens on the K-shot train set (dev-selected), evaluate, optionally save."""
+    options = context.settings.options
+    torch.manual_seed(context.seed)
+    prompt = dataclasses.replace(context.settings.prompt, freeze_backbone=True)
+    model = build_model(context.backbone, with_soft_prefix(context.template, options.soft_prefix), context.new_verbalizer(), prompt,
+                        seed=context.seed)
+    outcome = train(model, context.train_set.examples, context.dev_set.examples, context.train_config())
+    result: dict[str, Any] = {
+        "eval": evaluate(model, context.eval_set.examples, context.settings.train.eval_batch_size, context.metrics),
+        "best_dev_accuracy": outcome.best_dev_accuracy,
+        "best_step": outcome.best_step,
+        "steps": outcome.steps,
+        "train_seconds": round(outcome.seconds, 2),
+        "trainable": model.trainable_summary(),
+    }
+    if options.save_prompt and context.output is not None:
+        save_prompt(model, context.output / "prompt", extra={"seed": context.seed})
+        result["prompt"] = "prompt"
+    return result

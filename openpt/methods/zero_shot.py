@@ -1,0 +1,40 @@
+"""Zero-shot prompting: the dataset's template without trainable parts, scored as is."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..build import PromptOptions, build_model, template_spec
+from ..template.spec import TemplateSpec
+from ..template.template import hard_version
+from ..train import evaluate
+from .base import RunContext, register_method
+
+
+@dataclass
+class ZeroShotOptions:
+    """Options of ``zero_shot``.
+
+    Attributes:
+        template: template to score with (file, text or mapping); default: the config's
+            ``zero_shot_template``, else the run's template with untrained soft tokens dropped.
+    """
+
+    template: Any = None
+
+
+def manual_template(context: RunContext, override: Any = None) -> TemplateSpec:
+    """The hard template of a run: ``override``, the config's ``zero_shot_template``, or the run's
+    template with soft tokens replaced by their init text (or dropped)."""
+    value = override if override is not None else context.config.zero_shot_template
+    if value is not None:
+        return template_spec(value, base_dir=context.config.base_dir)
+    return hard_version(context.template)
+
+
+@register_method("zero_shot", options=ZeroShotOptions, trains=False, summary="manual template, no training")
+def run(context: RunContext) -> dict[str, Any]:
+    """Evaluate the hard template with the frozen backbone."""
+    options = PromptOptions(max_length=context.settings.prompt.max_length)
+    model = build_model(context.backbone, manual_template(context, context.settings.options.template), context.new_verbalizer(), options)
+    return {"eval": evaluate(model, context.eval_set.examples, context.settings.train.eval_batch_size, context.metrics)}

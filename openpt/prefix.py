@@ -1,0 +1,248 @@
+"""Prefix tuning / deep prompts (Li & Liang 2021; P-tuning v2, Liu et al. 2022).
+
+Every self-attention layer of the frozen backbone gets ``length`` trainable key and value
+vectors prepended to its own keys and values; every real token can attend to them, they attend
+to nothing (they are not positions of the sequence, so position ids, ``[MASK]`` positions and
+the input embeddings are untouched)::
+
+    attention(Q, [K_prefix; K], [V_prefix; V]) with the padding mask extended by ``length`` ones
+
+How it is wired into transformers 5: a forward pre-hook on each BERT-style self-attention
+module (``query``/``key``/``value`` projections, ``layer_idx``; BERT, RoBERTa and their clones)
+passes a small cache object whose ``update(key, value, layer_idx)`` — which those modules call
+on the projected keys and values — returns ``[prefix; key]`` / ``[prefix; value]``, and extends
+the layer's attention mask (additive float for ``eager``, boolean for ``sdpa``, or ``None``) by
+the prefix columns. The hooks are registered only for the duration of one forward
+(:meth:`PrefixTuning.attached`), so a backbone shared by several models is never altered.
+T5 and causal LMs are not supported yet (their attention modules take the relative position
+bias and the cache differently): building a prefix on them raises :class:`BackboneError`.
+
+Parameterisation: a table ``[layers, 2, length, hidden]`` (``reparam: false``, initialised
+from the backbone's own keys/values of real tokens, as Li & Liang recommend, or randomly), or
+``MLP(embedding)`` with ``embedding [length, hidden]`` and a 2-layer tanh MLP (``reparam: true``,
+P-tuning v2's ``prefix_projection``). Saved prompts store the produced table
+(:meth:`PrefixTuning.export_for_inference`), so inference needs no MLP.
+
+Enable it with ``PromptOptions.prefix`` (YAML ``prompt.prefix``)::
+
+    prompt:
+      prefix: {length: 16, reparam: false, init: activations}
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .errors import BackboneError, ConfigError
+from .regularization import PromptRegularization, l2_penalty, options_dataclass
+
+PREFIX_INITS = ("activations", "random")
+
+
+@dataclass
+class PrefixConfig:
+    """Settings of a deep prompt.
+
+    Attributes:
+        length: prefix vectors per layer (0 is allowed and changes nothing).
+        reparam: produce the prefixes with an MLP from a ``[length, hidden]`` embedding.
+        hidden: width of the reparameterisation MLP.
+        init: ``activations`` (the backbone's keys/values of ``length`` real tokens: vocabulary
+            samples, or ``init_text`` cycled) or ``random`` (``N(0, 1)``, like P-tuning v2's
+            ``nn.Embedding``). With ``reparam`` the embedding starts from those tokens'
+            input embeddings.
+        init_text: text whose tokens initialise the prefix.
+    """
+
+    length: int = 16
+    reparam: bool = False
+    hidden: int = 512
+    init: str = "activations"
+    init_text: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.length, bool) or not isinstance(self.length, int) or not 0 <= self.length <= 4096:
+            raise ConfigError(f"expected a whole number 0..4096, got {self.length!r}", key="prefix.length")
+        if not isinstance(self.reparam, bool):
+            raise ConfigError(f"expected true or false, got {self.reparam!r}", key="prefix.reparam")
+        if isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 1:
+            raise ConfigError(f"expected a positive integer, got {self.hidden!r}", key="prefix.hidden")
+        if self.init not in PREFIX_INITS:
+            raise ConfigError(f"expected one of {', '.join(PREFIX_INITS)}, got {self.init!r}", key="prefix.init")
+        if self.init_text is not None and (not isinstance(self.init_text, str) or not self.init_text.strip()):
+            raise ConfigError(f"expected non-empty text, got {self.init_text!r}", key="prefix.init_text")
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any] | None) -> "PrefixConfig":
+        """From the ``prefix`` mapping of :class:`~openpt.build.PromptOptions`."""
+        return options_dataclass(cls, values, "prefix")
+
+
+def self_attention_layers(model: nn.Module) -> list[nn.Module]:
+    """The BERT-style self-attention modules of ``model``, in layer order."""
+    found = [
+        module for module in model.modules()
+        if type(module).__name__.endswith("SelfAttention")
+        and all(isinstance(getattr(module, name, None), nn.Linear) for name in ("query", "key", "value"))
+        and isinstance(getattr(module, "layer_idx", None), int)
+    ]
+    return sorted(found, key=lambda module: module.layer_idx)
+
+
+class _PrefixCache:
+    """Stands in for a transformers ``Cache``: ``update`` prepends the layer's prefix."""
+
+    def __init__(self, key: torch.Tensor, value: torch.Tensor) -> None:
+        self.key, self.value = key, value
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[prefix; key_states]`` and ``[prefix; value_states]`` along the sequence axis."""
+        key = self.key.to(key_states.dtype).expand(key_states.shape[0], -1, -1, -1)
+        value = self.value.to(value_states.dtype).expand(value_states.shape[0], -1, -1, -1)
+        return torch.cat([key, key_states], dim=-2), torch.cat([value, value_states], dim=-2)
+
+
+class _Recorder:
+    """Stands in for a ``Cache`` and records the layer's keys/values (for activation init)."""
+
+    def __init__(self, store: dict[int, tuple[torch.Tensor, torch.Tensor]], position: int) -> None:
+        self.store, self.position = store, position
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Record the layer's keys/values and return them unchanged."""
+        self.store[self.position] = (key_states, value_states)
+        return key_states, value_states
+
+
+def extend_mask(mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    """Prepend ``length`` "attend" columns to a 4-D attention mask ``[B, 1|H, Q, K]``."""
+    if mask is None or length == 0:
+        return mask
+    shape = mask.shape[:-1] + (length,)
+    if mask.dtype == torch.bool:
+        ones = torch.ones(shape, dtype=torch.bool, device=mask.device)
+    else:
+        ones = torch.zeros(shape, dtype=mask.dtype, device=mask.device)  # additive mask: 0 = attend
+    return torch.cat([ones, mask], dim=-1)
+
+
+class PrefixTuning(nn.Module):
+    """Trainable key/value prefixes for every self-attention layer of a masked-LM backbone.
+
+    Args:
+        config: prefix settings.
+        backbone: the backbone (its attention layers give the shapes; activation init runs it).
+        init_ids: token ids for ``init: activations`` (``length`` of them; see :class:`PrefixConfig`).
+        seed: seed of random initial weights.
+
+    Example:
+        >>> prefix = PrefixTuning(PrefixConfig(length=8), backbone, init_ids=ids)
+        >>> with prefix.attached(batch_size=4):
+        ...     hidden = backbone.encode(embeds, attention_mask)
+    """
+
+    def __init__(self, config: PrefixConfig, backbone: Any, *, init_ids: Sequence[int] = (), seed: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = self_attention_layers(backbone.model)  # a plain list: not registered as children
+        if not self.layers:
+            raise BackboneError(
+                f"prefix tuning needs BERT-style self-attention layers (query/key/value projections); "
+                f"{type(backbone.model).__name__} has none (supported: BERT, RoBERTa and BERT-like masked LMs)"
+            )
+        first = self.layers[0]
+        self.num_heads, self.head_dim = first.num_attention_heads, first.attention_head_size
+        width, hidden_size = self.num_heads * self.head_dim, backbone.hidden_size
+        self.regularizer = PromptRegularization()
+        shape = (len(self.layers), 2, config.length, width)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if config.reparam:
+                self.embedding = nn.Parameter(torch.randn(config.length, hidden_size))
+                self.mlp = nn.Sequential(nn.Linear(hidden_size, config.hidden), nn.Tanh(), nn.Linear(config.hidden, shape[0] * 2 * width))
+            else:
+                self.table = nn.Parameter(torch.randn(shape))
+        if config.init == "activations" and config.length:
+            self._init_from_tokens(backbone, list(init_ids))
+        self.register_buffer("initial", self.key_values().detach().clone(), persistent=False)
+
+    @torch.no_grad()
+    def _init_from_tokens(self, backbone: Any, ids: list[int]) -> None:
+        if len(ids) != self.config.length:
+            raise ConfigError(f"activation init needs {self.config.length} token ids, got {len(ids)}", key="prefix.init")
+        if self.config.reparam:
+            self.embedding.copy_(backbone.input_embeddings().weight[ids].float())
+            return
+        store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        hooks = [layer.register_forward_pre_hook(functools.partial(_inject, cache=_Recorder(store, i), length=0), with_kwargs=True)
+                 for i, layer in enumerate(self.layers)]
+        was_training = backbone.model.training
+        backbone.model.eval()  # no dropout in the recorded activations
+        try:
+            backbone.model.base_model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+        finally:
+            backbone.model.train(was_training)
+            for hook in hooks:
+                hook.remove()
+        for i, (key, value) in store.items():  # [1, heads, P, d] -> [P, heads * d]
+            self.table[i, 0] = key[0].transpose(0, 1).reshape(self.config.length, -1)
+            self.table[i, 1] = value[0].transpose(0, 1).reshape(self.config.length, -1)
+
+    def key_values(self) -> torch.Tensor:
+        """The prefixes ``[layers, 2 (key, value), length, heads * head_dim]``."""
+        if self.config.reparam:
+            return self.mlp(self.embedding).view(self.config.length, len(self.layers), 2, -1).permute(1, 2, 0, 3)
+        return self.table
+
+    @contextlib.contextmanager
+    def attached(self, batch_size: int) -> Iterator[None]:
+        """Prepend the prefixes in every self-attention layer during the ``with`` block."""
+        kv = self.key_values()
+        if self.training and (self.regularizer.dropout or self.regularizer.token_dropout):
+            kv = kv.unsqueeze(0).expand(batch_size, *kv.shape)
+            if self.regularizer.dropout:
+                kv = nn.functional.dropout(kv, self.regularizer.dropout, training=True)
+            if self.regularizer.token_dropout:
+                keep = torch.rand(batch_size, 1, 1, kv.shape[3], 1, device=kv.device) >= self.regularizer.token_dropout
+                kv = kv * keep.to(kv.dtype) / (1 - self.regularizer.token_dropout)
+        else:
+            kv = kv.unsqueeze(0)  # broadcast over the batch
+        per_head = kv.reshape(*kv.shape[:4], self.num_heads, self.head_dim).transpose(3, 4)  # [B, layers, 2, heads, P, d]
+        hooks = [
+            layer.register_forward_pre_hook(
+                functools.partial(_inject, cache=_PrefixCache(per_head[:, i, 0], per_head[:, i, 1]), length=self.config.length),
+                with_kwargs=True,
+            )
+            for i, layer in enumerate(self.layers)
+        ]
+        try:
+            yield
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    def regularization(self) -> torch.Tensor:
+        """The L2 penalty of the prefixes (0 unless ``regularizer.l2`` is set)."""
+        if not self.regularizer.l2:
+            return self.initial.new_zeros(())
+        return l2_penalty(self.key_values(), self.initial, self.regularizer)
+
+    @torch.no_grad()
+    def export_for_inference(self) -> dict[str, torch.Tensor] | None:
+        """With ``reparam``: the produced prefixes as a plain ``table`` (``None`` otherwise)."""
+        return {"table": self.key_values().detach().clone()} if self.config.reparam else None
+
+
+def _inject(module: nn.Module, args: tuple, kwargs: dict, *, cache: Any, length: int) -> tuple[tuple, dict]:
+    """Forward pre-hook: hand the layer our cache object and extend its attention mask."""
+    if len(args) > 1 or kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
+        raise BackboneError(f"{type(module).__name__}: unexpected call (positional mask or a KV cache); prefix tuning cannot attach")
+    kwargs = dict(kwargs)
+    kwargs["cache"] = cache
+    kwargs["attention_mask"] = extend_mask(kwargs.get("attention_mask"), length)
+    return args, kwargs

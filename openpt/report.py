@@ -1,0 +1,195 @@
+"""Reports from ``results.jsonl``: a markdown table (datasets x methods, mean ± std) and PNG plots.
+
+Only ``ok`` records count, the latest one per run id. Cells show the dataset's primary metric
+(its config's first ``metrics`` entry: accuracy, Matthews correlation for CoLA, ...) x 100 as
+``mean ± std (n)`` over seeds; the standard deviation is the sample one (0 for one seed).
+"""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .checkpoint import atomic_write
+from .sweep import read_records
+
+METHOD_ORDER = ("zero_shot", "prompt_tuning", "prompt_finetune", "finetune", "linear_probe")
+METHOD_TITLES = {"zero_shot": "zero-shot", "prompt_tuning": "prompt-only tuning", "prompt_finetune": "prompt-based FT",
+                 "finetune": "fine-tuning", "linear_probe": "linear probe"}
+
+
+@dataclass
+class Cell:
+    """Scores of one (dataset, variant, method, K) over its seeds."""
+
+    dataset: str
+    variant: str
+    method: str
+    k: int
+    metric: str
+    values: list[float]
+    seeds: list[int]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    def text(self) -> str:
+        return f"{100 * self.mean:.1f} ± {100 * self.std:.1f} ({len(self.values)})"
+
+
+def latest_ok(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last ``ok`` record of every run id, in file order."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.get("status") == "ok":
+            by_id[record.get("run_id", str(len(by_id)))] = record
+    return list(by_id.values())
+
+
+def cells(records: Iterable[dict[str, Any]]) -> list[Cell]:
+    """Group ok records by dataset, template/verbalizer variant, method and K."""
+    records = latest_ok(records)
+    variants: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        variants[r["dataset"]].add(f"{r.get('template')} · {r.get('verbalizer')}")
+    groups: dict[tuple[str, str, str, int], Cell] = {}
+    for r in records:
+        variant = f"{r.get('template')} · {r.get('verbalizer')}" if len(variants[r["dataset"]]) > 1 else ""
+        metric = r.get("primary_metric") or "accuracy"
+        key = (r["dataset"], variant, r["method"], int(r["k"]))
+        cell = groups.setdefault(key, Cell(r["dataset"], variant, r["method"], int(r["k"]), metric, [], []))
+        cell.values.append(float(r["metrics"][metric]))
+        cell.seeds.append(int(r["seed"]))
+    return list(groups.values())
+
+
+def _methods(found: Iterable[str]) -> list[str]:
+    found = set(found)
+    return [m for m in METHOD_ORDER if m in found] + sorted(found - set(METHOD_ORDER))
+
+
+def markdown_table(records: Iterable[dict[str, Any]], k: int | None = None) -> str:
+    """Markdown: one table per K (or only ``k``), rows dataset (primary metric), columns methods."""
+    all_records = list(records)
+    found = cells(all_records)
+    out: list[str] = []
+    for k_value in sorted({c.k for c in found}):
+        if k is not None and k_value != k:
+            continue
+        at_k = [c for c in found if c.k == k_value]
+        methods = _methods(c.method for c in at_k)
+        out += [f"K = {k_value} (per class; mean ± std ×100 over seeds, (n) = seeds)", "",
+                "| dataset | " + " | ".join(METHOD_TITLES.get(m, m) for m in methods) + " |",
+                "|---|" + "---|" * len(methods)]
+        rows = sorted({(c.dataset, c.variant, c.metric) for c in at_k})
+        for dataset, variant, metric in rows:
+            by_method = {c.method: c for c in at_k if (c.dataset, c.variant) == (dataset, variant)}
+            label = f"{dataset} ({metric})" + (f" {variant}" if variant else "")
+            out.append(f"| {label} | " + " | ".join(by_method[m].text() if m in by_method else "–" for m in methods) + " |")
+        out.append("")
+    failed = [r for r in all_records if r.get("status") == "error"]
+    ok_ids = {r.get("run_id") for r in latest_ok(all_records)}
+    still_failed = {r.get("run_id"): r for r in failed if r.get("run_id") not in ok_ids}
+    if still_failed:
+        out.append(f"{len(still_failed)} run(s) failed:")
+        out += [f"- {r['dataset']}/{r['method']}/k{r['k']}/seed{r['seed']}: {r.get('error')}" for r in still_failed.values()]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n" if out else "no finished runs\n"
+
+
+def plot_k_curves(records: Iterable[dict[str, Any]], directory: Path) -> list[Path]:
+    """Per dataset with more than one K: primary metric vs K, one line per method, ±std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found = cells(records)
+    written = []
+    for dataset, variant in sorted({(c.dataset, c.variant) for c in found}):
+        mine = [c for c in found if (c.dataset, c.variant) == (dataset, variant)]
+        if len({c.k for c in mine}) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method in _methods(c.method for c in mine):
+            line = sorted((c for c in mine if c.method == method), key=lambda c: c.k)
+            ks = [c.k for c in line]
+            means = [100 * c.mean for c in line]
+            stds = [100 * c.std for c in line]
+            ax.plot(ks, means, marker="o", label=METHOD_TITLES.get(method, method))
+            ax.fill_between(ks, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({c.k for c in mine}), [str(k) for k in sorted({c.k for c in mine})])
+        ax.set_xlabel("K (examples per class)")
+        ax.set_ylabel(f"{mine[0].metric} ×100 (mean ± std over seeds)")
+        ax.set_title(f"{dataset}{' ' + variant if variant else ''}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        written.append(_save(fig, directory / f"{_slug(dataset + variant)}_vs_k.png"))
+        plt.close(fig)
+    return written
+
+
+def plot_methods(records: Iterable[dict[str, Any]], directory: Path) -> list[Path]:
+    """Per K: grouped bars (datasets x methods) with std error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found = cells(records)
+    written = []
+    for k in sorted({c.k for c in found}):
+        at_k = [c for c in found if c.k == k]
+        rows = sorted({(c.dataset, c.variant) for c in at_k})
+        methods = _methods(c.method for c in at_k)
+        width = 0.8 / max(len(methods), 1)
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) * max(1, len(methods) / 3)), 4))
+        for i, method in enumerate(methods):
+            xs, means, stds = [], [], []
+            for j, row in enumerate(rows):
+                cell = next((c for c in at_k if (c.dataset, c.variant) == row and c.method == method), None)
+                if cell is not None:
+                    xs.append(j + (i - (len(methods) - 1) / 2) * width)
+                    means.append(100 * cell.mean)
+                    stds.append(100 * cell.std)
+            ax.bar(xs, means, width, yerr=stds, capsize=2, label=METHOD_TITLES.get(method, method))
+        ax.set_xticks(range(len(rows)), [f"{d}\n({next(c.metric for c in at_k if c.dataset == d)})" for d, _ in rows], fontsize=8)
+        ax.set_ylabel("primary metric ×100")
+        ax.set_title(f"methods side by side, K = {k}")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, ncol=min(len(methods), 5))
+        written.append(_save(fig, directory / f"methods_k{k}.png"))
+        plt.close(fig)
+    return written
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text).strip("_")
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    return path
+
+
+def write_report(results: str | Path, directory: str | Path | None = None, *, k: int | None = None) -> tuple[str, list[Path]]:
+    """Write ``report.md`` and the PNG plots for ``results`` into ``directory`` (default: beside it)."""
+    results = Path(results)
+    records = read_records(results)
+    directory = Path(directory) if directory is not None else results.parent / "report"
+    directory.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(records, k)
+    plots = plot_k_curves(records, directory) + plot_methods(records, directory)
+    body = f"# Results: {results.name}\n\n{table}\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
+    atomic_write(directory / "report.md", lambda tmp: Path(tmp).write_text(body))
+    return table, [directory / "report.md", *plots]

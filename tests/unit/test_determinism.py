@@ -1,0 +1,45 @@
+"""The same config and seed give byte-identical results files (wall times go to timing.json)."""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from openpt.cli import main
+from openpt.experiment import split_timing
+
+
+def test_same_config_and_seed_give_identical_results_files(tmp_path: Path, tiny_bert_dir: Path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0)] * 3
+    (data / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    (data / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows[:4]))
+    (data / "labels.json").write_text('["negative", "positive"]')
+    (tmp_path / "config.yaml").write_text(textwrap.dedent(f"""\
+        backbone: {tiny_bert_dir}
+        template: "[SOFT*2] {{text}} it was [MASK] ."
+        verbalizer: {{labels: {{negative: terrible, positive: great}}}}
+        zero_shot: false
+        data: {{path: data, k: 2, seeds: [1, 2]}}
+        train: {{steps: 4, batch_size: 2, eval_every: 2}}
+        """))
+    for out in ("a", "b"):
+        assert main(["run", str(tmp_path / "config.yaml"), "--output", str(tmp_path / out)]) == 0
+    capsys.readouterr()
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
+    for name in ("prompt/prompt.safetensors", "prompt/prompt_config.json", "seeds/seed-1/prompt.safetensors", "seeds/seed-2/prompt.safetensors"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    results = json.loads((a / "results.json").read_text())
+    assert "wall_seconds" not in results and all("train_seconds" not in run for run in results["runs"])
+    timing = json.loads((a / "timing.json").read_text())
+    assert set(timing) == {"wall_seconds", "train_seconds"} and set(timing["train_seconds"]) == {"1", "2"}
+
+
+def test_split_timing_moves_only_wall_times():
+    results = {"name": "x", "runs": [{"seed": 3, "eval": {"accuracy": 1.0}, "train_seconds": 1.5}], "wall_seconds": 9.0}
+    stable, timing = split_timing(results)
+    assert stable == {"name": "x", "runs": [{"seed": 3, "eval": {"accuracy": 1.0}}]}
+    assert timing == {"wall_seconds": 9.0, "train_seconds": {"3": 1.5}}
+    assert results["wall_seconds"] == 9.0  # the returned dict keeps them (the CLI prints the time)

@@ -1,0 +1,203 @@
+"""The bad-input catalogue of docs/errors.md: each entry's exception type and one-line message.
+
+Entries already covered elsewhere are linked from docs/errors.md to their test; this file holds
+the rest. Each case gets a fresh scratch project (tiny dataset, template, verbalizer, config).
+"""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from openpt.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_prompt, save_prompt
+from openpt.cli import main
+from openpt.config import load_config
+from openpt.data import load_split
+from openpt.errors import BackboneError, CheckpointError, ConfigError, DataError, OpenPTError, SpecError
+from openpt.spec import load_yaml
+from openpt.template.parser import parse_template
+from openpt.train import TrainConfig, train
+from openpt.training_state import TrainCheckpointer
+from openpt.verbalizer import load_verbalizer
+
+from .helpers import make_model
+
+ROWS = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0)] * 3
+
+
+@pytest.fixture()
+def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in ROWS))
+    (data / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in ROWS[:4]))
+    (data / "labels.json").write_text('["negative", "positive"]')
+    (tmp_path / "verbalizer.yaml").write_text("labels:\n  negative: terrible\n  positive: great\n")
+    (tmp_path / "config.yaml").write_text(textwrap.dedent(f"""\
+        backbone: {tiny_bert_dir}
+        template: "[SOFT*2] {{text}} it was [MASK] ."
+        verbalizer: verbalizer.yaml
+        data:
+          path: data
+          k: 2
+          seeds: [1]
+        train:
+          steps: 2
+          batch_size: 2
+        """))
+    return tmp_path
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def saved_prompt(project: Path, backbone: Path) -> Path:
+    model = make_model(backbone, "[SOFT*2] {text} it was [MASK] .")
+    return save_prompt(model, project / "prompt")
+
+
+# id -> (exception type, fragments of the message, a function raising it)
+Case = tuple[type[OpenPTError], tuple[str, ...], Callable[[Path, Path], object]]
+
+CASES: dict[str, Case] = {
+    # config
+    "config-duplicate-key": (SpecError, ("config.yaml:7", "k: duplicate key"),
+                             lambda p, b: (edit(p / "config.yaml", "  k: 2\n", "  k: 2\n  k: 4\n"), load_config(p / "config.yaml"))),
+    "config-missing-required": (SpecError, ("config.yaml", "backbone", "missing required key"),
+                                lambda p, b: (edit(p / "config.yaml", f"backbone: {b}\n", ""), load_config(p / "config.yaml"))),
+    "config-override-syntax": (ConfigError, ("override 'train.lr'", "key=value"), lambda p, b: load_config(p / "config.yaml", ["train.lr"])),
+    "config-bad-batch-size": (ConfigError, ("train.batch_size", "invalid value 0"),
+                              lambda p, b: load_config(p / "config.yaml", ["train.batch_size=0"])),
+    "config-empty-seeds": (SpecError, ("seeds", "non-empty list of integers"), lambda p, b: load_config(p / "config.yaml", ["data.seeds=[]"])),
+    "config-bad-k": (SpecError, ("k", "positive integer", "0"), lambda p, b: load_config(p / "config.yaml", ["data.k=0"])),
+    "config-python-tag": (SpecError, ("config.yaml", "invalid YAML"),
+                          lambda p, b: ((p / "config.yaml").write_text("backbone: !!python/object/apply:os.system ['echo pwned']\n"),
+                                        load_config(p / "config.yaml"))),
+    "config-not-a-mapping": (ConfigError, ("config.yaml", "expected a mapping at the top level"),
+                             lambda p, b: ((p / "config.yaml").write_text("- a\n- b\n"), load_config(p / "config.yaml"))),
+    # templates
+    "template-unclosed-placeholder": (SpecError, ("line 1:1", "unclosed placeholder"), lambda p, b: parse_template("{text It was [MASK].")),
+    "template-soft-length": (SpecError, ("line 1:", "soft length must be a whole number 1..4096"), lambda p, b: parse_template("[SOFT*0] {text} [MASK]")),
+    "template-unknown-escape": (SpecError, ("line 1:8", "unknown escape"), lambda p, b: parse_template("{text} \\q [MASK]")),
+    "template-empty": (SpecError, ("empty template",), lambda p, b: parse_template("")),
+    "template-openprompt-missing-colon": (SpecError, ("line 1:", "OpenPrompt dict"),
+                                          lambda p, b: parse_template('{"placeholder" "text_a"} It was {"mask"}.')),
+    "template-soft-run-redeclared": (SpecError, ("soft run #p", "first declared"),
+                                     lambda p, b: parse_template("[SOFT#p*2] {text} [SOFT#p*3] [MASK]")),
+    "template-longer-than-max-length": (SpecError, ("max_length", "the template alone takes"),
+                                        lambda p, b: make_model(b, "[SOFT*40] {text} [MASK]", max_length=16)),
+    # verbalizers
+    "verbalizer-empty-labels": (SpecError, ("verbalizer.yaml", "labels"),
+                                lambda p, b: ((p / "verbalizer.yaml").write_text("labels: {}\n"), load_verbalizer(p / "verbalizer.yaml"))),
+    "verbalizer-not-yaml-path": (SpecError, ("verbalizer", "expected a .yaml file or a mapping"),
+                                 lambda p, b: main_raising(["run", str(p / "config.yaml"), "verbalizer=words.txt"])),
+    "verbalizer-bad-aggregate": (SpecError, ("aggregate", "expected one of"),
+                                 lambda p, b: ((p / "verbalizer.yaml").write_text("aggregate: median\nlabels: {negative: bad, positive: good}\n"),
+                                               load_verbalizer(p / "verbalizer.yaml"))),
+    "verbalizer-unknown-type": (SpecError, ("verbalizer.yaml", "type"),
+                                lambda p, b: ((p / "verbalizer.yaml").write_text("type: magic\nlabels: {negative: bad, positive: good}\n"),
+                                              load_verbalizer(p / "verbalizer.yaml"))),
+    # data rows
+    "data-unknown-label-name": (DataError, ("train.jsonl:13", "unknown label 'neutral'"),
+                                lambda p, b: (append(p / "data" / "train.jsonl", {"text": "so so", "label": "neutral"}), load_split(p / "data", "train"))),
+    "data-label-out-of-range": (DataError, ("train.jsonl:13", "label 5 out of range"),
+                                lambda p, b: (append(p / "data" / "train.jsonl", {"text": "so so", "label": 5}), load_split(p / "data", "train"))),
+    "data-missing-text-field": (DataError, ("train.jsonl:13", "missing field 'text'"),
+                                lambda p, b: (append(p / "data" / "train.jsonl", {"sentence": "so so", "label": 0}), load_split(p / "data", "train"))),
+    "data-not-utf8": (DataError, ("train.jsonl", "not valid UTF-8"),
+                      lambda p, b: ((p / "data" / "train.jsonl").write_bytes(b'{"text": "caf\xe9", "label": 0}\n'), load_split(p / "data", "train"))),
+    "data-empty-training-set": (DataError, ("no training examples",),
+                                lambda p, b: train(make_model(b), [], None, TrainConfig(steps=1))),
+    # checkpoints (saved prompts and training states)
+    "prompt-config-missing": (CheckpointError, ("prompt_config.json: not found",),
+                              lambda p, b: (p / "empty").mkdir() or load_prompt(p / "empty")),
+    "prompt-config-invalid-json": (CheckpointError, ("prompt_config.json:1", "invalid JSON"),
+                                   lambda p, b: ((saved_prompt(p, b) / CONFIG_NAME).write_text("{oops"), load_prompt(p / "prompt"))),
+    "prompt-weights-wrong-tensors": (CheckpointError, ("prompt.safetensors", "holds ['other']"),
+                                     lambda p, b: (save_file({"other": torch.zeros(2)}, str(saved_prompt(p, b) / WEIGHTS_NAME)),
+                                                   load_prompt(p / "prompt", backbone_of(b)))),
+    "prompt-weights-pickle": (CheckpointError, ("prompt.safetensors", "cannot read weights"),
+                              lambda p, b: (torch.save({"template.soft.weight": torch.zeros(2, 32)}, saved_prompt(p, b) / WEIGHTS_NAME),
+                                            load_prompt(p / "prompt", backbone_of(b)))),
+    "training-state-corrupt": (CheckpointError, ("state.safetensors", "cannot read training state"),
+                               lambda p, b: ((p / "state.safetensors").write_bytes(b"\x00" * 16),
+                                             train(make_model(b), examples(), None, TrainConfig(steps=1, batch_size=2, eval_every=0),
+                                                   checkpoint=TrainCheckpointer(p / "state.safetensors", resume=True)))),
+    "training-state-foreign-file": (CheckpointError, ("not an openpt training state",),
+                                    lambda p, b: (save_file({"x": torch.zeros(1)}, str(p / "state.safetensors")),
+                                                  train(make_model(b), examples(), None, TrainConfig(steps=1, batch_size=2, eval_every=0),
+                                                        checkpoint=TrainCheckpointer(p / "state.safetensors", resume=True)))),
+    # backbones
+    "backbone-config-invalid-json": (BackboneError, ("config.json", "invalid JSON"),
+                                     lambda p, b: ((p / "model").mkdir(), (p / "model" / "config.json").write_text("{"), backbone_of(p / "model"))),
+    "backbone-no-config": (BackboneError, ("config.json: not found", "model directory"),
+                           lambda p, b: ((p / "model").mkdir(), backbone_of(p / "model"))),
+}
+
+
+def append(path: Path, row: dict) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def examples():
+    from openpt.data import InputExample
+
+    return [InputExample(t, label=y) for t, y in ROWS[:4]]
+
+
+def backbone_of(path: Path):
+    from openpt.backbone import load_backbone
+
+    return load_backbone(path)
+
+
+def main_raising(argv: list[str]) -> None:
+    """Run the CLI's command function directly, so the exception (not the exit code) reaches the test."""
+    from openpt.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_catalogue_entry_raises_one_clear_line(case: str, project: Path, tiny_bert_dir: Path):
+    kind, fragments, action = CASES[case]
+    with pytest.raises(OpenPTError) as info:
+        action(project, tiny_bert_dir)
+    message = str(info.value)
+    assert isinstance(info.value, kind), f"{type(info.value).__name__}: {message}"
+    assert "\n" not in message and "Traceback" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_cli_turns_catalogue_errors_into_one_line_and_status_2(project: Path, capsys):
+    code = main(["run", str(project / "config.yaml"), "data.k=0"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("openpt: error: ")
+
+
+def test_yaml_is_loaded_with_safe_loader_only(tmp_path: Path):
+    (tmp_path / "x.yaml").write_text("a: !!python/name:os.system\n")
+    with pytest.raises(SpecError, match="invalid YAML"):
+        load_yaml(tmp_path / "x.yaml")
+
+
+def test_no_eval_exec_or_pickle_in_the_package():
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "openpt"
+    pattern = re.compile(r"(?<![\w.])(eval|exec|__import__)\(|import pickle|pickle\.loads?\(|torch\.load\((?![^)]*weights_only=True)"
+                         r"|yaml\.load\(|yaml\.unsafe_load|UnsafeLoader|FullLoader|trust_remote_code=True")
+    offenders = [f"{path.name}:{n}: {line.strip()}" for path in root.rglob("*.py")
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, offenders

@@ -1,0 +1,142 @@
+"""Deep prompts (prefix tuning / P-tuning v2) and, for comparison, prompt-based fine-tuning."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from openpt.backbone import load_backbone
+from openpt.build import PromptOptions, build_model
+from openpt.checkpoint import BACKBONE_DIR, CONFIG_NAME, WEIGHTS_NAME, load_prompt, save_prompt
+from openpt.errors import BackboneError, CheckpointError, ConfigError
+from openpt.prefix import PrefixConfig, PrefixTuning
+from openpt.template.soft import cycle
+from openpt.template.spec import template_spec_from_text
+from openpt.train import TrainConfig, make_optimizer, train
+from openpt.verbalizer import ManualVerbalizer
+
+from .helpers import SENTIMENT, make_model
+
+MANUAL = "{text} it was [MASK] ."
+
+
+def test_prefix_of_length_zero_changes_nothing(tiny_mlm_dir):
+    plain = make_model(tiny_mlm_dir, "[SOFT*2] " + MANUAL, sharp=True, seed=4)
+    empty = make_model(tiny_mlm_dir, "[SOFT*2] " + MANUAL, sharp=True, seed=4, prefix={"length": 0})
+    assert empty.prefix is not None and empty.prefix.table.shape[2] == 0
+    torch.testing.assert_close(empty.scores(SENTIMENT), plain.scores(SENTIMENT), atol=0, rtol=0)
+    some = make_model(tiny_mlm_dir, "[SOFT*2] " + MANUAL, sharp=True, seed=4, prefix={"length": 2})
+    assert not torch.allclose(some.scores(SENTIMENT), plain.scores(SENTIMENT))
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_prefix_attention_equals_hand_computation(tiny_bert_dir, implementation):
+    model = make_model(tiny_bert_dir, MANUAL, sharp=True, prefix={"length": 3, "init": "random"})
+    model.backbone.model.set_attn_implementation(implementation)
+    model.eval()
+    layer, captured = model.prefix.layers[1], {}
+    hook = layer.register_forward_hook(lambda m, args, kwargs, out: captured.update(x=args[0], out=out[0]), with_kwargs=True)
+    batch = model.template.collate(model.template.encode(SENTIMENT[:3]))  # different lengths: padding
+    assert (batch.attention_mask == 0).any()
+    with torch.no_grad():
+        model.mask_outputs(batch)
+    hook.remove()
+    x, heads, d = captured["x"], layer.num_attention_heads, layer.attention_head_size
+    B, L, _ = x.shape
+    split = lambda t: t.view(B, -1, heads, d).transpose(1, 2)  # noqa: E731  [B, heads, L, d]
+    prefix = model.prefix.key_values()[1].detach()  # [2, P, heads * d] of layer 1
+    k_pre, v_pre = (prefix[i].view(3, heads, d).transpose(0, 1).expand(B, -1, -1, -1) for i in (0, 1))
+    q = split(layer.query(x))
+    k = torch.cat([k_pre, split(layer.key(x))], dim=2)
+    v = torch.cat([v_pre, split(layer.value(x))], dim=2)
+    scores = q @ k.transpose(-1, -2) / d**0.5
+    visible = torch.cat([torch.ones(B, 3, dtype=torch.bool), batch.attention_mask.bool()], dim=1)  # prefix always visible
+    scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
+    expected = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, L, heads * d)
+    torch.testing.assert_close(captured["out"], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_prefix_activation_init_copies_the_backbones_keys_and_values(tiny_bert_dir):
+    model = make_model(tiny_bert_dir, MANUAL, prefix={"length": 4, "init_text": "great film"})
+    backbone = model.backbone
+    ids = cycle(backbone.tokenizer("great film", add_special_tokens=False)["input_ids"], 4)
+    with torch.no_grad():
+        hidden = backbone.model.base_model.embeddings(input_ids=torch.tensor([ids]))[0]
+        layer = model.prefix.layers[0]
+        torch.testing.assert_close(model.prefix.table[0, 0], layer.key(hidden))
+        torch.testing.assert_close(model.prefix.table[0, 1], layer.value(hidden))
+
+
+def test_prefix_training_changes_only_prompt_parameters(tiny_bert_dir):
+    model = make_model(tiny_bert_dir, MANUAL, sharp=True, prefix={"length": 2})
+    backbone_before = {k: v.clone() for k, v in model.backbone.model.state_dict().items()}
+    table_before = model.prefix.table.detach().clone()
+    assert [n for n, _ in model.named_trainable_parameters()] == ["prefix.table"]
+    train(model, SENTIMENT, None, TrainConfig(lr=0.05, steps=2, batch_size=6, eval_every=0))
+    assert not torch.equal(model.prefix.table, table_before)
+    assert all(torch.equal(v, backbone_before[k]) for k, v in model.backbone.model.state_dict().items())
+    assert not model.backbone.model.base_model.encoder.layer[0].attention.self._forward_pre_hooks  # detached after use
+
+
+def test_prefix_reparam_saves_the_produced_table(tiny_bert_dir, tmp_path):
+    model = make_model(tiny_bert_dir, MANUAL, sharp=True, prefix={"length": 2, "reparam": True, "hidden": 8})
+    assert {n.split(".")[1] for n, _ in model.named_trainable_parameters()} == {"embedding", "mlp"}
+    train(model, SENTIMENT, None, TrainConfig(lr=0.01, steps=2, batch_size=6, eval_every=0))
+    save_prompt(model, tmp_path / "p")
+    tensors = load_file(str(tmp_path / "p" / WEIGHTS_NAME))
+    assert list(tensors) == ["prefix.table"] and tensors["prefix.table"].shape == (2, 2, 2, 32)
+    assert json.loads((tmp_path / "p" / CONFIG_NAME).read_text())["options"]["prefix"]["reparam"] is False
+    loaded = load_prompt(tmp_path / "p", model.backbone)  # the sharpened backbone
+    torch.testing.assert_close(loaded.predict(SENTIMENT)[1], model.predict(SENTIMENT)[1], atol=1e-6, rtol=0)
+
+
+def test_prefix_unsupported_backbone_and_bad_settings_are_errors(tiny_t5_dir):
+    with pytest.raises(BackboneError, match="prefix tuning needs BERT-style self-attention.*T5ForConditionalGeneration"):
+        PrefixTuning(PrefixConfig(length=2, init="random"), load_backbone(tiny_t5_dir))
+    with pytest.raises(ConfigError, match="prefix.length: expected a whole number 0..4096, got -1"):
+        PrefixConfig.from_options({"length": -1})
+    with pytest.raises(ConfigError, match="prefix.init: expected one of activations, random"):
+        PrefixConfig.from_options({"init": "zeros"})
+
+
+def test_finetune_trains_the_backbone_at_its_own_rate_and_saves_it(tiny_bert_dir, tmp_path):
+    backbone = load_backbone(tiny_bert_dir)
+    verbalizer = lambda: ManualVerbalizer({"negative": ["terrible"], "positive": ["great"]})  # noqa: E731
+    build_model(backbone, template_spec_from_text(MANUAL), verbalizer())  # freezes the shared backbone
+    model = build_model(backbone, template_spec_from_text("[SOFT] " + MANUAL), verbalizer(), PromptOptions(freeze_backbone=False))
+    config = TrainConfig(lr=0.01, backbone_lr=1e-3, steps=1, batch_size=6, eval_every=0)
+    groups = make_optimizer(model, config).param_groups
+    assert [g["lr"] for g in groups] == [0.01, 1e-3] and len(groups[1]["params"]) == len(list(backbone.model.parameters()))
+    model.train()
+    assert model.backbone.training  # dropout on while fine-tuning
+    before = backbone.model.base_model.embeddings.word_embeddings.weight.detach().clone()
+    train(model, SENTIMENT, None, config)
+    assert not torch.equal(backbone.model.base_model.embeddings.word_embeddings.weight, before)
+    save_prompt(model, tmp_path / "p")
+    assert (tmp_path / "p" / BACKBONE_DIR / "model.safetensors").is_file()
+    assert list(load_file(str(tmp_path / "p" / WEIGHTS_NAME))) == ["template.soft.weight"]
+    loaded = load_prompt(tmp_path / "p")
+    torch.testing.assert_close(loaded.predict(SENTIMENT)[1], model.predict(SENTIMENT)[1], atol=1e-6, rtol=0)
+    with pytest.raises(CheckpointError, match="holds its own fine-tuned backbone"):
+        load_prompt(tmp_path / "p", backbone)
+
+
+def test_study_configs_validate():
+    import yaml
+
+    from openpt.config import load_config
+
+    root = Path(__file__).resolve().parents[2] / "examples" / "study"
+    assert load_config(root / "sst2_prefix_tuning.yaml").prompt.prefix["length"] == 20
+    assert load_config(root / "sst2_ptuning.yaml").prompt.soft_encoder == {"type": "lstm"}
+    study = yaml.safe_load((root / "study.yaml").read_text())
+    for task in study["tasks"].values():
+        template_spec_from_text(task["manual"])
+        for text in task["placements"].values():
+            for length in study["axes"]["length"]:
+                template_spec_from_text(text.replace("$N", str(length)))
+    for name in ("inits", "regularizations"):  # every axis value has its settings
+        assert set(study[name]) == set(study["axes"][{"inits": "init", "regularizations": "regularization"}[name]])

@@ -1,0 +1,67 @@
+"""Reports: markdown table (datasets x methods, mean ± std) and PNG plots from results.jsonl."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from openpt.cli import main
+from openpt.report import cells, markdown_table, write_report
+
+
+def record(dataset, method, k, seed, value, *, metric="accuracy", status="ok", run_id=None, **extra):
+    return {"run_id": run_id or f"{dataset}-{method}-{k}-{seed}", "dataset": dataset, "method": method, "k": k, "seed": seed,
+            "status": status, "primary_metric": metric, "template": "t", "verbalizer": "v",
+            "metrics": {metric: value, "accuracy": value} if status == "ok" else None, **extra}
+
+
+def write(path: Path, records) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+RECORDS = [
+    record("sst2", "zero_shot", 16, 13, 0.5), record("sst2", "zero_shot", 16, 21, 0.5),
+    record("sst2", "prompt_tuning", 16, 13, 0.6), record("sst2", "prompt_tuning", 16, 21, 0.8),
+    record("cola", "linear_probe", 16, 13, 0.1, metric="mcc"),
+    record("sst2", "prompt_tuning", 4, 13, 0.55), record("sst2", "prompt_tuning", 4, 21, 0.65),
+    record("sst2", "finetune", 16, 42, 0.0, status="error", error="RuntimeError: out of memory"),
+]
+
+
+def test_report_table_mean_std_per_dataset_and_method():
+    table = markdown_table(RECORDS, k=16)
+    lines = table.splitlines()
+    assert "| dataset | zero-shot | prompt-only tuning | linear probe |" in lines
+    assert "| sst2 (accuracy) | 50.0 ± 0.0 (2) | 70.0 ± 14.1 (2) | – |" in lines
+    assert "| cola (mcc) | – | – | 10.0 ± 0.0 (1) |" in lines
+    assert "sst2/finetune/k16/seed42: RuntimeError: out of memory" in table
+    assert "K = 4" in markdown_table(RECORDS) and "K = 4" not in table
+
+
+def test_report_uses_latest_ok_record_per_run():
+    rerun = RECORDS + [record("sst2", "zero_shot", 16, 13, 0.7)]  # same run id, newer result
+    cell = next(c for c in cells(rerun) if c.method == "zero_shot" and c.k == 16)
+    assert sorted(cell.values) == [0.5, 0.7]
+    fixed = RECORDS + [record("sst2", "finetune", 16, 42, 0.9, run_id="sst2-finetune-16-42")]
+    assert "failed" not in markdown_table(fixed)
+
+
+def test_report_cli_writes_markdown_and_pngs(tmp_path, capsys):
+    results = write(tmp_path / "results.jsonl", RECORDS)
+    assert main(["report", str(results), "--output", str(tmp_path / "rep")]) == 0
+    assert "70.0 ± 14.1 (2)" in capsys.readouterr().out
+    report = (tmp_path / "rep" / "report.md").read_text()
+    pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
+    assert pngs == ["methods_k16.png", "methods_k4.png", "sst2_vs_k.png"]
+    assert all((tmp_path / "rep" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert "![sst2_vs_k](sst2_vs_k.png)" in report
+
+
+def test_report_missing_file_is_one_line_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope.jsonl")]) == 2
+    assert capsys.readouterr().err.strip() == f"openpt: error: {tmp_path / 'nope.jsonl'}: no such results file"
+
+
+def test_write_report_defaults_beside_results(tmp_path):
+    table, written = write_report(write(tmp_path / "results.jsonl", RECORDS[:2]))
+    assert written[0] == tmp_path / "report" / "report.md" and "50.0 ± 0.0 (2)" in table
