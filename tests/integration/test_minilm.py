@@ -53,7 +53,9 @@ def test_cli_run_eval_predict_round_trip(tmp_path, shared_dir, capsys):
     assert weights.stat().st_size < 64 * 1024  # 20 x 384 float32 = 30 KB
     # eval over the saved prompt reproduces the run's numbers on the same examples
     model = load_prompt(out / "prompt")
-    eval_set = load_split(shared_dir / "data/sst2", "dev").subset(range(64))
+    from openpt.experiment import cap_eval
+
+    eval_set = cap_eval(load_split(shared_dir / "data/sst2", "dev"), 64)
     acc = sum(p == e.label for p, e in zip(model.predict(eval_set.examples)[0], eval_set.examples)) / 64
     assert acc == pytest.approx(results["runs"][0]["eval"]["accuracy"])
     assert main(["predict", str(out / "prompt"), "a gripping , funny film .", "dull and lifeless ."]) == 0
