@@ -164,6 +164,8 @@ def plot_methods(records: Iterable[dict[str, Any]], directory: Path) -> list[Pat
         ax.set_xticks(range(len(rows)), [f"{d}\n({next(c.metric for c in at_k if c.dataset == d)})" for d, _ in rows], fontsize=8)
         ax.set_ylabel("primary metric ×100")
         ax.set_title(f"methods side by side, K = {k}")
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.2 * (high - low))  # room for the legend
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, ncol=min(len(methods), 5))
         written.append(_save(fig, directory / f"methods_k{k}.png"))

@@ -186,14 +186,7 @@ class ManualVerbalizer(Verbalizer):
             word_logp = torch.log_softmax(scores / self.word_lengths if self.multi_token == "mean" else scores, dim=-1)
         else:
             word_logp = torch.log_softmax(self.word_logits(outputs.logits[:, self.mask]), dim=-1)
-        per_class = word_logp[:, self.class_words]  # [B, C, K]
-        per_class = per_class.masked_fill(~self.class_word_mask, float("-inf"))
-        if self.aggregate == "max":
-            return per_class.max(dim=-1).values
-        scores = torch.logsumexp(per_class, dim=-1)
-        if self.aggregate == "mean":
-            scores = scores - self.class_word_mask.sum(-1).to(scores.dtype).log()
-        return scores
+        return aggregate_classes(word_logp, self.class_words, self.class_word_mask, self.aggregate)
 
     def config(self) -> dict:
         return {
@@ -205,6 +198,18 @@ class ManualVerbalizer(Verbalizer):
             "mask": self.mask,
             "prefix_space": self.prefix_space,
         }
+
+
+def aggregate_classes(word_logp: torch.Tensor, class_words: torch.Tensor, class_word_mask: torch.Tensor, aggregate: str) -> torch.Tensor:
+    """Class scores ``[B, C]`` from word log-probabilities ``[B, N]``: log of the mean, sum or
+    max of each class's word probabilities (``class_words`` ``[C, K]`` indexes words, padded)."""
+    per_class = word_logp[:, class_words].masked_fill(~class_word_mask, float("-inf"))  # [B, C, K]
+    if aggregate == "max":
+        return per_class.max(dim=-1).values
+    scores = torch.logsumexp(per_class, dim=-1)
+    if aggregate == "mean":
+        scores = scores - class_word_mask.sum(-1).to(scores.dtype).log()
+    return scores
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ from ..errors import SpecError
 from ..registry import VERBALIZERS
 from ..spec import YamlMap, as_map, check_keys
 from .base import MaskOutputs, Verbalizer
-from .manual import AGGREGATES, _pad
+from .manual import AGGREGATES, _pad, aggregate_classes
 from .soft import label_word_lists, resolve_words
 
 logger = logging.getLogger(__name__)
@@ -108,13 +108,7 @@ class MultiTokenVerbalizer(Verbalizer):
     def forward(self, outputs: MaskOutputs) -> torch.Tensor:
         """Class scores ``[B, C]``: log of the aggregated (normalised) word probabilities."""
         word_logp = torch.log_softmax(self.word_log_likelihoods(outputs.logits), dim=-1)
-        per_class = word_logp[:, self.class_words].masked_fill(~self.class_word_mask, float("-inf"))
-        if self.aggregate == "max":
-            return per_class.max(dim=-1).values
-        scores = torch.logsumexp(per_class, dim=-1)
-        if self.aggregate == "mean":
-            scores = scores - self.class_word_mask.sum(-1).to(scores.dtype).log()
-        return scores
+        return aggregate_classes(word_logp, self.class_words, self.class_word_mask, self.aggregate)
 
     def config(self) -> dict:
         return {"type": "multi_token", "name": self.name, "labels": {k: list(v) for k, v in self.words.items()},
