@@ -1,6 +1,7 @@
 """Few-shot experiments: zero-shot baseline, then K-shot prompt-only training over seeds."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -89,6 +90,18 @@ def check_fields(spec: TemplateSpec, *datasets: Dataset) -> None:
             )
 
 
+UNLABELED_FOR_CALIBRATION = 512
+
+
+def use_unlabeled(model, train_set: Dataset) -> None:
+    """Give ``calibrate: mean`` its unlabeled inputs: the first training texts, labels dropped."""
+    if model.calibration.mode == "mean":
+        from .calibration import calibrate
+
+        texts = [dataclasses.replace(e, label=None) for e in train_set.examples[:UNLABELED_FOR_CALIBRATION]]
+        calibrate(model, texts)
+
+
 class Experiment:
     """Runs one :class:`ExperimentConfig` and writes ``results.json`` and the trained prompts.
 
@@ -140,6 +153,7 @@ class Experiment:
         if cfg.zero_shot:
             zs_spec = hard_version(spec) if cfg.zero_shot_template is None else template_spec(cfg.zero_shot_template, base_dir=cfg.base_dir)
             zs_model = build_model(backbone, zs_spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt)
+            use_unlabeled(zs_model, train_set)
             results["zero_shot"] = evaluate(zs_model, cap_eval(eval_set, cfg.data.max_eval).examples, cfg.train.eval_batch_size, metrics)
             self.log(f"zero-shot ({cfg.name}): accuracy {results['zero_shot']['accuracy']:.4f}")
         for seed in cfg.data.seeds:
@@ -162,6 +176,7 @@ class Experiment:
         few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed)
         verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir)
         model = build_model(backbone, spec, verbalizer, cfg.prompt, seed=seed)
+        use_unlabeled(model, train_set)
         train_cfg = type(cfg.train)(**{**cfg.train.__dict__, "seed": seed})
         saver = None
         if self.checkpoint_every or self.resume:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,11 @@ def markdown(rows: list[dict[str, Any]], cfg: dict[str, Any], output: Path) -> s
     if invocations.exists():
         entries = [json.loads(line) for line in invocations.read_text().splitlines() if line.strip()]
         total = sum(e["wall_seconds"] for e in entries)
-        lines += [f"Wall time: {total / 60:.1f} min over {len(entries)} invocation(s) "
-                  f"(sum of per-run wall time: {sum(r['wall_seconds'] for r in rows) / 60:.1f} min for {len(rows)} runs). Commands:", ""]
+        starts = [time.mktime(time.strptime(e["started"], "%Y-%m-%d %H:%M:%S")) for e in entries]
+        span = max(t + e["wall_seconds"] for t, e in zip(starts, entries)) - min(starts)
+        lines += [f"Wall time: {span / 60:.1f} min from the first start to the last end "
+                  f"({total / 60:.1f} min summed over {len(entries)} invocation(s), some side by side; "
+                  f"per-run wall time summed: {sum(r['wall_seconds'] for r in rows) / 60:.1f} min for {len(rows)} runs). Commands:", ""]
         lines += [f"    {e['command']}    # {e['started']}, {e['wall_seconds'] / 60:.1f} min, {e['runs']} runs" for e in entries]
         lines.append("")
     for task in cfg["tasks"]:

@@ -218,6 +218,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny slice: 40 eval examples, 4 steps, first seed")
     parser.add_argument("--report-only", action="store_true", help="only rewrite results.md and the plots")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a train setting of every run, e.g. --train steps=96 (YAML value)")
     return parser.parse_args(argv)
 
 
@@ -228,6 +230,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("openpt").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     cfg = yaml.safe_load(args.config.read_text())
+    for item in args.train:
+        key, _, value = item.partition("=")
+        cfg["train"][key] = yaml.safe_load(value)
+        for ref in (cfg.get("references") or {}).values():
+            (ref.get("train") or {}).pop(key, None)  # the override wins everywhere
     tasks = args.tasks.split(",") if args.tasks else list(cfg["tasks"])
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(cfg["seeds"])
     if args.smoke and not args.seeds:

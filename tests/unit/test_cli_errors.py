@@ -160,3 +160,11 @@ def test_invalid_yaml_syntax(project, capsys):
     (project / "config.yaml").write_text("backbone: [unclosed\n")
     code, err = run_cli(["run", project / "config.yaml"], capsys)
     assert_one_line_error(code, err, "config.yaml:2", "invalid YAML")
+
+
+def test_mean_calibration_gets_unlabeled_training_inputs(project, capsys):
+    (project / "verbalizer.yaml").write_text("labels:\n  negative: terrible\n  positive: great\ncalibrate: mean\n")
+    code = main(["run", str(project / "config.yaml"), "--output", str(project / "out")])
+    assert code == 0, capsys.readouterr().err
+    saved = json.loads((project / "out" / "prompt" / "prompt_config.json").read_text())
+    assert "mean" in json.dumps(saved)
