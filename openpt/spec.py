@@ -37,6 +37,10 @@ class YamlMap(dict):
             return self.value_marks[key]
         return self.line_of(key), None, None
 
+    def locate(self, exc: SpecError) -> SpecError:
+        """``exc`` with the line of its (top-level) key in this mapping filled in."""
+        return exc.located(line=self.line_of(exc.key.split(".")[0]) if exc.key else self.line)
+
     def error(self, key: str, problem: str) -> SpecError:
         """A :class:`SpecError` located at ``key`` of this mapping."""
         return SpecError(problem, file=self.file, line=self.line_of(key), key=key)

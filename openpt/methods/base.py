@@ -106,3 +106,18 @@ class RunContext:
 def fresh_backbone(backbone: Backbone) -> Backbone:
     """A copy of ``backbone`` whose weights can be trained without touching the original."""
     return type(backbone)(copy.deepcopy(backbone.model), backbone.tokenizer, backbone.name_or_path)
+
+
+def train_and_evaluate(context: "RunContext", model: Any, *, fit: Callable[..., Any]) -> dict[str, Any]:
+    """Train ``model`` with ``fit`` on the K-shot sets (dev-selected), evaluate, summarise the run."""
+    from ..train import evaluate
+
+    outcome = fit(model, context.train_set.examples, context.dev_set.examples, context.train_config())
+    return {
+        "eval": evaluate(model, context.eval_set.examples, context.settings.train.eval_batch_size, context.metrics),
+        "best_dev_accuracy": outcome.best_dev_accuracy,
+        "best_step": outcome.best_step,
+        "steps": outcome.steps,
+        "train_seconds": round(outcome.seconds, 2),
+        "trainable": model.trainable_summary(),
+    }

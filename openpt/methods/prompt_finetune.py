@@ -10,8 +10,8 @@ import torch
 
 from ..build import build_model
 from ..checkpoint import save_prompt
-from ..train import evaluate, train
-from .base import RunContext, fresh_backbone, register_method
+from ..train import train
+from .base import RunContext, fresh_backbone, register_method, train_and_evaluate
 from .zero_shot import manual_template
 
 logger = logging.getLogger(__name__)
@@ -40,15 +40,7 @@ def run(context: RunContext) -> dict[str, Any]:
     prompt = dataclasses.replace(context.settings.prompt, freeze_backbone=False, soft_init={})
     backbone = fresh_backbone(context.backbone)
     model = build_model(backbone, manual_template(context, options.template), context.new_verbalizer(), prompt, seed=context.seed)
-    outcome = train(model, context.train_set.examples, context.dev_set.examples, context.train_config())
-    result: dict[str, Any] = {
-        "eval": evaluate(model, context.eval_set.examples, context.settings.train.eval_batch_size, context.metrics),
-        "best_dev_accuracy": outcome.best_dev_accuracy,
-        "best_step": outcome.best_step,
-        "steps": outcome.steps,
-        "train_seconds": round(outcome.seconds, 2),
-        "trainable": model.trainable_summary(),
-    }
+    result = train_and_evaluate(context, model, fit=train)
     if options.save_prompt and context.output is not None:
         try:
             save_prompt(model, context.output / "prompt", extra={"seed": context.seed})

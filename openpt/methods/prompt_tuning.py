@@ -12,8 +12,8 @@ from ..checkpoint import save_prompt
 from ..errors import ConfigError
 from ..template.segments import Soft, Text
 from ..template.spec import TemplateSpec
-from ..train import evaluate, train
-from .base import RunContext, register_method
+from ..train import train
+from .base import RunContext, register_method, train_and_evaluate
 
 
 @dataclass
@@ -54,15 +54,7 @@ def run(context: RunContext) -> dict[str, Any]:
     prompt = dataclasses.replace(context.settings.prompt, freeze_backbone=True)
     model = build_model(context.backbone, with_soft_prefix(context.template, options.soft_prefix), context.new_verbalizer(), prompt,
                         seed=context.seed)
-    outcome = train(model, context.train_set.examples, context.dev_set.examples, context.train_config())
-    result: dict[str, Any] = {
-        "eval": evaluate(model, context.eval_set.examples, context.settings.train.eval_batch_size, context.metrics),
-        "best_dev_accuracy": outcome.best_dev_accuracy,
-        "best_step": outcome.best_step,
-        "steps": outcome.steps,
-        "train_seconds": round(outcome.seconds, 2),
-        "trainable": model.trainable_summary(),
-    }
+    result = train_and_evaluate(context, model, fit=train)
     if options.save_prompt and context.output is not None:
         save_prompt(model, context.output / "prompt", extra={"seed": context.seed})
         result["prompt"] = "prompt"

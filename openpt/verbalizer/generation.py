@@ -102,7 +102,7 @@ class GenerationVerbalizer(ManualVerbalizer):
                 name=spec.get("name"),
             )
         except SpecError as exc:
-            raise exc.located(line=spec.line_of(exc.key.split(".")[0]) if exc.key else spec.line) from None
+            raise spec.locate(exc) from None
 
     def bind(self, tokenizer, mask_spaces: Sequence[bool]) -> None:
         raise SpecError(
