@@ -40,7 +40,9 @@ class InputExample:
 
     def field(self, name: str) -> str | None:
         """Value of ``text``/``text_a``, ``text_b`` or a meta field; None when absent."""
-        return {"text": self.text, "text_a": self.text, "text_b": self.text_b}.get(name, self.meta.get(name))
+        if name == "text" or name == "text_a":
+            return self.text
+        return self.text_b if name == "text_b" else self.meta.get(name)
 
 
 @dataclass

@@ -3,8 +3,10 @@ that spares template text, soft positions and masks, and dynamic padding."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..data import InputExample
@@ -24,6 +26,16 @@ class Part:
     field: str = ""
     shortenable: bool = True
     space: bool = False
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """A constant run of a bound template between two input fields (mask offsets within it)."""
+
+    ids: list[int]
+    soft: list[int]
+    masks: list[int]
+    roles: list[str]
 
 
 @dataclass
@@ -149,6 +161,7 @@ class TemplateEncoder:
         if truncation == "tail_first" and truncate is not None:
             slot = {self.parts[i].field: k for k, i in enumerate(self.field_parts)}
             self._order = [slot[name] for name in reversed(list(truncate)) if name in slot]
+        self._chunks = self._compile()
 
     def _field_ids(self, examples: Sequence[InputExample]) -> list[list[list[int]]]:
         """Token ids per field part per example, tokenized in one batched call per field."""
@@ -183,50 +196,60 @@ class TemplateEncoder:
         """Template, tokenize and truncate ``examples`` (no padding)."""
         per_part = self._field_ids(examples)
         budget = self.max_length - self.fixed_length
+        rows = zip(*per_part) if per_part else [()] * len(examples)
         encoded = []
-        for n, example in enumerate(examples):
-            pieces = [ids[n] for ids in per_part]
-            lengths = self._fit([len(p) for p in pieces], budget, example, n)
-            encoded.append(self._assemble(pieces, lengths, example.label))
+        for n, (example, pieces) in enumerate(zip(examples, rows)):
+            lengths = [len(piece) for piece in pieces]
+            if sum(lengths) > budget:
+                lengths = self._fit(lengths, budget, example, n)
+            encoded.append(Encoded(*self._assemble(pieces, lengths), example.label))
         return encoded
 
     def encode_with_roles(self, example: InputExample) -> tuple[Encoded, list[str]]:
         """Encode one example and name each position's role (for ``template check``)."""
         pieces = [ids[0] for ids in self._field_ids([example])]
         lengths = self._fit([len(p) for p in pieces], self.max_length - self.fixed_length, example, 0)
-        roles: list[str] = []
-        return self._assemble(pieces, lengths, example.label, roles), roles
+        roles = list(self._chunks[0].roles)
+        for length, chunk in zip(lengths, self._chunks[1:]):
+            roles += ["input"] * length + chunk.roles
+        return Encoded(*self._assemble(pieces, lengths), example.label), roles
 
-    def _assemble(self, pieces: list[list[int]], lengths: list[int], label: int | None, roles: list[str] | None = None) -> Encoded:
-        ids, soft, masks = list(self.prefix_ids), [-1] * len(self.prefix_ids), []
-        role_names = {"field": "input", "ids": "text", "soft": "soft", "mask": "mask"}
-        if roles is not None:
-            roles.extend(["special"] * len(ids))
-        field_k = 0
+    def _compile(self) -> list[_Chunk]:
+        """The constant runs of the sequence around the input fields: ``len(fields) + 1`` chunks."""
+        chunks = [_Chunk(list(self.prefix_ids), [-1] * len(self.prefix_ids), [], ["special"] * len(self.prefix_ids))]
         for part in self.parts:
-            start = len(ids)
             if part.kind == "field":
-                chunk = pieces[field_k][: lengths[field_k]]
-                field_k += 1
-                ids.extend(chunk)
-                soft.extend([-1] * len(chunk))
-            elif part.kind == "ids":
-                ids.extend(part.ids)
-                soft.extend([-1] * len(part.ids))
+                chunks.append(_Chunk([], [], [], []))
+                continue
+            chunk = chunks[-1]
+            if part.kind == "mask":
+                chunk.masks.append(len(chunk.ids))
+                ids, soft = [self.mask_token_id], [-1]
             elif part.kind == "soft":
-                ids.extend([self.pad_id] * len(part.ids))
-                soft.extend(part.ids)
+                ids, soft = [self.pad_id] * len(part.ids), list(part.ids)
             else:
-                masks.append(len(ids))
-                ids.append(self.mask_token_id)
-                soft.append(-1)
-            if roles is not None:
-                roles.extend([role_names[part.kind]] * (len(ids) - start))
-        ids.extend(self.suffix_ids)
-        soft.extend([-1] * len(self.suffix_ids))
-        if roles is not None:
-            roles.extend(["special"] * len(self.suffix_ids))
-        return Encoded(ids, soft, masks, label)
+                ids, soft = list(part.ids), [-1] * len(part.ids)
+            chunk.ids.extend(ids)
+            chunk.soft.extend(soft)
+            chunk.roles.extend([{"ids": "text"}.get(part.kind, part.kind)] * len(ids))
+        last = chunks[-1]
+        last.ids.extend(self.suffix_ids)
+        last.soft.extend([-1] * len(self.suffix_ids))
+        last.roles.extend(["special"] * len(self.suffix_ids))
+        return chunks
+
+    def _assemble(self, pieces: Sequence[list[int]], lengths: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+        """Token ids, soft rows and mask positions of one example from its (cut) field ids."""
+        first = self._chunks[0]
+        ids, soft, masks = first.ids + [], first.soft + [], first.masks + []
+        for piece, length, chunk in zip(pieces, lengths, self._chunks[1:]):
+            ids += piece[:length]
+            soft += [-1] * length
+            if chunk.masks:
+                masks += [len(ids) + m for m in chunk.masks]
+            ids += chunk.ids
+            soft += chunk.soft
+        return ids, soft, masks
 
     def _fit(self, lengths: list[int], budget: int, example: InputExample, n: int) -> list[int]:
         if sum(lengths) <= budget:
@@ -247,13 +270,14 @@ class TemplateEncoder:
 
     def collate(self, items: Sequence[Encoded]) -> Batch:
         """Pad a list of encoded examples to the longest one (dynamic padding)."""
-        width = max(len(item.input_ids) for item in items)
-        pad, lengths = self.pad_id, [len(item.input_ids) for item in items]
-        ids = torch.tensor([item.input_ids + [pad] * (width - n) for item, n in zip(items, lengths)], dtype=torch.long)
-        soft = torch.tensor([item.soft_index + [-1] * (width - n) for item, n in zip(items, lengths)], dtype=torch.long)
-        attention = (torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)).long()
+        lengths = np.fromiter((len(item.input_ids) for item in items), dtype=np.int64, count=len(items))
+        real = np.arange(lengths.max()) < lengths[:, None]
+        ids = np.full(real.shape, self.pad_id, dtype=np.int64)
+        ids[real] = np.fromiter(chain.from_iterable(item.input_ids for item in items), dtype=np.int64)
+        soft = np.full(real.shape, -1, dtype=np.int64)
+        soft[real] = np.fromiter(chain.from_iterable(item.soft_index for item in items), dtype=np.int64)
         masks = torch.tensor([item.mask_positions for item in items], dtype=torch.long).reshape(len(items), self.num_masks)
         labels = None
         if all(item.label is not None for item in items):
             labels = torch.tensor([item.label for item in items], dtype=torch.long)
-        return Batch(ids, attention, soft, masks, labels)
+        return Batch(torch.from_numpy(ids), torch.from_numpy(real.astype(np.int64)), torch.from_numpy(soft), masks, labels)
