@@ -27,6 +27,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--inf-n", type=int, default=2000)
     parser.add_argument("--train-steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3, help="repeat the short tokenization phase, keep the best")
+    parser.add_argument("--bf16", action="store_true", help="also time inference and training under bfloat16 autocast")
     parser.add_argument("--out", default="benchmarks/results/bench.json")
     return parser.parse_args()
 
@@ -99,24 +100,33 @@ def main() -> None:
                                            "overhead_of_openpt": round(result["inference_manual"]["seconds"] / encoder_seconds - 1, 4)}
 
     # (3) prompt-only training, 20 soft tokens, batch 16
-    encoded = soft.template.encode(cycle(16 * (args.train_steps + 3)))
-    optimizer = torch.optim.AdamW(soft.trainable_parameters(), lr=1e-3)
-    soft.train()
-    losses = []
-    for step in range(args.train_steps + 3):
-        if step == 3:
-            t0 = time.perf_counter()
-        batch = soft.template.collate(encoded[16 * step : 16 * (step + 1)])
-        loss = F.cross_entropy(soft(batch), batch.labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(round(loss.item(), 4))
-    seconds = time.perf_counter() - t0
-    result["train_soft"] = {"steps": args.train_steps, "batch_size": 16, "seconds": round(seconds, 3),
-                            "steps_per_s": round(args.train_steps / seconds, 3), "examples_per_s": round(16 * args.train_steps / seconds, 2),
-                            "loss_first_last": [losses[3], losses[-1]]}
-    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    def timed_training(model) -> dict:
+        encoded = model.template.encode(cycle(16 * (args.train_steps + 3)))
+        optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
+        model.train()
+        losses = []
+        for step in range(args.train_steps + 3):
+            if step == 3:
+                t0 = time.perf_counter()
+            batch = model.template.collate(encoded[16 * step : 16 * (step + 1)])
+            loss = F.cross_entropy(model(batch), batch.labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(round(loss.item(), 4))
+        seconds = time.perf_counter() - t0
+        model.eval()
+        return {"steps": args.train_steps, "batch_size": 16, "seconds": round(seconds, 3),
+                "steps_per_s": round(args.train_steps / seconds, 3), "examples_per_s": round(16 * args.train_steps / seconds, 2),
+                "loss_first_last": [losses[3], losses[-1]]}
+
+    result["train_soft"] = timed_training(soft)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)  # float32 only: the comparison with the anchors
+    if args.bf16:  # (4) the same with the backbone under bfloat16 autocast (prompt.precision: bf16)
+        for model in (manual, soft):
+            model.autocast_dtype = torch.bfloat16
+        result["inference_manual_bf16"] = timed_inference(manual, args.inf_n)
+        result["train_soft_bf16"] = timed_training(soft)
     result["env"]["loadavg_end"] = os.getloadavg()
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +139,9 @@ def main() -> None:
     print(f"| bare encoder on the same batches (examples/s) | {result['bare_encoder_same_batches']['examples_per_s']:.1f} |")
     print(f"| prompt-only training, batch 16 (steps/s) | {result['train_soft']['steps_per_s']:.3f} |")
     print(f"| peak RSS (MB) | {result['peak_rss_mb']:.0f} |")
+    if args.bf16:
+        print(f"| inference, manual template, bf16 autocast (examples/s) | {result['inference_manual_bf16']['examples_per_s']:.1f} |")
+        print(f"| prompt-only training, bf16 autocast (steps/s) | {result['train_soft_bf16']['steps_per_s']:.3f} |")
     print(f"| first-batch label log-prob sum (reference -81.8627) | {result['inference_manual']['first_batch_label_logprob_sum']} |")
     print(f"\nwrote {args.out}", file=sys.stderr)
 

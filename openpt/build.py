@@ -38,6 +38,8 @@ class PromptOptions:
         soft_encoder: P-tuning prompt encoder (see :class:`~openpt.template.ptuning.PromptEncoderConfig`);
             empty: plain soft prompt.
         prefix: deep-prompt key/value prefixes (see :class:`~openpt.prefix.PrefixConfig`); empty: none.
+        precision: ``fp32``, or ``bf16`` to run the backbone's forward (and backward) under bfloat16
+            autocast; prompt parameters, verbalizer, calibration and loss stay in float32.
     """
 
     max_length: int = 128
@@ -46,6 +48,14 @@ class PromptOptions:
     regularization: dict[str, Any] = field(default_factory=dict)
     soft_encoder: dict[str, Any] = field(default_factory=dict)
     prefix: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; expected one of {list(PRECISIONS)}", key="prompt.precision")
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def resolve_path(value: str, base_dir: Path | None) -> Path:
@@ -112,6 +122,7 @@ def build_model(
     )
     model = PromptModel(backbone, bound, verbalizer, freeze_backbone=options.freeze_backbone)
     model.options = options
+    model.autocast_dtype = PRECISIONS[options.precision]
     configure_prompt(model, options, soft_init, seed=seed, corpus=corpus)
     return model
 

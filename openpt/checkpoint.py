@@ -12,6 +12,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import distributed
 from .backbone.base import Backbone, load_backbone
 from .build import PromptOptions, build_model
 from .errors import CheckpointError, OpenPTError
@@ -40,7 +41,12 @@ def template_config(spec: TemplateSpec) -> dict[str, Any]:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, fsync, rename over ``path``, fsync the directory."""
+    """Write through a temporary file in the same directory, fsync, rename over ``path``, fsync the directory.
+
+    In a data-parallel run only the main process writes (the others hold the same data).
+    """
+    if not distributed.current().is_main:
+        return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     umask = os.umask(0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -12,10 +14,16 @@ from .errors import OpenPTError
 
 
 def _run(args: argparse.Namespace) -> int:
+    from . import distributed
     from .config import load_config
     from .experiment import Experiment, results_table
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides)  # a bad config fails here, before any process is launched
+    if args.num_processes > 1 and distributed.current().size == 1:
+        command = distributed.launch_command(args.num_processes, without_option(args.argv, "--num-processes"))
+        return subprocess.run(command).returncode
+    if not distributed.current().is_main:  # one process reports; all of them compute
+        sys.stdout = open(os.devnull, "w")
     output = args.output or config.output or f"runs/{config.name}"
     if config.sweep is not None:
         if args.resume or args.checkpoint_every:
@@ -25,6 +33,19 @@ def _run(args: argparse.Namespace) -> int:
     print(results_table(results))
     print(f"\nwrote {Path(output) / 'results.json'} and {Path(output) / 'prompt'}/ ({results['wall_seconds']:.1f}s)")
     return 0
+
+
+def without_option(argv: Sequence[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == option:
+            skip = True
+        elif not item.startswith(option + "="):
+            out.append(item)
+    return out
 
 
 def _run_sweep(config, output: str, *, progress: bool) -> int:
@@ -172,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save the full training state to OUTPUT/checkpoints/ every N steps and at the end of each seed (0: off)")
     run.add_argument("--resume", action="store_true", help="continue a killed run from OUTPUT/checkpoints/ (same results as an uninterrupted run)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar for sweeps")
+    run.add_argument("--num-processes", type=int, default=1, metavar="N",
+                     help="train data-parallel in N processes through accelerate (gloo on CPU; see docs/distributed.md)")
     run.set_defaults(func=_run)
 
     report = sub.add_parser("report", help="markdown table and plots from a sweep's results.jsonl")
@@ -222,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
+    args.argv = argv
     if extra:  # overrides may follow options: openpt run CONFIG --output DIR train.lr=0.1
         if args.command != "run" or any("=" not in item or item.startswith("-") for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -9,17 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .build import PromptOptions
 from .errors import ConfigError, SpecError
-from .spec import YamlMap, as_map, check_keys, load_yaml
+from .spec import YamlMap, as_map, check_keys, load_yaml, parse_yaml
 from .train import TrainConfig
 
 TOP_KEYS = ("name", "backbone", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train", "zero_shot", "output",
             "metrics", "methods", "sweep")
-DATA_KEYS = ("path", "train_split", "eval_split", "k", "seeds", "field_map", "label_names", "max_eval", "protocol")
+DATA_KEYS = ("path", "dataset_config", "train_split", "eval_split", "k", "seeds", "field_map", "label_names", "max_eval", "protocol")
 PROTOCOLS = ("lmbff", "split_off_eval")
+HF_DATASETS_PREFIX = "datasets:"
 DEFAULT_METRICS = ["accuracy", "macro_f1"]
 
 
@@ -30,10 +30,13 @@ class DataConfig:
     ``protocol``: ``lmbff`` draws K-shot train and dev sets from ``train_split`` and evaluates on
     all of ``eval_split``; ``split_off_eval`` (sets without a train split) draws them from
     ``eval_split`` and evaluates on the rest. ``max_eval`` caps the evaluation set with a fixed
-    random subset (seed 0, dataset order kept).
+    random subset (seed 0, dataset order kept). ``path`` is a directory or file, or
+    ``datasets:NAME`` to load with ``datasets.load_dataset(NAME, dataset_config)`` (a hub name
+    where a hub is reachable, or a local dataset directory).
     """
 
-    path: Path
+    path: Path | str
+    dataset_config: str | None = None
     train_split: str = "train"
     eval_split: str = "test"
     k: int = 16
@@ -77,8 +80,8 @@ def apply_overrides(data: YamlMap, overrides: list[str]) -> None:
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. train.lr=0.01)")
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
+            value = parse_yaml(text)
+        except SpecError:
             raise ConfigError(f"override {item!r}: value is not valid YAML") from None
         node = data
         parts = key.split(".")
@@ -146,7 +149,7 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
     check_keys(data_map, DATA_KEYS, ("path",), prefix="data.")
     if base_dir is None and data.file and data.file != "<command line>":
         base_dir = Path(data.file).resolve().parent
-    data_cfg = _dataclass_from(DataConfig, data_map, "data.", {"path": lambda v: resolve_config_path(str(v), base_dir)})
+    data_cfg = _dataclass_from(DataConfig, data_map, "data.", {"path": lambda v: data_path(str(v), base_dir)})
     if not isinstance(data_cfg.seeds, list) or not data_cfg.seeds or not all(isinstance(s, int) for s in data_cfg.seeds):
         raise data_map.error("seeds", f"expected a non-empty list of integers, got {data_cfg.seeds!r}")
     if not isinstance(data_cfg.k, int) or data_cfg.k < 1:
@@ -370,6 +373,11 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
     )
     return dataclasses.replace(first, data=dataclasses.replace(first.data, k=sweep.k[0], seeds=list(sweep.seeds)), sweep=sweep,
                                name=str(data.get("name") or (Path(str(file)).stem if file else "sweep")), output=data.get("output"), raw=data)
+
+
+def data_path(value: str, base_dir: Path | None) -> Path | str:
+    """A data directory/file relative to the config, or a ``datasets:NAME`` source kept as it is."""
+    return value if value.startswith(HF_DATASETS_PREFIX) else resolve_config_path(value, base_dir)
 
 
 def resolve_config_path(value: str, base_dir: Path | None) -> Path:

@@ -14,11 +14,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from . import distributed
 from .backbone.base import Backbone, load_backbone
 from .build import build_model, template_spec, verbalizer_spec
 from .checkpoint import atomic_write, save_prompt
-from .config import DataConfig, ExperimentConfig, config_to_dict
-from .data import Dataset, load_split
+from .config import HF_DATASETS_PREFIX, DataConfig, ExperimentConfig, config_to_dict
+from .data import Dataset, load_hf_dataset, load_split
 from .errors import SpecError
 from .sampling import lmbff_split, split_off_eval
 from .template.spec import TemplateSpec
@@ -127,10 +128,14 @@ class Experiment:
 
     def load_data(self) -> tuple[Dataset, Dataset]:
         data = self.config.data
-        train_set = load_split(data.path, data.train_split, label_names=data.label_names, field_map=data.field_map)
-        if data.eval_split == data.train_split:
-            return train_set, train_set
-        return train_set, load_split(data.path, data.eval_split, label_names=data.label_names, field_map=data.field_map)
+        def split(name: str) -> Dataset:
+            if str(data.path).startswith(HF_DATASETS_PREFIX):
+                return load_hf_dataset(str(data.path)[len(HF_DATASETS_PREFIX):], name, config=data.dataset_config,
+                                       label_names=data.label_names, field_map=data.field_map)
+            return load_split(data.path, name, label_names=data.label_names, field_map=data.field_map)
+
+        train_set = split(data.train_split)
+        return (train_set, train_set) if data.eval_split == data.train_split else (train_set, split(data.eval_split))
 
     def run(self) -> dict[str, Any]:
         cfg, start = self.config, time.perf_counter()
@@ -160,9 +165,10 @@ class Experiment:
             results["runs"].append(self.run_seed(backbone, spec, train_set, eval_set, seed, metrics))
         results["summary"] = {m: mean_std([run["eval"][m] for run in results["runs"]]) for m in metrics}
         best = max(results["runs"], key=lambda r: (r["best_dev_accuracy"] or 0.0, -r["seed"]))
-        if (self.output / "prompt").exists():
-            shutil.rmtree(self.output / "prompt")
-        shutil.copytree(self.output / best["prompt"], self.output / "prompt")
+        if distributed.current().is_main:  # one writer in a data-parallel run
+            if (self.output / "prompt").exists():
+                shutil.rmtree(self.output / "prompt")
+            shutil.copytree(self.output / best["prompt"], self.output / "prompt")
         results["prompt"] = {"path": "prompt", "seed": best["seed"], "selected_by": "best dev accuracy"}
         results["wall_seconds"] = round(time.perf_counter() - start, 2)
         stable, timing = split_timing(results)  # results.json: identical for the same config and seed

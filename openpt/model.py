@@ -19,6 +19,15 @@ from .verbalizer.base import MaskOutputs, Verbalizer
 logger = logging.getLogger(__name__)
 
 
+def as_float32(outputs: MaskOutputs) -> MaskOutputs:
+    """``outputs`` with its floating tensors in float32 (after a reduced-precision backbone pass)."""
+    for name in ("logits", "hidden", "word_logprobs", "features"):
+        value = getattr(outputs, name)
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            setattr(outputs, name, value.float())
+    return outputs
+
+
 class PromptModel(nn.Module):
     """Scores classes from a backbone's outputs at the template's ``[MASK]`` slots.
 
@@ -49,6 +58,7 @@ class PromptModel(nn.Module):
         self.freeze_backbone = freeze_backbone
         self.options: Any = None  # the PromptOptions it was built with (set by build_model)
         self.prefix: nn.Module | None = None  # deep-prompt key/value prefixes (openpt.prefix), set by build_model
+        self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: the backbone runs under autocast
         if freeze_backbone:
             backbone.freeze()
         else:  # prompt-based fine-tuning: a backbone frozen by an earlier model trains again
@@ -57,8 +67,13 @@ class PromptModel(nn.Module):
 
     def mask_outputs(self, batch: Batch) -> MaskOutputs:
         """Backbone outputs at the masks for a batch (with the deep-prompt prefixes attached, if any)."""
-        with self.prefix.attached(batch.input_ids.shape[0]) if self.prefix is not None else contextlib.nullcontext():
-            return self._mask_outputs(batch)
+        with contextlib.ExitStack() as stack:
+            if self.prefix is not None:
+                stack.enter_context(self.prefix.attached(batch.input_ids.shape[0]))
+            if self.autocast_dtype is None:
+                return self._mask_outputs(batch)
+            stack.enter_context(torch.autocast(batch.input_ids.device.type, dtype=self.autocast_dtype))
+            return as_float32(self._mask_outputs(batch))
 
     def _mask_outputs(self, batch: Batch) -> MaskOutputs:
         embeds = self.template.embed(batch, self.backbone.input_embeddings())

@@ -6,6 +6,7 @@ each key and value, so errors can say ``file:line: key: problem``.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -72,6 +73,8 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> YamlMap:
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.2 floats: PyYAML (YAML 1.1) reads 1e-5 / 3E+2 (no dot) as strings; learning rates are written that way.
+_LineLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def parse_yaml(text: str, source: str | Path | None = None) -> Any:

@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from . import distributed
 from .backbone.base import Backbone, load_backbone
 from .build import template_spec, verbalizer_spec
 from .config import ExperimentConfig, config_to_dict
@@ -133,7 +134,12 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it (a partial last line from a crash is terminated first)."""
+    """Append one JSON line and fsync it (a partial last line from a crash is terminated first).
+
+    In a data-parallel run only the main process writes.
+    """
+    if not distributed.current().is_main:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as handle:
         handle.seek(0, os.SEEK_END)
@@ -194,6 +200,7 @@ class Sweep:
         """Run every pending run; returns counts (a failing run is recorded and does not stop the sweep)."""
         start = time.perf_counter()
         todo, skipped = self.pending()
+        distributed.current().barrier()  # every process reads the same finished runs before any is appended
         total = len(todo) + skipped
         if skipped:
             self.log(f"resuming: {skipped} of {total} runs already in {self.results}")
@@ -211,7 +218,7 @@ class Sweep:
     def _progress(self, runs: list[RunSpec], total: int, done: int) -> Iterator[RunSpec]:
         from tqdm.auto import tqdm
 
-        with tqdm(total=total, initial=done, desc="sweep", unit="run", file=sys.stderr, disable=not self.progress, dynamic_ncols=True) as bar:
+        with tqdm(total=total, initial=done, desc="sweep", unit="run", file=sys.stderr, disable=not (self.progress and distributed.current().is_main), dynamic_ncols=True) as bar:
             for run in runs:
                 bar.set_postfix_str(run.label, refresh=True)
                 yield run

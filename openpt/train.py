@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .data import InputExample
 from .errors import ConfigError, DataError
 from .metrics import compute_metrics
@@ -80,8 +81,11 @@ class TrainResult:
 
 
 def evaluate(model: PromptModel, examples: Sequence[InputExample], batch_size: int = 64, metrics: Sequence[str] = ("accuracy", "macro_f1")) -> dict[str, float]:
-    """Metrics of ``model`` on labeled ``examples``."""
-    predictions, _ = model.predict(examples, batch_size)
+    """Metrics of ``model`` on labeled ``examples`` (split across the processes of a data-parallel run)."""
+    world = distributed.current()
+    share = world.share(len(examples))
+    local = model.predict(examples[share.start:share.stop], batch_size)[0] if len(share) else []
+    predictions = world.gather(local, len(examples))
     return compute_metrics([e.label for e in examples], predictions, metrics)
 
 
@@ -100,6 +104,8 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
           *, checkpoint: TrainCheckpointer | None = None) -> TrainResult:
     """Train the trainable parameters of ``model`` on ``train_set``; select on ``dev_set`` accuracy.
 
+    In a data-parallel run (:mod:`openpt.distributed`) each process computes its share of every
+    global batch and the gradients are summed: the same steps as one process on the whole batch.
     With ``checkpoint``, the full training state is saved every ``checkpoint.every`` steps and at the
     end, and (``checkpoint.resume``) training continues from a saved state with identical results.
     """
@@ -124,14 +130,22 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
         step, total, stale, best_acc, best_step, history, best_state = (
             resumed.step, resumed.total, resumed.stale, resumed.best_acc, resumed.best_step, resumed.history, resumed.best_state)
         start -= resumed.seconds
+    world = distributed.current()
     model.train()
     while step < total:
         for chunk in sampler.epoch():
-            batch = model.template.collate([encoded[i] for i in chunk])
-            loss = F.cross_entropy(model(batch), batch.labels)
-            penalty = model.regularization_loss()  # L2 on prompt parameters (0 when off)
+            mine = [chunk[i] for i in world.share(len(chunk))]
             optimizer.zero_grad(set_to_none=True)
-            (loss + penalty).backward()
+            loss, penalty = torch.zeros(()), torch.zeros(())
+            if mine:
+                batch = model.template.collate([encoded[i] for i in mine])
+                loss = F.cross_entropy(model(batch), batch.labels)
+                penalty = model.regularization_loss()  # L2 on prompt parameters (0 when off)
+                (loss + penalty).backward()
+            if world.size > 1:
+                weight = len(mine) / len(chunk)
+                world.sync_gradients(params, weight)
+                loss = world.sum(loss.detach() * weight)
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()

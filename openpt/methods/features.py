@@ -2,17 +2,20 @@
 
 A :class:`FeatureCache` keys every vector by (backbone, pooling, max length) and a hash of the
 example's texts, so the evaluation set is encoded once for all seeds, K values and runs, and
-survives restarts when it has a directory (``<dir>/<key>.pt``, loaded with ``weights_only``).
+survives restarts when it has a directory (``<dir>/<key>.safetensors``, texts' hashes in its metadata).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from ..backbone.base import Backbone
 from ..checkpoint import atomic_write
@@ -64,10 +67,11 @@ class FeatureCache:
     def _table(self, key: str) -> dict[str, np.ndarray]:
         if key not in self._tables:
             table: dict[str, np.ndarray] = {}
-            file = self.directory / f"{key}.pt" if self.directory else None
+            file = self.directory / f"{key}.safetensors" if self.directory else None
             if file is not None and file.is_file():
-                saved = torch.load(file, weights_only=True)
-                table = dict(zip(saved["keys"], saved["features"].numpy()))
+                with safe_open(str(file), framework="np") as saved:
+                    keys = json.loads(saved.metadata()["keys"])
+                    table = dict(zip(keys, saved.get_tensor("features")))
                 logger.info("loaded %d cached feature vectors from %s", len(table), file)
             self._tables[key] = table
         return self._tables[key]
@@ -77,8 +81,9 @@ class FeatureCache:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         table = self._tables[key]
-        data = {"keys": list(table), "features": torch.from_numpy(np.stack(list(table.values())))}
-        atomic_write(self.directory / f"{key}.pt", lambda tmp: torch.save(data, tmp))
+        features = np.stack(list(table.values()))
+        atomic_write(self.directory / f"{key}.safetensors",
+                     lambda tmp: save_file({"features": features}, tmp, metadata={"keys": json.dumps(list(table))}))
 
     def features(self, backbone: Backbone, examples: Sequence[InputExample], *, pooling: str = "mean",
                  max_length: int = 128, batch_size: int = 64) -> np.ndarray:

@@ -38,7 +38,7 @@ class _Chunk:
     roles: list[str]
 
 
-@dataclass
+@dataclass(slots=True)
 class Encoded:
     """One example after templating, before padding."""
 
@@ -196,6 +196,16 @@ class TemplateEncoder:
         """Template, tokenize and truncate ``examples`` (no padding)."""
         per_part = self._field_ids(examples)
         budget = self.max_length - self.fixed_length
+        if len(per_part) == 1:  # the common case, kept lean: one input field
+            (first, last), encoded = self._chunks, []
+            for n, (example, piece) in enumerate(zip(examples, per_part[0])):
+                length = min(len(piece), budget)
+                if length < len(piece) and self._shortenable != {self.field_parts[0]}:
+                    length = self._fit([len(piece)], budget, example, n)[0]
+                ids = first.ids + piece[:length] + last.ids
+                masks = first.masks + [len(first.ids) + length + m for m in last.masks] if last.masks else first.masks + []
+                encoded.append(Encoded(ids, first.soft + [-1] * length + last.soft, masks, example.label))
+            return encoded
         rows = zip(*per_part) if per_part else [()] * len(examples)
         encoded = []
         for n, (example, pieces) in enumerate(zip(examples, rows)):
@@ -270,14 +280,15 @@ class TemplateEncoder:
 
     def collate(self, items: Sequence[Encoded]) -> Batch:
         """Pad a list of encoded examples to the longest one (dynamic padding)."""
-        lengths = np.fromiter((len(item.input_ids) for item in items), dtype=np.int64, count=len(items))
-        real = np.arange(lengths.max()) < lengths[:, None]
+        lengths = [len(item.input_ids) for item in items]
+        total = sum(lengths)
+        real = np.arange(max(lengths)) < np.array(lengths)[:, None]
         ids = np.full(real.shape, self.pad_id, dtype=np.int64)
-        ids[real] = np.fromiter(chain.from_iterable(item.input_ids for item in items), dtype=np.int64)
+        ids[real] = np.fromiter(chain.from_iterable([item.input_ids for item in items]), dtype=np.int64, count=total)
         soft = np.full(real.shape, -1, dtype=np.int64)
-        soft[real] = np.fromiter(chain.from_iterable(item.soft_index for item in items), dtype=np.int64)
-        masks = torch.tensor([item.mask_positions for item in items], dtype=torch.long).reshape(len(items), self.num_masks)
+        soft[real] = np.fromiter(chain.from_iterable([item.soft_index for item in items]), dtype=np.int64, count=total)
+        masks = np.array([item.mask_positions for item in items], dtype=np.int64).reshape(len(items), self.num_masks)
         labels = None
         if all(item.label is not None for item in items):
-            labels = torch.tensor([item.label for item in items], dtype=torch.long)
-        return Batch(torch.from_numpy(ids), torch.from_numpy(real.astype(np.int64)), torch.from_numpy(soft), masks, labels)
+            labels = torch.from_numpy(np.array([item.label for item in items], dtype=np.int64))
+        return Batch(torch.from_numpy(ids), torch.from_numpy(real.astype(np.int64)), torch.from_numpy(soft), torch.from_numpy(masks), labels)

@@ -168,3 +168,9 @@ def test_mean_calibration_gets_unlabeled_training_inputs(project, capsys):
     assert code == 0, capsys.readouterr().err
     saved = json.loads((project / "out" / "prompt" / "prompt_config.json").read_text())
     assert "mean" in json.dumps(saved)
+
+
+def test_yaml_exponent_floats_without_a_dot_are_numbers():
+    from openpt.spec import parse_yaml
+
+    assert parse_yaml("lr: 1e-5\nbig: 3E+2\nword: 12e\n") == {"lr": 1e-5, "big": 300.0, "word": "12e"}

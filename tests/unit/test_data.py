@@ -277,3 +277,36 @@ def test_csv_errors_name_file_and_row(tmp_path: Path) -> None:
     assert error_of(load_split, bad_json, "train").startswith(f"{bad_json}: cannot read as json: ")
     f.write_text("")
     assert error_of(load_split, f, "train") == f"{f}: no header row"
+
+
+def _datasets_config(tmp_path: Path, path: str) -> Path:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"backbone: none\ntemplate: '{{text}} [MASK]'\nverbalizer: {{labels: {{neg: bad, pos: good}}}}\n"
+                      f"data: {{path: '{path}', train_split: train, eval_split: test, label_names: [neg, pos]}}\n")
+    return config
+
+
+def test_config_data_through_datasets_load_dataset_on_a_local_directory(tmp_path: Path) -> None:
+    from openpt.config import load_config
+    from openpt.experiment import Experiment
+
+    source = tmp_path / "hf_data"
+    source.mkdir()
+    (source / "train.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "label": i % 2}) + "\n" for i in range(6)))
+    (source / "test.jsonl").write_text(json.dumps({"text": "x", "label": 1}) + "\n")
+    config = load_config(_datasets_config(tmp_path, f"datasets:{source}"))
+    assert config.data.path == f"datasets:{source}"  # kept as a source name, not resolved as a path
+    train_set, eval_set = Experiment(config, tmp_path / "out").load_data()
+    assert [(e.text, e.label) for e in train_set.examples] == [(f"t{i}", i % 2) for i in range(6)]
+    assert [(e.text, e.label) for e in eval_set.examples] == [("x", 1)] and eval_set.label_names == ["neg", "pos"]
+
+
+def test_config_data_hub_name_unreachable_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
+    from openpt.config import load_config
+    from openpt.experiment import Experiment
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = load_config(_datasets_config(tmp_path, "datasets:openpt-no-such-org/no-such-dataset"))
+    with pytest.raises(DataError, match="openpt-no-such-org/no-such-dataset: cannot load dataset") as info:
+        Experiment(config, tmp_path / "out").load_data()
+    assert "\n" not in str(info.value)

@@ -1,0 +1,94 @@
+"""Data-parallel training through accelerate: shares, gathering, and a real 2-process gloo run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+
+from openpt import distributed
+from openpt.cli import without_option
+from openpt.distributed import World
+
+ROOT = Path(__file__).resolve().parents[2]
+TOLERANCE = 1e-5  # float sums in another order (two half batches, other padding widths)
+
+
+@given(st.integers(1, 8), st.integers(0, 100))
+def test_shares_split_items_contiguously_in_rank_order(size, count):
+    shares = [World(size, rank).share(count) for rank in range(size)]
+    assert [i for share in shares for i in share] == list(range(count))
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_single_process_world_is_a_no_op():
+    world = distributed.current()
+    assert world == World(1, 0) and world.is_main
+    tensor = torch.tensor([1.0, 2.0])
+    assert world.sum(tensor) is tensor
+    assert world.gather([3, 1, 2], 3) == [3, 1, 2]
+
+
+def test_launcher_drops_its_own_option_and_runs_the_cli_module():
+    argv = ["run", "c.yaml", "--num-processes", "2", "--output", "o", "train.lr=0.1", "--num-processes=4"]
+    assert without_option(argv, "--num-processes") == ["run", "c.yaml", "--output", "o", "train.lr=0.1"]
+    command = distributed.launch_command(2, ["run", "c.yaml"])
+    assert command[1:3] == ["-m", "accelerate.commands.launch"] and command[-4:] == ["-m", "openpt.cli", "run", "c.yaml"]
+    assert command[command.index("--num_processes") + 1] == "2"
+
+
+def write_project(tmp_path: Path, backbone_dir: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0),
+            ("what a wonderful film .", 1), ("an awful film .", 0), ("nice and good .", 1), ("awful , bad .", 0)] * 3
+    (data / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    (data / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows[:11]))
+    (data / "labels.json").write_text('["negative", "positive"]')
+    config = f"""\
+        backbone: {backbone_dir}
+        template: "[SOFT*3] {{text}} it was [MASK] ."
+        verbalizer: {{labels: {{negative: terrible, positive: great}}}}
+        zero_shot: false
+        data: {{path: data, k: 4, seeds: [5]}}
+        train: {{steps: 12, batch_size: 5, eval_every: 4, lr: 0.05, eval_batch_size: 3}}
+        """
+    (tmp_path / "config.yaml").write_text(textwrap.dedent(config))
+    return tmp_path
+
+
+def run_cli(project: Path, output: str, *extra: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("WORLD_SIZE", None)
+    command = [sys.executable, "-m", "openpt.cli", "run", "config.yaml", "--output", output, *extra]
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((project / output / "results.json").read_text())
+
+
+def test_two_gloo_processes_train_like_one_process_on_the_same_global_batch(tmp_path, tiny_bert_dir):
+    """Batch 5 over 2 processes (shares 3 + 2, uneven), 12 steps, dev checks, keep-best, sharded eval."""
+    project = write_project(tmp_path, tiny_bert_dir)
+    one = run_cli(project, "one")
+    two = run_cli(project, "two", "--num-processes", "2")
+    (a,), (b,) = one["runs"], two["runs"]
+    assert a["sampled"] == b["sampled"] and a["steps"] == b["steps"] == 12
+    assert (a["best_step"], a["best_dev_accuracy"], a["eval"]) == (b["best_step"], b["best_dev_accuracy"], b["eval"])
+    assert all(abs(x - y) <= TOLERANCE for x, y in zip(a["loss_first_last"], b["loss_first_last"]))
+    prompt_one = load_file(str(project / "one" / "prompt" / "prompt.safetensors"))
+    prompt_two = load_file(str(project / "two" / "prompt" / "prompt.safetensors"))
+    assert prompt_one.keys() == prompt_two.keys()
+    for name, tensor in prompt_one.items():
+        assert torch.allclose(tensor, prompt_two[name], atol=TOLERANCE, rtol=0), name
+        assert not torch.equal(tensor, torch.zeros_like(tensor))
+    initial = run_cli(project, "untrained", "train.lr=1e-12")  # the prompt did move during training
+    untrained = load_file(str(project / "untrained" / "prompt" / "prompt.safetensors"))
+    assert not torch.allclose(untrained["template.soft.weight"], prompt_one["template.soft.weight"], atol=1e-3)
+    assert initial["runs"][0]["sampled"] == a["sampled"]
