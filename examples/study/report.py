@@ -121,7 +121,8 @@ def plot(rows: list[dict[str, Any]], cfg: dict[str, Any], output: Path) -> list[
         tops = [s["acc"] + s["acc_std"] for k, s in summary.items() if k[0] == task]
         axes[0].set_ylim(max(0.0, min(values) - 0.05), min(1.0, max(tops) + 0.05))
         axes[0].set_ylabel("accuracy (mean ± std over seeds)")
-        axes[-1].legend(fontsize=8, loc="lower right")
+        if axes[-1].get_legend_handles_labels()[0]:
+            axes[-1].legend(fontsize=8, loc="lower right")
         base = cfg["base"]
         fig.suptitle(f"{task}: soft prompts on minilm-mlm, K={cfg['k']}; base = init {base['init']}, length {base['length']}, "
                      f"{base['placement']}, reg {base['regularization']}")
@@ -133,10 +134,76 @@ def plot(rows: list[dict[str, Any]], cfg: dict[str, Any], output: Path) -> list[
     return written
 
 
+def init_length_grid(summary: dict, task: str, cfg: dict[str, Any]) -> dict[str, list[tuple[int, dict]]]:
+    """init -> [(length, summary)] over the grid rows of ``task`` (placement/regularisation at base)."""
+    base, grid = cfg["base"], {}
+    for init in cfg["axes"]["init"]:
+        points = [(length, s) for length in cfg["axes"]["length"] for (t, _), s in summary.items()
+                  if t == task and s["row"]["axis"] == "grid" and s["row"]["init"] == init and s["row"]["length"] == length
+                  and s["row"]["placement"] == base["placement"] and s["row"]["regularization"] == base["regularization"]]
+        if points:
+            grid[init] = points
+    return grid
+
+
+def init_length_markdown(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> str:
+    """Accuracy (mean ± std) per init strategy (rows) and prompt length (columns), per task."""
+    summary, lines = summarize(rows), []
+    for task in cfg["tasks"]:
+        grid = init_length_grid(summary, task, cfg)
+        if not grid:
+            continue
+        lengths = cfg["axes"]["length"]
+        lines += [f"### {task}: accuracy by init strategy x prompt length", "", "| init | " + " | ".join(f"{n} tokens" for n in lengths) + " |",
+                  "|---|" + "---|" * len(lengths)]
+        for init, points in grid.items():
+            cells = {length: f"{s['acc']:.3f} ± {s['acc_std']:.3f} ({s['n']})" for length, s in points}
+            lines.append(f"| {init} | " + " | ".join(cells.get(n, "-") for n in lengths) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_init_length(rows: list[dict[str, Any]], cfg: dict[str, Any], output: Path) -> list[Path]:
+    """``init_length_<task>.png``: accuracy vs prompt length, one line (± std band) per init strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary, written = summarize(rows), []
+    for task in cfg["tasks"]:
+        grid = init_length_grid(summary, task, cfg)
+        if not grid:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for init, points in grid.items():
+            xs, means, stds = [n for n, _ in points], [s["acc"] for _, s in points], [s["acc_std"] for _, s in points]
+            ax.plot(xs, means, marker="o", label=init)
+            ax.fill_between(xs, [m - d for m, d in zip(means, stds)], [m + d for m, d in zip(means, stds)], alpha=0.12)
+        for name, (color, style) in REFERENCE_STYLE.items():
+            s = summary.get((task, name))
+            if s is not None:
+                ax.axhline(s["acc"], color=color, linestyle=style, linewidth=1.2, label=f"{name} {s['acc']:.3f}")
+        ax.set_xscale("log")
+        ax.set_xticks(cfg["axes"]["length"], [str(n) for n in cfg["axes"]["length"]])
+        ax.set_xlabel("prompt length (soft tokens)")
+        ax.set_ylabel("accuracy (mean ± std over seeds)")
+        ax.set_title(f"{task}: init strategy x prompt length ({cfg['base']['placement']}, reg {cfg['base']['regularization']}), K={cfg['k']}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = output / f"init_length_{task}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def write_report(output: Path, cfg: dict[str, Any]) -> None:
-    """(Re)write ``results.md`` and ``plot_<task>.png`` from ``results.jsonl``."""
+    """(Re)write ``results.md``, ``plot_<task>.png`` and ``init_length_<task>.png`` from ``results.jsonl``."""
     rows = load_rows(output)
     if not rows:
         return
-    (output / "results.md").write_text(markdown(rows, cfg, output) + "\n")
+    (output / "results.md").write_text(markdown(rows, cfg, output) + "\n\n" + init_length_markdown(rows, cfg) + "\n")
     plot(rows, cfg, output)
+    plot_init_length(rows, cfg, output)

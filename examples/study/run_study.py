@@ -65,9 +65,10 @@ class Setting:
 
 def ablation_settings(cfg: dict[str, Any]) -> list[Setting]:
     """The ablation settings: one factor at a time around ``base``, or the full grid."""
-    base, axes = cfg["base"], cfg["axes"]
-    if cfg.get("design", "one_at_a_time") == "grid":
-        combos = [(dict(zip(AXES, values)), "grid") for values in itertools.product(*(axes[a] for a in AXES))]
+    base, axes, design = cfg["base"], cfg["axes"], cfg.get("design", "one_at_a_time")
+    if design == "grid" or isinstance(design, dict):  # the product of all axes, or of design["grid"] (others at base)
+        crossed = AXES if design == "grid" else tuple(design["grid"])
+        combos = [({**base, **dict(zip(crossed, values))}, "grid") for values in itertools.product(*(axes[a] for a in crossed))]
     else:
         combos = [(dict(base), "base")]
         combos += [({**base, axis: value}, axis) for axis in AXES for value in axes[axis] if value != base[axis]]
@@ -214,6 +215,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", help="comma-separated task names (default: all)")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the config's)")
     parser.add_argument("--only", help="run only settings whose name contains this (or whose axis is this)")
+    parser.add_argument("--grid", help="comma-separated axes to cross (others at base), e.g. init,length; 'all' for the full grid")
     parser.add_argument("--max-minutes", type=float, help="start no new run after this many minutes")
     parser.add_argument("--smoke", action="store_true", help="tiny slice: 40 eval examples, 4 steps, first seed")
     parser.add_argument("--report-only", action="store_true", help="only rewrite results.md and the plots")
@@ -230,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("openpt").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     cfg = yaml.safe_load(args.config.read_text())
+    if args.grid:
+        cfg["design"] = "grid" if args.grid == "all" else {"grid": args.grid.split(",")}
     for item in args.train:
         key, _, value = item.partition("=")
         cfg["train"][key] = yaml.safe_load(value)
