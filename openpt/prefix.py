@@ -14,8 +14,11 @@ on the projected keys and values — returns ``[prefix; key]`` / ``[prefix; valu
 the layer's attention mask (additive float for ``eager``, boolean for ``sdpa``, or ``None``) by
 the prefix columns. The hooks are registered only for the duration of one forward
 (:meth:`PrefixTuning.attached`), so a backbone shared by several models is never altered.
-T5 and causal LMs are not supported yet (their attention modules take the relative position
-bias and the cache differently): building a prefix on them raises :class:`BackboneError`.
+T5 (the encoder's self-attention layers; ``mask`` instead of ``attention_mask``): the cache
+reports the prefix length as already-seen positions, so T5's relative position bias sees the
+real tokens at their usual distances from each other and the prefix just before them (the
+``past_key_values`` semantics of PEFT's prefix tuning); the decoder is left as it is. Causal LMs
+and BART are not supported: building a prefix on them raises :class:`BackboneError`.
 
 Parameterisation: a table ``[layers, 2, length, hidden]`` (``reparam: false``, initialised
 from the backbone's own keys/values of real tokens, as Li & Liang recommend, or randomly), or
@@ -83,15 +86,27 @@ class PrefixConfig:
         return options_dataclass(cls, values, "prefix")
 
 
+def attention_style(module: nn.Module) -> str | None:
+    """``bert`` for a BERT-style self-attention module, ``t5`` for a T5 encoder self-attention, else None."""
+    if not isinstance(getattr(module, "layer_idx", None), int):
+        return None
+    if type(module).__name__.endswith("SelfAttention") and all(isinstance(getattr(module, n, None), nn.Linear) for n in ("query", "key", "value")):
+        return "bert"
+    if all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q", "k", "v")) and getattr(module, "is_decoder", True) is False:
+        return "t5"
+    return None
+
+
 def self_attention_layers(model: nn.Module) -> list[nn.Module]:
-    """The BERT-style self-attention modules of ``model``, in layer order."""
-    found = [
-        module for module in model.modules()
-        if type(module).__name__.endswith("SelfAttention")
-        and all(isinstance(getattr(module, name, None), nn.Linear) for name in ("query", "key", "value"))
-        and isinstance(getattr(module, "layer_idx", None), int)
-    ]
-    return sorted(found, key=lambda module: module.layer_idx)
+    """The (encoder) self-attention modules of ``model`` that take a prefix, in layer order."""
+    return sorted((m for m in model.modules() if attention_style(m) is not None), key=lambda module: module.layer_idx)
+
+
+def head_shape(layer: nn.Module) -> tuple[int, int]:
+    """(heads, head dimension) of a supported attention module."""
+    if attention_style(layer) == "t5":
+        return layer.n_heads, layer.key_value_proj_dim
+    return layer.num_attention_heads, layer.attention_head_size
 
 
 class _PrefixCache:
@@ -99,6 +114,10 @@ class _PrefixCache:
 
     def __init__(self, key: torch.Tensor, value: torch.Tensor) -> None:
         self.key, self.value = key, value
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Positions "already seen": T5 offsets its relative position bias by this (PEFT's semantics)."""
+        return self.key.shape[-2]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """``[prefix; key_states]`` and ``[prefix; value_states]`` along the sequence axis."""
@@ -112,6 +131,9 @@ class _Recorder:
 
     def __init__(self, store: dict[int, tuple[torch.Tensor, torch.Tensor]], position: int) -> None:
         self.store, self.position = store, position
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Record the layer's keys/values and return them unchanged."""
@@ -132,7 +154,7 @@ def extend_mask(mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
 
 
 class PrefixTuning(nn.Module):
-    """Trainable key/value prefixes for every self-attention layer of a masked-LM backbone.
+    """Trainable key/value prefixes for every (encoder) self-attention layer of a backbone.
 
     Args:
         config: prefix settings.
@@ -152,11 +174,10 @@ class PrefixTuning(nn.Module):
         self.layers = self_attention_layers(backbone.model)  # a plain list: not registered as children
         if not self.layers:
             raise BackboneError(
-                f"prefix tuning needs BERT-style self-attention layers (query/key/value projections); "
-                f"{type(backbone.model).__name__} has none (supported: BERT, RoBERTa and BERT-like masked LMs)"
+                f"prefix tuning needs BERT-style or T5 encoder self-attention layers; "
+                f"{type(backbone.model).__name__} has none (supported: BERT, RoBERTa and BERT-like masked LMs, T5)"
             )
-        first = self.layers[0]
-        self.num_heads, self.head_dim = first.num_attention_heads, first.attention_head_size
+        self.num_heads, self.head_dim = head_shape(self.layers[0])
         width, hidden_size = self.num_heads * self.head_dim, backbone.hidden_size
         self.regularizer = PromptRegularization()
         shape = (len(self.layers), 2, config.length, width)
@@ -184,7 +205,8 @@ class PrefixTuning(nn.Module):
         was_training = backbone.model.training
         backbone.model.eval()  # no dropout in the recorded activations
         try:
-            backbone.model.base_model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+            encoder = backbone.model.get_encoder() if backbone.model.config.is_encoder_decoder else backbone.model.base_model
+            encoder(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long))
         finally:
             backbone.model.train(was_training)
             for hook in hooks:
@@ -244,5 +266,6 @@ def _inject(module: nn.Module, args: tuple, kwargs: dict, *, cache: Any, length:
         raise BackboneError(f"{type(module).__name__}: unexpected call (positional mask or a KV cache); prefix tuning cannot attach")
     kwargs = dict(kwargs)
     kwargs["cache"] = cache
-    kwargs["attention_mask"] = extend_mask(kwargs.get("attention_mask"), length)
+    mask_name = "mask" if attention_style(module) == "t5" else "attention_mask"
+    kwargs[mask_name] = extend_mask(kwargs.get(mask_name), length)
     return args, kwargs

@@ -93,9 +93,74 @@ def test_prefix_reparam_saves_the_produced_table(tiny_bert_dir, tmp_path):
     torch.testing.assert_close(loaded.predict(SENTIMENT)[1], model.predict(SENTIMENT)[1], atol=1e-6, rtol=0)
 
 
-def test_prefix_unsupported_backbone_and_bad_settings_are_errors(tiny_t5_dir):
-    with pytest.raises(BackboneError, match="prefix tuning needs BERT-style self-attention.*T5ForConditionalGeneration"):
-        PrefixTuning(PrefixConfig(length=2, init="random"), load_backbone(tiny_t5_dir))
+def test_t5_prefix_of_length_zero_changes_nothing_and_a_prefix_changes_scores(tiny_t5_dir):
+    plain = make_model(tiny_t5_dir, MANUAL, sharp=True, seed=4)
+    empty = make_model(tiny_t5_dir, MANUAL, sharp=True, seed=4, prefix={"length": 0})
+    torch.testing.assert_close(empty.scores(SENTIMENT), plain.scores(SENTIMENT), atol=0, rtol=0)
+    some = make_model(tiny_t5_dir, MANUAL, sharp=True, seed=4, prefix={"length": 3})
+    assert len(some.prefix.layers) == some.backbone.model.config.num_layers  # encoder self-attention only
+    assert not torch.allclose(some.scores(SENTIMENT), plain.scores(SENTIMENT))
+
+
+@pytest.mark.parametrize("layer_index", [0, 1])  # layer 0 computes the relative position bias, layer 1 reuses it
+def test_t5_prefix_attention_equals_hand_computation(tiny_t5_dir, layer_index):
+    model = make_model(tiny_t5_dir, MANUAL, sharp=True, prefix={"length": 3, "init": "random"})
+    model.eval()
+    P, layer, captured = 3, model.prefix.layers[layer_index], {}
+    hook = layer.register_forward_hook(lambda m, args, kwargs, out: captured.update(x=args[0], out=out[0]), with_kwargs=True)
+    batch = model.template.collate(model.template.encode(SENTIMENT[:3]))  # different lengths: padding
+    assert (batch.attention_mask == 0).any()
+    with torch.no_grad():
+        model.mask_outputs(batch)
+    hook.remove()
+    x, heads, d = captured["x"], layer.n_heads, layer.key_value_proj_dim
+    B, L, _ = x.shape
+    split = lambda t: t.view(B, -1, heads, d).transpose(1, 2)  # noqa: E731  [B, heads, L, d]
+    prefix = model.prefix.key_values()[layer_index].detach()
+    k_pre, v_pre = (prefix[i].view(P, heads, d).transpose(0, 1).expand(B, -1, -1, -1) for i in (0, 1))
+    k = torch.cat([k_pre, split(layer.k(x))], dim=2)
+    v = torch.cat([v_pre, split(layer.v(x))], dim=2)
+    # query i sits at position P + i, key j at position j: real tokens keep their distances, the prefix precedes them
+    first = model.prefix.layers[0]
+    relative = torch.arange(P + L)[None, :] - (torch.arange(L)[:, None] + P)
+    buckets = first._relative_position_bucket(relative, bidirectional=True, num_buckets=first.relative_attention_num_buckets,
+                                              max_distance=first.relative_attention_max_distance)
+    bias = first.relative_attention_bias(buckets).permute(2, 0, 1)  # [heads, L, P + L]
+    scores = split(layer.q(x)) @ k.transpose(-1, -2) + bias  # T5 does not scale by 1/sqrt(d)
+    visible = torch.cat([torch.ones(B, P, dtype=torch.bool), batch.attention_mask.bool()], dim=1)
+    scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
+    expected = layer.o((scores.softmax(-1) @ v).transpose(1, 2).reshape(B, L, heads * d))
+    torch.testing.assert_close(captured["out"], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_t5_prefix_activation_init_uses_the_encoders_keys_and_values(tiny_t5_dir):
+    model = make_model(tiny_t5_dir, MANUAL, prefix={"length": 4, "init_text": "great film"})
+    ids = model.backbone.tokenizer("great film", add_special_tokens=False)["input_ids"]
+    ids = (ids * 4)[:4]
+    with torch.no_grad():
+        encoder = model.backbone.model.get_encoder()
+        block = encoder.block[0]
+        hidden = block.layer[0].layer_norm(encoder.embed_tokens(torch.tensor([ids])))[0]
+        layer = model.prefix.layers[0]
+        torch.testing.assert_close(model.prefix.table[0, 0], layer.k(hidden))
+        torch.testing.assert_close(model.prefix.table[0, 1], layer.v(hidden))
+
+
+def test_t5_prefix_trains_saves_and_loads(tiny_t5_dir, tmp_path):
+    model = make_model(tiny_t5_dir, MANUAL, sharp=True, prefix={"length": 2})
+    backbone_before = {k: v.clone() for k, v in model.backbone.model.state_dict().items()}
+    result = train(model, SENTIMENT, None, TrainConfig(lr=0.05, steps=8, batch_size=6, eval_every=0))
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert all(torch.equal(v, backbone_before[k]) for k, v in model.backbone.model.state_dict().items())
+    assert all(not layer._forward_pre_hooks for layer in model.prefix.layers)  # detached after use
+    save_prompt(model, tmp_path / "p")
+    loaded = load_prompt(tmp_path / "p", model.backbone)
+    torch.testing.assert_close(loaded.scores(SENTIMENT), model.scores(SENTIMENT), atol=1e-6, rtol=0)
+
+
+def test_prefix_unsupported_backbone_and_bad_settings_are_errors(tiny_gpt2_dir):
+    with pytest.raises(BackboneError, match="prefix tuning needs BERT-style or T5 encoder self-attention.*GPT2LMHeadModel"):
+        PrefixTuning(PrefixConfig(length=2, init="random"), load_backbone(tiny_gpt2_dir))
     with pytest.raises(ConfigError, match="prefix.length: expected a whole number 0..4096, got -1"):
         PrefixConfig.from_options({"length": -1})
     with pytest.raises(ConfigError, match="prefix.init: expected one of activations, random"):
