@@ -87,13 +87,27 @@ def markdown(rows: list[dict[str, Any]], cfg: dict[str, Any], output: Path) -> s
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], cfg: dict[str, Any], output: Path) -> list[Path]:
-    """``plot_<task>.png``: accuracy along each axis (others at base), references as lines."""
+def draw_references(ax: Any, summary: dict, task: str) -> None:
+    """Horizontal lines for the reference settings (zero-shot, fine-tuning, P-tuning, prefix tuning)."""
+    for name, (color, style) in REFERENCE_STYLE.items():
+        s = summary.get((task, name))
+        if s is not None:
+            ax.axhline(s["acc"], color=color, linestyle=style, linewidth=1.2, label=f"{name} {s['acc']:.3f}")
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot(rows: list[dict[str, Any]], cfg: dict[str, Any], output: Path) -> list[Path]:
+    """``plot_<task>.png``: accuracy along each axis (others at base), references as lines."""
+    plt = pyplot()
     summary, written = summarize(rows), []
     for task in cfg["tasks"]:
         if not any(k[0] == task for k in summary):
@@ -111,10 +125,7 @@ def plot(rows: list[dict[str, Any]], cfg: dict[str, Any], output: Path) -> list[
             elif points:
                 ax.bar(labels, means, yerr=stds, capsize=3, color="tab:blue", alpha=0.8)
                 ax.tick_params(axis="x", rotation=20)
-            for name, (color, style) in REFERENCE_STYLE.items():
-                s = summary.get((task, name))
-                if s is not None:
-                    ax.axhline(s["acc"], color=color, linestyle=style, linewidth=1.2, label=f"{name} {s['acc']:.3f}")
+            draw_references(ax, summary, task)
             ax.set_title(f"{axis} (others at base)")
             ax.grid(axis="y", alpha=0.3)
         values = [s["acc"] - s["acc_std"] for k, s in summary.items() if k[0] == task]
@@ -165,11 +176,7 @@ def init_length_markdown(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> str
 
 def plot_init_length(rows: list[dict[str, Any]], cfg: dict[str, Any], output: Path) -> list[Path]:
     """``init_length_<task>.png``: accuracy vs prompt length, one line (± std band) per init strategy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     summary, written = summarize(rows), []
     for task in cfg["tasks"]:
         grid = init_length_grid(summary, task, cfg)
@@ -180,10 +187,7 @@ def plot_init_length(rows: list[dict[str, Any]], cfg: dict[str, Any], output: Pa
             xs, means, stds = [n for n, _ in points], [s["acc"] for _, s in points], [s["acc_std"] for _, s in points]
             ax.plot(xs, means, marker="o", label=init)
             ax.fill_between(xs, [m - d for m, d in zip(means, stds)], [m + d for m, d in zip(means, stds)], alpha=0.12)
-        for name, (color, style) in REFERENCE_STYLE.items():
-            s = summary.get((task, name))
-            if s is not None:
-                ax.axhline(s["acc"], color=color, linestyle=style, linewidth=1.2, label=f"{name} {s['acc']:.3f}")
+        draw_references(ax, summary, task)
         ax.set_xscale("log")
         ax.set_xticks(cfg["axes"]["length"], [str(n) for n in cfg["axes"]["length"]])
         ax.set_xlabel("prompt length (soft tokens)")

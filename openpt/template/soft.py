@@ -97,6 +97,7 @@ class SoftPrompt(nn.Module):
         runs: stored runs (named runs that share parameters appear once).
         embeddings: the backbone's input embedding table, used for initialisation only.
         init: strategy for rows without init text.
+        sources: the keyword arguments of :meth:`reset`:
         seed: seed of the initialisation (unless ``init.seed`` is set).
         special_ids: token ids never used for vocabulary sampling.
         text_ids: a tokenizer callback used by the ``text`` strategy.
@@ -113,18 +114,7 @@ class SoftPrompt(nn.Module):
         torch.Size([4, 768])
     """
 
-    def __init__(
-        self,
-        runs: Sequence[SoftRun],
-        embeddings: nn.Embedding,
-        init: SoftInit,
-        *,
-        seed: int = 0,
-        special_ids: Sequence[int] = (),
-        text_ids: Callable[[str], list[int]] | None = None,
-        label_word_ids: Sequence[Any] = (),
-        vocab_ranking: Sequence[int] | None = None,
-    ) -> None:
+    def __init__(self, runs: Sequence[SoftRun], embeddings: nn.Embedding, init: SoftInit, **sources: Any) -> None:
         super().__init__()
         self.runs = list(runs)
         self.num_rows = sum(run.length for run in self.runs)
@@ -134,8 +124,7 @@ class SoftPrompt(nn.Module):
         self.encoder: nn.Module | None = None
         self.vocab_order_used: str | None = None
         self.register_buffer("initial", torch.empty(0), persistent=False)
-        self.reset(table, init, seed=seed, special_ids=special_ids, text_ids=text_ids, label_word_ids=label_word_ids,
-                   vocab_ranking=vocab_ranking)
+        self.reset(table, init, **sources)
 
     @torch.no_grad()
     def reset(

@@ -20,7 +20,7 @@ import yaml
 from ..errors import ConfigError, SpecError
 from ..registry import VERBALIZERS
 from ..spec import YamlMap, check_keys
-from .base import MaskOutputs, Verbalizer
+from .base import MaskOutputs, Verbalizer, build_from_spec
 from .manual import AGGREGATES, ManualVerbalizer
 
 logger = logging.getLogger(__name__)
@@ -134,12 +134,9 @@ class AutoVerbalizer(Verbalizer):
         labels = spec["labels"]
         if not isinstance(labels, (list, dict)) or not labels:
             raise spec.error("labels", f"expected a list of label names or a mapping label -> words, got {labels!r}")
-        try:
-            return cls(labels if isinstance(labels, dict) else [str(x) for x in labels], words_per_class=spec.get("words_per_class", 3),
-                       candidates=spec.get("candidates", 100), aggregate=spec.get("aggregate", "mean"), mask=int(spec.get("mask", 0)),
-                       prefix_space=spec.get("prefix_space"), source=spec.file, name=spec.get("name"))
-        except SpecError as exc:
-            raise exc.located(line=spec.line_of(exc.key.split(".")[0]) if exc.key else spec.line) from None
+        return build_from_spec(cls, spec, labels if isinstance(labels, dict) else [str(x) for x in labels],
+                               words_per_class=spec.get("words_per_class", 3), candidates=spec.get("candidates", 100),
+                               aggregate=spec.get("aggregate", "mean"))
 
     @property
     def words(self) -> dict[str, list[str]] | None:

@@ -119,3 +119,16 @@ class Verbalizer(nn.Module):
     def config(self) -> dict:
         """A YAML-able description that rebuilds this verbalizer (saved with the prompt)."""
         raise NotImplementedError
+
+
+def build_from_spec(cls: type, spec: Any, *args: Any, words: bool = True, **kwargs: Any) -> Any:
+    """``cls(*args, **kwargs)`` plus the ``source`` and ``name`` of ``spec`` (a YAML mapping) and, for
+    verbalizers that read label words (``words``), its ``mask`` and ``prefix_space``; a
+    :class:`SpecError` gets the line of its key in ``spec``."""
+    common: dict[str, Any] = {"source": spec.file, "name": spec.get("name")}
+    if words:
+        common.update(mask=int(spec.get("mask", 0)), prefix_space=spec.get("prefix_space"))
+    try:
+        return cls(*args, **common, **kwargs)
+    except SpecError as exc:
+        raise spec.locate(exc) from None

@@ -11,7 +11,7 @@ from ..data import InputExample
 from ..errors import ConfigError, SpecError
 from ..registry import VERBALIZERS
 from ..spec import YamlMap, check_keys
-from .base import MaskOutputs
+from .base import MaskOutputs, build_from_spec
 from .manual import AGGREGATES, ManualVerbalizer
 
 if TYPE_CHECKING:
@@ -89,20 +89,8 @@ class GenerationVerbalizer(ManualVerbalizer):
             raise spec.error("labels", f"expected a list of label names or a mapping label -> target text(s), got {labels!r:.60}")
         if spec.get("aggregate", "mean") not in AGGREGATES:
             raise spec.error("aggregate", f"expected one of {', '.join(AGGREGATES)}, got {spec.get('aggregate')!r}")
-        try:
-            return cls(
-                labels,
-                mode=spec.get("mode", "score"),
-                normalize=spec.get("normalize", "sum"),
-                max_new_tokens=spec.get("max_new_tokens", 8),
-                aggregate=spec.get("aggregate", "mean"),
-                mask=int(spec.get("mask", 0)),
-                prefix_space=spec.get("prefix_space"),
-                source=spec.file,
-                name=spec.get("name"),
-            )
-        except SpecError as exc:
-            raise spec.locate(exc) from None
+        return build_from_spec(cls, spec, labels, mode=spec.get("mode", "score"), normalize=spec.get("normalize", "sum"),
+                               max_new_tokens=spec.get("max_new_tokens", 8), aggregate=spec.get("aggregate", "mean"))
 
     def bind(self, tokenizer, mask_spaces: Sequence[bool]) -> None:
         raise SpecError(

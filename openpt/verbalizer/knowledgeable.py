@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import SpecError
 from ..registry import VERBALIZERS
 from ..spec import YamlMap, as_map, check_keys
-from .base import MaskOutputs, Verbalizer
+from .base import MaskOutputs, Verbalizer, build_from_spec
 from .manual import word_token_ids
 from .soft import label_word_lists
 
@@ -119,13 +119,9 @@ class KnowledgeableVerbalizer(Verbalizer):
             labels: Mapping[str, Any] = read_word_list(path)
         else:
             labels = as_map(spec["labels"], where="labels", file=spec.file, line=spec.line_of("labels"))
-        try:
-            return cls(labels, multi_token=spec.get("multi_token", "drop"), min_prior=spec.get("min_prior", 0.0),
-                       relevance=spec.get("relevance", True), word_prior=spec.get("word_prior", True),
-                       learn_weights=spec.get("learn_weights", True), refined=spec.get("refined", False), priors=spec.get("priors"),
-                       mask=int(spec.get("mask", 0)), prefix_space=spec.get("prefix_space"), source=spec.file, name=spec.get("name"))
-        except SpecError as exc:
-            raise exc.located(line=spec.line_of(exc.key.split(".")[0]) if exc.key else spec.line) from None
+        return build_from_spec(cls, spec, labels, multi_token=spec.get("multi_token", "drop"), min_prior=spec.get("min_prior", 0.0),
+                               relevance=spec.get("relevance", True), word_prior=spec.get("word_prior", True),
+                               learn_weights=spec.get("learn_weights", True), refined=spec.get("refined", False), priors=spec.get("priors"))
 
     def _drop(self, label: str, word: str, why: str) -> None:
         self.dropped.setdefault(why, []).append(f"{word} ({label})")

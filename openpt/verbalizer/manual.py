@@ -9,7 +9,7 @@ import torch
 from ..errors import SpecError
 from ..spec import YamlMap, as_map, check_keys
 from ..registry import VERBALIZERS
-from .base import MaskOutputs, Verbalizer
+from .base import MaskOutputs, Verbalizer, build_from_spec
 
 logger = logging.getLogger(__name__)
 
@@ -85,18 +85,7 @@ class ManualVerbalizer(Verbalizer):
                     f"expected a word or a non-empty list of words, got {words!r}",
                     file=spec.file, line=labels.line_of(label), key=f"labels.{label}",
                 )
-        try:
-            return cls(
-                labels,
-                aggregate=spec.get("aggregate", "mean"),
-                multi_token=spec.get("multi_token"),
-                mask=int(spec.get("mask", 0)),
-                prefix_space=spec.get("prefix_space"),
-                source=spec.file,
-                name=spec.get("name"),
-            )
-        except SpecError as exc:
-            raise spec.locate(exc) from None
+        return build_from_spec(cls, spec, labels, aggregate=spec.get("aggregate", "mean"), multi_token=spec.get("multi_token"))
 
     def bind(self, tokenizer, mask_spaces: Sequence[bool]) -> None:
         if self.multi_token == "sum":

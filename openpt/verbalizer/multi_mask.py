@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import SpecError
 from ..registry import VERBALIZERS
 from ..spec import YamlMap, as_map, check_keys
-from .base import MaskOutputs, Verbalizer
+from .base import MaskOutputs, Verbalizer, build_from_spec
 from .manual import AGGREGATES, _pad, aggregate_classes
 from .soft import label_word_lists, resolve_words
 
@@ -67,11 +67,7 @@ class MultiTokenVerbalizer(Verbalizer):
         """Build from YAML: ``labels``, optional ``word_score``, ``aggregate``, ``mask``, ``prefix_space``."""
         check_keys(spec, ("type", "name", "labels", "word_score", "aggregate", "mask", "prefix_space"), ("labels",))
         labels = as_map(spec["labels"], where="labels", file=spec.file, line=spec.line_of("labels"))
-        try:
-            return cls(labels, word_score=spec.get("word_score", "mean"), aggregate=spec.get("aggregate", "mean"),
-                       mask=int(spec.get("mask", 0)), prefix_space=spec.get("prefix_space"), source=spec.file, name=spec.get("name"))
-        except SpecError as exc:
-            raise exc.located(line=spec.line_of(exc.key.split(".")[0]) if exc.key else spec.line) from None
+        return build_from_spec(cls, spec, labels, word_score=spec.get("word_score", "mean"), aggregate=spec.get("aggregate", "mean"))
 
     def bind(self, tokenizer, mask_spaces: Sequence[bool]) -> None:
         if self.mask >= len(mask_spaces):
@@ -174,10 +170,7 @@ class MultiMaskVerbalizer(Verbalizer):
         if any(part.calibration.mode != "none" for part in parts):
             raise spec.error("verbalizers", "calibrate applies to the combined scores: set it on the multi_mask verbalizer, not on a part")
         classes = as_map(spec["classes"], where="classes", file=spec.file, line=spec.line_of("classes")) if "classes" in spec else None
-        try:
-            return cls(parts, classes=classes, combine=spec.get("combine", "sum"), source=spec.file, name=spec.get("name"))
-        except SpecError as exc:
-            raise exc.located(line=spec.line_of(exc.key.split(".")[0]) if exc.key else spec.line) from None
+        return build_from_spec(cls, spec, parts, words=False, classes=classes, combine=spec.get("combine", "sum"))
 
     @property
     def needs_features(self) -> bool:  # type: ignore[override]

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import SpecError
 from ..registry import VERBALIZERS
 from ..spec import YamlMap, as_map, check_keys
-from .base import MaskOutputs, Verbalizer
+from .base import MaskOutputs, Verbalizer, build_from_spec
 from .manual import ManualVerbalizer
 
 
@@ -81,12 +81,8 @@ class PrototypicalVerbalizer(Verbalizer):
         if not isinstance(labels, list) or not labels:
             raise spec.error("labels", f"expected a list of label names, got {labels!r}")
         manual = as_map(spec["manual"], where="manual", file=spec.file, line=spec.line_of("manual")) if spec.get("manual") else None
-        try:
-            return cls([str(x) for x in labels], dim=spec.get("dim", 128), temperature=spec.get("temperature", 0.1), manual=manual,
-                       seed=int(spec.get("seed", 0)), mask=int(spec.get("mask", 0)), prefix_space=spec.get("prefix_space"),
-                       source=spec.file, name=spec.get("name"))
-        except SpecError as exc:
-            raise exc.located(line=spec.line_of(exc.key.split(".")[0]) if exc.key else spec.line) from None
+        return build_from_spec(cls, spec, [str(x) for x in labels], dim=spec.get("dim", 128), temperature=spec.get("temperature", 0.1),
+                               manual=manual, seed=int(spec.get("seed", 0)))
 
     def bind(self, tokenizer, mask_spaces: Sequence[bool]) -> None:
         if self.mask >= len(mask_spaces):

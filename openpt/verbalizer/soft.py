@@ -10,7 +10,7 @@ from torch import nn
 from ..errors import SpecError
 from ..registry import VERBALIZERS
 from ..spec import YamlMap, as_map, check_keys
-from .base import MaskOutputs, Verbalizer
+from .base import MaskOutputs, Verbalizer, build_from_spec
 from .manual import word_token_ids
 
 logger = logging.getLogger(__name__)
@@ -74,10 +74,7 @@ class SoftVerbalizer(Verbalizer):
         """Build from YAML: ``labels`` (label -> init words), optional ``mask``, ``prefix_space``."""
         check_keys(spec, ("type", "name", "labels", "mask", "prefix_space"), ("labels",))
         labels = as_map(spec["labels"], where="labels", file=spec.file, line=spec.line_of("labels"))
-        try:
-            return cls(labels, mask=int(spec.get("mask", 0)), prefix_space=spec.get("prefix_space"), source=spec.file, name=spec.get("name"))
-        except SpecError as exc:
-            raise exc.located(line=spec.line_of(exc.key.split(".")[0]) if exc.key else spec.line) from None
+        return build_from_spec(cls, spec, labels)
 
     def bind(self, tokenizer, mask_spaces: Sequence[bool]) -> None:
         if self.mask >= len(mask_spaces):

@@ -1,6 +1,8 @@
 """Small builders shared by unit tests."""
 from __future__ import annotations
 
+import json
+import textwrap
 from pathlib import Path
 
 import torch
@@ -20,6 +22,18 @@ SENTIMENT = [
     InputExample("what a wonderful film .", label=1),
     InputExample("boring . bad . awful .", label=0),
 ]
+
+
+def write_project(directory: Path, rows: list[tuple[str, int]], test_count: int, config: str) -> Path:
+    """``directory/data`` (train = ``rows``, test = their first ``test_count``, negative/positive
+    labels) and ``directory/config.yaml`` (``config``, dedented); returns ``directory``."""
+    data = directory / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    (data / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows[:test_count]))
+    (data / "labels.json").write_text('["negative", "positive"]')
+    (directory / "config.yaml").write_text(textwrap.dedent(config))
+    return directory
 
 
 def sharpen(backbone, std: float = 0.3) -> None:

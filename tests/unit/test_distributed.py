@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import torch
@@ -16,6 +15,8 @@ from safetensors.torch import load_file
 from openpt import distributed
 from openpt.cli import without_option
 from openpt.distributed import World
+
+from .helpers import write_project
 
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-5  # float sums in another order (two half batches, other padding widths)
@@ -44,14 +45,9 @@ def test_launcher_drops_its_own_option_and_runs_the_cli_module():
     assert command[command.index("--num_processes") + 1] == "2"
 
 
-def write_project(tmp_path: Path, backbone_dir: Path) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
+def sentiment_project(tmp_path: Path, backbone_dir: Path) -> Path:
     rows = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0),
             ("what a wonderful film .", 1), ("an awful film .", 0), ("nice and good .", 1), ("awful , bad .", 0)] * 3
-    (data / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
-    (data / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows[:11]))
-    (data / "labels.json").write_text('["negative", "positive"]')
     config = f"""\
         backbone: {backbone_dir}
         template: "[SOFT*3] {{text}} it was [MASK] ."
@@ -60,8 +56,7 @@ def write_project(tmp_path: Path, backbone_dir: Path) -> Path:
         data: {{path: data, k: 4, seeds: [5]}}
         train: {{steps: 12, batch_size: 5, eval_every: 4, lr: 0.05, eval_batch_size: 3}}
         """
-    (tmp_path / "config.yaml").write_text(textwrap.dedent(config))
-    return tmp_path
+    return write_project(tmp_path, rows, 11, config)
 
 
 def run_cli(project: Path, output: str, *extra: str) -> dict:
@@ -75,7 +70,7 @@ def run_cli(project: Path, output: str, *extra: str) -> dict:
 
 def test_two_gloo_processes_train_like_one_process_on_the_same_global_batch(tmp_path, tiny_bert_dir):
     """Batch 5 over 2 processes (shares 3 + 2, uneven), 12 steps, dev checks, keep-best, sharded eval."""
-    project = write_project(tmp_path, tiny_bert_dir)
+    project = sentiment_project(tmp_path, tiny_bert_dir)
     one = run_cli(project, "one")
     two = run_cli(project, "two", "--num-processes", "2")
     (a,), (b,) = one["runs"], two["runs"]

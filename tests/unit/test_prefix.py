@@ -23,6 +23,22 @@ from .helpers import SENTIMENT, make_model
 MANUAL = "{text} it was [MASK] ."
 
 
+def run_capturing(model, layer) -> tuple:
+    """Score three examples of different lengths (so with padding) in eval mode; returns the batch
+    and the input and output of attention module ``layer``."""
+    model.eval()
+    captured = {}
+    hook = layer.register_forward_hook(lambda m, args, kwargs, out: captured.update(x=args[0], out=out[0]), with_kwargs=True)
+    batch = model.template.collate(model.template.encode(SENTIMENT[:3]))
+    assert (batch.attention_mask == 0).any()
+    try:
+        with torch.no_grad():
+            model.mask_outputs(batch)
+    finally:
+        hook.remove()
+    return batch, captured["x"], captured["out"]
+
+
 def test_prefix_of_length_zero_changes_nothing(tiny_mlm_dir):
     plain = make_model(tiny_mlm_dir, "[SOFT*2] " + MANUAL, sharp=True, seed=4)
     empty = make_model(tiny_mlm_dir, "[SOFT*2] " + MANUAL, sharp=True, seed=4, prefix={"length": 0})
@@ -36,15 +52,9 @@ def test_prefix_of_length_zero_changes_nothing(tiny_mlm_dir):
 def test_prefix_attention_equals_hand_computation(tiny_bert_dir, implementation):
     model = make_model(tiny_bert_dir, MANUAL, sharp=True, prefix={"length": 3, "init": "random"})
     model.backbone.model.set_attn_implementation(implementation)
-    model.eval()
-    layer, captured = model.prefix.layers[1], {}
-    hook = layer.register_forward_hook(lambda m, args, kwargs, out: captured.update(x=args[0], out=out[0]), with_kwargs=True)
-    batch = model.template.collate(model.template.encode(SENTIMENT[:3]))  # different lengths: padding
-    assert (batch.attention_mask == 0).any()
-    with torch.no_grad():
-        model.mask_outputs(batch)
-    hook.remove()
-    x, heads, d = captured["x"], layer.num_attention_heads, layer.attention_head_size
+    layer = model.prefix.layers[1]
+    batch, x, out = run_capturing(model, layer)
+    heads, d = layer.num_attention_heads, layer.attention_head_size
     B, L, _ = x.shape
     split = lambda t: t.view(B, -1, heads, d).transpose(1, 2)  # noqa: E731  [B, heads, L, d]
     prefix = model.prefix.key_values()[1].detach()  # [2, P, heads * d] of layer 1
@@ -56,7 +66,7 @@ def test_prefix_attention_equals_hand_computation(tiny_bert_dir, implementation)
     visible = torch.cat([torch.ones(B, 3, dtype=torch.bool), batch.attention_mask.bool()], dim=1)  # prefix always visible
     scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
     expected = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, L, heads * d)
-    torch.testing.assert_close(captured["out"], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_prefix_activation_init_copies_the_backbones_keys_and_values(tiny_bert_dir):
@@ -105,15 +115,9 @@ def test_t5_prefix_of_length_zero_changes_nothing_and_a_prefix_changes_scores(ti
 @pytest.mark.parametrize("layer_index", [0, 1])  # layer 0 computes the relative position bias, layer 1 reuses it
 def test_t5_prefix_attention_equals_hand_computation(tiny_t5_dir, layer_index):
     model = make_model(tiny_t5_dir, MANUAL, sharp=True, prefix={"length": 3, "init": "random"})
-    model.eval()
-    P, layer, captured = 3, model.prefix.layers[layer_index], {}
-    hook = layer.register_forward_hook(lambda m, args, kwargs, out: captured.update(x=args[0], out=out[0]), with_kwargs=True)
-    batch = model.template.collate(model.template.encode(SENTIMENT[:3]))  # different lengths: padding
-    assert (batch.attention_mask == 0).any()
-    with torch.no_grad():
-        model.mask_outputs(batch)
-    hook.remove()
-    x, heads, d = captured["x"], layer.n_heads, layer.key_value_proj_dim
+    P, layer = 3, model.prefix.layers[layer_index]
+    batch, x, out = run_capturing(model, layer)
+    heads, d = layer.n_heads, layer.key_value_proj_dim
     B, L, _ = x.shape
     split = lambda t: t.view(B, -1, heads, d).transpose(1, 2)  # noqa: E731  [B, heads, L, d]
     prefix = model.prefix.key_values()[layer_index].detach()
@@ -130,7 +134,7 @@ def test_t5_prefix_attention_equals_hand_computation(tiny_t5_dir, layer_index):
     visible = torch.cat([torch.ones(B, P, dtype=torch.bool), batch.attention_mask.bool()], dim=1)
     scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
     expected = layer.o((scores.softmax(-1) @ v).transpose(1, 2).reshape(B, L, heads * d))
-    torch.testing.assert_close(captured["out"], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_t5_prefix_activation_init_uses_the_encoders_keys_and_values(tiny_t5_dir):

@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-from openpt.backbone import load_backbone
 from openpt.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_prompt, save_prompt
 from openpt.errors import ConfigError
 from openpt.template.ptuning import PromptEncoder, PromptEncoderConfig

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from openpt.errors import CheckpointError
 from openpt.train import TrainConfig, train
 from openpt.training_state import EpochSampler, TrainCheckpointer
 
-from .helpers import SENTIMENT, make_model
+from .helpers import SENTIMENT, make_model, write_project
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = "[SOFT*3] {text} it was [MASK] ."
@@ -128,13 +127,8 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
 @pytest.fixture()
 def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
     rows = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0),
             ("what a wonderful film .", 1), ("an awful film .", 0)] * 3
-    (data / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
-    (data / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows[:6]))
-    (data / "labels.json").write_text('["negative", "positive"]')
     config = f"""\
         backbone: {tiny_bert_dir}
         template: "{TEMPLATE}"
@@ -143,8 +137,7 @@ def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
         data: {{path: data, k: 3, seeds: [1, 2]}}
         train: {{steps: 40, batch_size: 2, eval_every: 5, lr: 0.05, eval_batch_size: 8}}
         """
-    (tmp_path / "config.yaml").write_text(textwrap.dedent(config))
-    return tmp_path
+    return write_project(tmp_path, rows, 6, config)
 
 
 def kill_when(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from openpt.backbone import load_backbone
-from openpt.build import PromptOptions
 from openpt.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_prompt, save_prompt
 from openpt.errors import CheckpointError, ConfigError
 from openpt.train import TrainConfig, train
