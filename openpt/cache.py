@@ -26,7 +26,7 @@ import torch
 from .backbone.mlm import gather_positions
 from .calibration import model_content_free_examples
 from .data import InputExample
-from .errors import ConfigError
+from .errors import ConfigError, check_settings
 from .model import PromptModel
 from .verbalizer.base import MaskOutputs
 
@@ -183,9 +183,7 @@ class VerbalizerTrainConfig:
     def __post_init__(self) -> None:
         checks = {"lr": self.lr > 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
                   "patience": self.patience is None or self.patience >= 1, "weight_decay": self.weight_decay >= 0}
-        for key, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"invalid value {getattr(self, key)!r}", key=f"train.{key}")
+        check_settings(self, checks, "train.")
 
 
 @dataclass

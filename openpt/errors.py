@@ -54,6 +54,13 @@ class ConfigError(SpecError):
     """An experiment config is invalid (unknown key, wrong type, missing file)."""
 
 
+def check_settings(settings: object, checks: dict[str, bool], prefix: str) -> None:
+    """Raise a :class:`ConfigError` for the first attribute of ``settings`` whose check is false."""
+    for key, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"invalid value {getattr(settings, key)!r}", key=f"{prefix}{key}")
+
+
 class CheckpointError(OpenPTError):
     """A saved prompt cannot be loaded onto the given backbone."""
 

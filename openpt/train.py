@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from . import distributed
 from .data import InputExample
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, check_settings
 from .metrics import compute_metrics
 from .model import PromptModel
 from .training_state import EpochSampler, LoopState, TrainCheckpointer, fingerprint
@@ -61,9 +61,7 @@ class TrainConfig:
             "warmup_ratio": 0 <= self.warmup_ratio < 1, "steps": self.steps is None or self.steps >= 1,
             "patience": self.patience is None or self.patience >= 1, "max_grad_norm": self.max_grad_norm >= 0,
         }
-        for key, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"invalid value {getattr(self, key)!r}", key=f"train.{key}")
+        check_settings(self, checks, "train.")
 
 
 @dataclass

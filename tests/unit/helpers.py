@@ -1,6 +1,7 @@
 """Small builders shared by unit tests."""
 from __future__ import annotations
 
+import hashlib
 import json
 import textwrap
 from pathlib import Path
@@ -11,8 +12,9 @@ from openpt.backbone import load_backbone
 from openpt.build import PromptOptions, build_model
 from openpt.data import InputExample
 from openpt.model import PromptModel
-from openpt.template.spec import template_spec_from_text
-from openpt.verbalizer import ManualVerbalizer
+from openpt.template.spec import load_template_spec, template_spec_from_text
+from openpt.train import TrainConfig, train
+from openpt.verbalizer import ManualVerbalizer, load_verbalizer
 
 SENTIMENT = [
     InputExample("a great and wonderful movie .", label=1),
@@ -54,3 +56,26 @@ def make_model(model_dir: Path, template: str = "[SOFT*4] {text} it was [MASK] .
         sharpen(backbone)
     verbalizer = ManualVerbalizer(labels or {"negative": ["terrible"], "positive": ["great"]})
     return build_model(backbone, template_spec_from_text(template), verbalizer, PromptOptions(max_length=max_length, **options), seed=seed)
+
+
+def backbone_digest(model: PromptModel) -> str:
+    """SHA-256 over the backbone's state dict: equal before and after means untouched."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.backbone.model.state_dict().items()):
+        digest.update(name.encode() + tensor.detach().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_one_sided_training(model_dir: Path) -> None:
+    """Prompt-only training of the shipped SST-2 soft template on all-positive labels lowers the loss
+    by 40 % and leaves the backbone untouched. (A random tiny LM knows no sentiment, so no prompt
+    separates balanced classes; a one-sided label set shows the prompt steering the frozen model.)"""
+    root = Path(__file__).resolve().parents[2]
+    model = build_model(load_backbone(model_dir), load_template_spec(root / "templates/sst2/soft_init_it_was.yaml"),
+                        load_verbalizer(root / "verbalizers/sst2/great_terrible.yaml"), PromptOptions(max_length=64))
+    before = backbone_digest(model)
+    positive = [InputExample(e.text, label=1) for e in SENTIMENT]
+    result = train(model, positive, None, TrainConfig(lr=0.1, steps=10, batch_size=6, eval_every=0, max_grad_norm=0))
+    assert result.history[-1]["loss"] < result.history[0]["loss"] * 0.6
+    assert backbone_digest(model) == before
+    assert [n for n, _ in model.named_trainable_parameters()] == ["template.soft.weight"]

@@ -1,7 +1,6 @@
 """Causal-LM backbones (tiny GPT-2 and Llama): word scores equal a plain Hugging Face forward."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -9,16 +8,15 @@ import pytest
 import torch
 
 from openpt.backbone import CausalLMBackbone, load_backbone
-from openpt.build import PromptOptions, build_model
+from openpt.build import build_model
 from openpt.checkpoint import CONFIG_NAME, load_prompt, save_prompt
 from openpt.data import InputExample
 from openpt.errors import CheckpointError, SpecError
-from openpt.template.spec import load_template_spec, template_spec_from_text
+from openpt.template.spec import template_spec_from_text
 from openpt.train import TrainConfig, train
-from openpt.verbalizer import load_verbalizer
 from openpt.verbalizer.generation import GenerationVerbalizer, generate_texts
 
-from .helpers import SENTIMENT, make_model
+from .helpers import SENTIMENT, check_one_sided_training, make_model
 
 ROOT = Path(__file__).resolve().parents[2]
 CAUSAL = ("gpt2", "llama")
@@ -128,24 +126,8 @@ def test_causal_templates_it_cannot_score_are_rejected(tiny_gpt2_dir):
         make_model(tiny_gpt2_dir, "{text} [MASK] and [MASK]")
 
 
-def backbone_digest(model) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.backbone.model.state_dict().items()):
-        digest.update(name.encode() + tensor.detach().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def test_causal_prompt_training_lowers_loss_and_leaves_backbone_untouched(causal_dir):
-    # A random tiny LM knows no sentiment, so no prompt separates the balanced classes (the loss
-    # stays near log 2); a one-sided label set shows the prompt steering the frozen LM.
-    model = build_model(load_backbone(causal_dir), load_template_spec(ROOT / "templates/sst2/soft_init_it_was.yaml"),
-                        load_verbalizer(ROOT / "verbalizers/sst2/great_terrible.yaml"), PromptOptions(max_length=64))
-    before = backbone_digest(model)
-    positive = [InputExample(e.text, label=1) for e in SENTIMENT]
-    result = train(model, positive, None, TrainConfig(lr=0.1, steps=10, batch_size=6, eval_every=0, max_grad_norm=0))
-    assert result.history[-1]["loss"] < result.history[0]["loss"] * 0.6
-    assert backbone_digest(model) == before
-    assert [n for n, _ in model.named_trainable_parameters()] == ["template.soft.weight"]
+    check_one_sided_training(causal_dir)
 
 
 @pytest.mark.parametrize("name,other", [("gpt2", "llama"), ("llama", "gpt2")])

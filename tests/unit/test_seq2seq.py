@@ -1,7 +1,6 @@
 """Seq2seq backbones (tiny T5 and BART): decoder word scores equal a plain Hugging Face forward."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from openpt.train import TrainConfig, train
 from openpt.verbalizer import load_verbalizer
 from openpt.verbalizer.generation import GenerationVerbalizer, generate_texts
 
-from .helpers import SENTIMENT, make_model
+from .helpers import SENTIMENT, backbone_digest, check_one_sided_training, make_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SEQ2SEQ = ("t5", "bart")
@@ -161,13 +160,6 @@ def test_generate_mode_is_inference_only(tiny_t5_dir):
         train(model, SENTIMENT, None, TrainConfig(steps=1, eval_every=0))
 
 
-def backbone_digest(model) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.backbone.model.state_dict().items()):
-        digest.update(name.encode() + tensor.detach().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def test_t5_prompt_tuning_lowers_the_loss_on_balanced_labels(tiny_t5_dir):
     model = make_model(tiny_t5_dir, "[SOFT*4] {text} it was [MASK] .")  # Lester et al.: frozen T5, soft encoder input
     before = backbone_digest(model)
@@ -177,15 +169,7 @@ def test_t5_prompt_tuning_lowers_the_loss_on_balanced_labels(tiny_t5_dir):
 
 
 def test_seq2seq_prompt_training_steers_the_frozen_decoder(seq2seq_dir):
-    # random weights know no sentiment: a one-sided label set shows the prompt steering the scores
-    model = build_model(load_backbone(seq2seq_dir), load_template_spec(ROOT / "templates/sst2/soft_init_it_was.yaml"),
-                        load_verbalizer(ROOT / "verbalizers/sst2/great_terrible.yaml"), PromptOptions(max_length=64))
-    before = backbone_digest(model)
-    positive = [InputExample(e.text, label=1) for e in SENTIMENT]
-    result = train(model, positive, None, TrainConfig(lr=0.1, steps=10, batch_size=6, eval_every=0, max_grad_norm=0))
-    assert result.history[-1]["loss"] < result.history[0]["loss"] * 0.6
-    assert backbone_digest(model) == before
-    assert [n for n, _ in model.named_trainable_parameters()] == ["template.soft.weight"]
+    check_one_sided_training(seq2seq_dir)
 
 
 @pytest.mark.parametrize("name,other,style", [("t5", "bart", "sentinel"), ("bart", "t5", "mask")])
