@@ -26,15 +26,15 @@ SENTIMENT = [
 ]
 
 
-def write_project(directory: Path, rows: list[tuple[str, int]], test_count: int, config: str) -> Path:
+def write_project(directory: Path, rows: list[tuple[str, int]], test_count: int, config: str, config_name: str = "config.yaml") -> Path:
     """``directory/data`` (train = ``rows``, test = their first ``test_count``, negative/positive
-    labels) and ``directory/config.yaml`` (``config``, dedented); returns ``directory``."""
+    labels) and ``directory/<config_name>`` (``config``, dedented); returns ``directory``."""
     data = directory / "data"
     data.mkdir()
     (data / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
     (data / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows[:test_count]))
     (data / "labels.json").write_text('["negative", "positive"]')
-    (directory / "config.yaml").write_text(textwrap.dedent(config))
+    (directory / config_name).write_text(textwrap.dedent(config))
     return directory
 
 

@@ -2,23 +2,19 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from openpt.cli import main
 
+from .helpers import write_project
+
 
 @pytest.fixture()
 def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
     """A tiny dataset, template, verbalizer and a valid config, all in tmp_path."""
-    data = tmp_path / "data"
-    data.mkdir()
     rows = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0)] * 3
-    (data / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
-    (data / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows[:4]))
-    (data / "labels.json").write_text('["negative", "positive"]')
     (tmp_path / "template.yaml").write_text('name: t\ntext: "[SOFT*2] {text} it was [MASK] ."\n')
     (tmp_path / "verbalizer.yaml").write_text("labels:\n  negative: terrible\n  positive: great\n")
     config = f"""\
@@ -34,8 +30,7 @@ def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
           batch_size: 2
           eval_every: 1
         """
-    (tmp_path / "config.yaml").write_text(textwrap.dedent(config))
-    return tmp_path
+    return write_project(tmp_path, rows, 4, config)
 
 
 def run_cli(args, capsys) -> tuple[int, str]:

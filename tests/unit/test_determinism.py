@@ -2,28 +2,24 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 from openpt.cli import main
 from openpt.experiment import split_timing
 
+from .helpers import write_project
+
 
 def test_same_config_and_seed_give_identical_results_files(tmp_path: Path, tiny_bert_dir: Path, capsys):
-    data = tmp_path / "data"
-    data.mkdir()
     rows = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0)] * 3
-    (data / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
-    (data / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows[:4]))
-    (data / "labels.json").write_text('["negative", "positive"]')
-    (tmp_path / "config.yaml").write_text(textwrap.dedent(f"""\
+    write_project(tmp_path, rows, 4, f"""\
         backbone: {tiny_bert_dir}
         template: "[SOFT*2] {{text}} it was [MASK] ."
         verbalizer: {{labels: {{negative: terrible, positive: great}}}}
         zero_shot: false
         data: {{path: data, k: 2, seeds: [1, 2]}}
         train: {{steps: 4, batch_size: 2, eval_every: 2}}
-        """))
+        """)
     for out in ("a", "b"):
         assert main(["run", str(tmp_path / "config.yaml"), "--output", str(tmp_path / out)]) == 0
     capsys.readouterr()

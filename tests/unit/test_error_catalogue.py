@@ -6,7 +6,6 @@ the rest. Each case gets a fresh scratch project (tiny dataset, template, verbal
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 from typing import Callable
 
@@ -25,20 +24,15 @@ from openpt.train import TrainConfig, train
 from openpt.training_state import TrainCheckpointer
 from openpt.verbalizer import load_verbalizer
 
-from .helpers import make_model
+from .helpers import make_model, write_project
 
 ROWS = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0)] * 3
 
 
 @pytest.fixture()
 def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in ROWS))
-    (data / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in ROWS[:4]))
-    (data / "labels.json").write_text('["negative", "positive"]')
     (tmp_path / "verbalizer.yaml").write_text("labels:\n  negative: terrible\n  positive: great\n")
-    (tmp_path / "config.yaml").write_text(textwrap.dedent(f"""\
+    write_project(tmp_path, ROWS, 4, f"""\
         backbone: {tiny_bert_dir}
         template: "[SOFT*2] {{text}} it was [MASK] ."
         verbalizer: verbalizer.yaml
@@ -49,7 +43,7 @@ def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
         train:
           steps: 2
           batch_size: 2
-        """))
+        """)
     return tmp_path
 
 

@@ -1,8 +1,6 @@
 """Sweeps: grid expansion, recorded K-shot samples, resume, failing runs, config errors."""
 from __future__ import annotations
 
-import json
-import textwrap
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,8 @@ from openpt.errors import SpecError
 from openpt.experiment import cap_eval, fewshot_sets
 from openpt.methods import METHODS, register_method
 from openpt.sweep import Sweep, expand, read_records
+
+from .helpers import write_project
 
 
 
@@ -35,11 +35,6 @@ ROWS = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("
 @pytest.fixture()
 def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
     """Tiny data, template, verbalizer and a sweep config (zero_shot + linear_probe, 2 seeds)."""
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in ROWS))
-    (data / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in ROWS[:6]))
-    (data / "labels.json").write_text('["negative", "positive"]')
     (tmp_path / "template.yaml").write_text('type: manual\nname: t\ntext: "{text} it was [MASK] ."\n')
     (tmp_path / "verbalizer.yaml").write_text("name: v\nlabels:\n  negative: terrible\n  positive: great\n")
     config = f"""\
@@ -54,8 +49,7 @@ def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
           k: [2]
           seeds: [1, 2]
         """
-    (tmp_path / "sweep.yaml").write_text(textwrap.dedent(config))
-    return tmp_path
+    return write_project(tmp_path, ROWS, 6, config, "sweep.yaml")
 
 
 def test_sweep_expand_grid_and_ids(project):
