@@ -38,6 +38,27 @@ def write_project(directory: Path, rows: list[tuple[str, int]], test_count: int,
     return directory
 
 
+def cli_project(directory: Path, backbone_dir: Path) -> Path:
+    """A tiny dataset, template.yaml, verbalizer.yaml and a valid config.yaml (K=2, one seed, 2 steps)."""
+    rows = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0)] * 3
+    (directory / "template.yaml").write_text('name: t\ntext: "[SOFT*2] {text} it was [MASK] ."\n')
+    (directory / "verbalizer.yaml").write_text("labels:\n  negative: terrible\n  positive: great\n")
+    config = f"""\
+        backbone: {backbone_dir}
+        template: template.yaml
+        verbalizer: verbalizer.yaml
+        data:
+          path: data
+          k: 2
+          seeds: [1]
+        train:
+          steps: 2
+          batch_size: 2
+          eval_every: 1
+        """
+    return write_project(directory, rows, 4, config)
+
+
 def sharpen(backbone, std: float = 0.3) -> None:
     """Redraw matrix weights with a larger std: a tiny random model with the default 0.02
     barely reacts to its input, so prompt training could not show an effect on it."""

@@ -8,29 +8,13 @@ import pytest
 
 from openpt.cli import main
 
-from .helpers import write_project
+from .helpers import cli_project
 
 
 @pytest.fixture()
 def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
     """A tiny dataset, template, verbalizer and a valid config, all in tmp_path."""
-    rows = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0)] * 3
-    (tmp_path / "template.yaml").write_text('name: t\ntext: "[SOFT*2] {text} it was [MASK] ."\n')
-    (tmp_path / "verbalizer.yaml").write_text("labels:\n  negative: terrible\n  positive: great\n")
-    config = f"""\
-        backbone: {tiny_bert_dir}
-        template: template.yaml
-        verbalizer: verbalizer.yaml
-        data:
-          path: data
-          k: 2
-          seeds: [1]
-        train:
-          steps: 2
-          batch_size: 2
-          eval_every: 1
-        """
-    return write_project(tmp_path, rows, 4, config)
+    return cli_project(tmp_path, tiny_bert_dir)
 
 
 def run_cli(args, capsys) -> tuple[int, str]:

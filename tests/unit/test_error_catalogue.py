@@ -24,27 +24,14 @@ from openpt.train import TrainConfig, train
 from openpt.training_state import TrainCheckpointer
 from openpt.verbalizer import load_verbalizer
 
-from .helpers import make_model, write_project
+from .helpers import cli_project, make_model
 
 ROWS = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0)] * 3
 
 
 @pytest.fixture()
 def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
-    (tmp_path / "verbalizer.yaml").write_text("labels:\n  negative: terrible\n  positive: great\n")
-    write_project(tmp_path, ROWS, 4, f"""\
-        backbone: {tiny_bert_dir}
-        template: "[SOFT*2] {{text}} it was [MASK] ."
-        verbalizer: verbalizer.yaml
-        data:
-          path: data
-          k: 2
-          seeds: [1]
-        train:
-          steps: 2
-          batch_size: 2
-        """)
-    return tmp_path
+    return cli_project(tmp_path, tiny_bert_dir)
 
 
 def edit(path: Path, old: str, new: str) -> None:

@@ -20,6 +20,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from ..conftest import MODEL_CLASSES
+
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 KINDS = ("bert", "roberta", "t5", "bart", "gpt2", "llama")
 AUTO_CLASS = {
@@ -29,14 +31,6 @@ AUTO_CLASS = {
     "bart": AutoModelForSeq2SeqLM,
     "gpt2": AutoModelForCausalLM,
     "llama": AutoModelForCausalLM,
-}
-MODEL_CLASS = {
-    "bert": "BertForMaskedLM",
-    "roberta": "RobertaForMaskedLM",
-    "t5": "T5ForConditionalGeneration",
-    "bart": "BartForConditionalGeneration",
-    "gpt2": "GPT2LMHeadModel",
-    "llama": "LlamaForCausalLM",
 }
 SENTENCE = "it was great ."
 
@@ -182,7 +176,7 @@ def test_tokenizer_llama_byte_fallback_roundtrips(tiny_llama_dir: Path) -> None:
 
 def test_model_loads_offline_with_all_weights(kind: str, tiny_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     model, info = AUTO_CLASS[kind].from_pretrained(tiny_dir, local_files_only=True, output_loading_info=True)
-    assert type(model).__name__ == MODEL_CLASS[kind]
+    assert type(model).__name__ == MODEL_CLASSES[kind]
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     config = AutoConfig.from_pretrained(tiny_dir, local_files_only=True)
     assert config.vocab_size == len(tokenizer)
@@ -242,6 +236,7 @@ def test_tiny_mlm_dir_is_masked_lm(tiny_mlm_dir: Path) -> None:
 def test_tiny_backbones_builds_are_identical(
     kind: str, tiny_dir: Path, tiny_backbone_factory: Callable[[str, Path], Path], tmp_path: Path
 ) -> None:
+
     torch.manual_seed(1234)  # the build must not depend on (or change) the global RNG
     before = torch.random.get_rng_state()
     again = tiny_backbone_factory(kind, tmp_path / kind)
