@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -100,3 +101,23 @@ def check_one_sided_training(model_dir: Path) -> None:
     assert result.history[-1]["loss"] < result.history[0]["loss"] * 0.6
     assert backbone_digest(model) == before
     assert [n for n, _ in model.named_trainable_parameters()] == ["template.soft.weight"]
+
+
+def check_round_trip(model: PromptModel, directory: Path, model_dir: Path, other_dir: Path, name: str, other: str) -> dict:
+    """Train 3 steps, save to ``directory``, reload onto ``model_dir`` (identical probabilities) and
+    refuse ``other_dir`` (model type ``other``) with both types named; returns the saved config."""
+    from openpt.checkpoint import CONFIG_NAME, load_prompt, save_prompt
+    from openpt.errors import CheckpointError
+
+    train(model, SENTIMENT, None, TrainConfig(lr=0.05, steps=3, batch_size=3, eval_every=0))
+    save_prompt(model, directory)
+    loaded = load_prompt(directory, load_backbone(model_dir))
+    assert type(loaded.backbone) is type(model.backbone)
+    torch.testing.assert_close(loaded.predict(SENTIMENT)[1], model.predict(SENTIMENT)[1], atol=0, rtol=0)
+    try:
+        load_prompt(directory, load_backbone(other_dir))
+    except CheckpointError as exc:
+        assert re.search(f"model_type='{name}'.*cannot load onto .*model_type='{other}'", str(exc)), exc
+    else:
+        raise AssertionError("a prompt saved on another model type was loaded")
+    return json.loads((directory / CONFIG_NAME).read_text())

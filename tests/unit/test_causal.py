@@ -1,7 +1,6 @@
 """Causal-LM backbones (tiny GPT-2 and Llama): word scores equal a plain Hugging Face forward."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -9,14 +8,12 @@ import torch
 
 from openpt.backbone import CausalLMBackbone, load_backbone
 from openpt.build import build_model
-from openpt.checkpoint import CONFIG_NAME, load_prompt, save_prompt
 from openpt.data import InputExample
-from openpt.errors import CheckpointError, SpecError
+from openpt.errors import SpecError
 from openpt.template.spec import template_spec_from_text
-from openpt.train import TrainConfig, train
 from openpt.verbalizer.generation import GenerationVerbalizer, generate_texts
 
-from .helpers import SENTIMENT, check_one_sided_training, make_model
+from .helpers import SENTIMENT, check_one_sided_training, check_round_trip, make_model
 
 ROOT = Path(__file__).resolve().parents[2]
 CAUSAL = ("gpt2", "llama")
@@ -134,15 +131,9 @@ def test_causal_prompt_training_lowers_loss_and_leaves_backbone_untouched(causal
 def test_causal_save_load_round_trip_and_mismatch_refused(name, other, request, tmp_path):
     directory = request.getfixturevalue(f"tiny_{name}_dir")
     model = make_model(directory, "[SOFT*3] {text} it was [MASK] .", labels=MULTI)
-    train(model, SENTIMENT, None, TrainConfig(lr=0.05, steps=3, batch_size=3, eval_every=0))
-    save_prompt(model, tmp_path / "p")
-    config = json.loads((tmp_path / "p" / CONFIG_NAME).read_text())
+    assert isinstance(model.backbone, CausalLMBackbone)
+    config = check_round_trip(model, tmp_path / "p", directory, request.getfixturevalue(f"tiny_{other}_dir"), name, other)
     assert config["backbone"]["kind"] == "causal" and config["backbone"]["model_type"] == name
-    loaded = load_prompt(tmp_path / "p", load_backbone(directory))
-    assert isinstance(loaded.backbone, CausalLMBackbone)
-    torch.testing.assert_close(loaded.predict(SENTIMENT)[1], model.predict(SENTIMENT)[1], atol=0, rtol=0)
-    with pytest.raises(CheckpointError, match=f"model_type='{name}'.*cannot load onto .*model_type='{other}'"):
-        load_prompt(tmp_path / "p", load_backbone(request.getfixturevalue(f"tiny_{other}_dir")))
 
 
 def test_causal_generation_is_greedy_decoding_of_the_prefix(causal_dir):
