@@ -242,34 +242,17 @@ def _tiny_dir(kind: str, factory: pytest.TempPathFactory) -> Path:
     return build_tiny_backbone(kind, factory.mktemp(f"tiny-{kind}"))
 
 
-@pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_dir("bert", tmp_path_factory)
+def _tiny_fixture(kind: str) -> Callable[[pytest.TempPathFactory], Path]:
+    @pytest.fixture(scope="session", name=f"tiny_{kind}_dir")
+    def directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return _tiny_dir(kind, tmp_path_factory)
+
+    return directory
 
 
-@pytest.fixture(scope="session")
-def tiny_roberta_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_dir("roberta", tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_dir("t5", tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def tiny_bart_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_dir("bart", tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_dir("gpt2", tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_dir("llama", tmp_path_factory)
+# tiny_bert_dir, tiny_roberta_dir, tiny_t5_dir, tiny_bart_dir, tiny_gpt2_dir, tiny_llama_dir
+for _kind in TINY_KINDS:
+    globals()[f"tiny_{_kind}_dir"] = _tiny_fixture(_kind)
 
 
 @pytest.fixture(scope="session", params=MLM_KINDS, ids=MLM_KINDS)

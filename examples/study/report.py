@@ -105,6 +105,14 @@ def pyplot() -> Any:
     return plt
 
 
+def save_figure(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay out, write (PNG, 110 dpi) and close ``fig``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot(rows: list[dict[str, Any]], cfg: dict[str, Any], output: Path) -> list[Path]:
     """``plot_<task>.png``: accuracy along each axis (others at base), references as lines."""
     plt = pyplot()
@@ -137,11 +145,7 @@ def plot(rows: list[dict[str, Any]], cfg: dict[str, Any], output: Path) -> list[
         base = cfg["base"]
         fig.suptitle(f"{task}: soft prompts on minilm-mlm, K={cfg['k']}; base = init {base['init']}, length {base['length']}, "
                      f"{base['placement']}, reg {base['regularization']}")
-        fig.tight_layout()
-        path = output / f"plot_{task}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(plt, fig, output / f"plot_{task}.png"))
     return written
 
 
@@ -195,11 +199,7 @@ def plot_init_length(rows: list[dict[str, Any]], cfg: dict[str, Any], output: Pa
         ax.set_title(f"{task}: init strategy x prompt length ({cfg['base']['placement']}, reg {cfg['base']['regularization']}), K={cfg['k']}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = output / f"init_length_{task}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(plt, fig, output / f"init_length_{task}.png"))
     return written
 
 
