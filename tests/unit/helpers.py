@@ -26,6 +26,8 @@ SENTIMENT = [
     InputExample("boring . bad . awful .", label=0),
 ]
 
+MULTI = {"negative": ["terrible", "bad"], "positive": ["great", "fantastic"]}  # "fantastic" splits in every tiny vocabulary
+
 
 def write_project(directory: Path, rows: list[tuple[str, int]], test_count: int, config: str, config_name: str = "config.yaml") -> Path:
     """``directory/data`` (train = ``rows``, test = their first ``test_count``, negative/positive

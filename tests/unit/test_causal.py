@@ -13,11 +13,10 @@ from openpt.errors import SpecError
 from openpt.template.spec import template_spec_from_text
 from openpt.verbalizer.generation import GenerationVerbalizer, generate_texts
 
-from .helpers import SENTIMENT, check_one_sided_training, check_round_trip, make_model
+from .helpers import MULTI, SENTIMENT, check_one_sided_training, check_round_trip, make_model
 
 ROOT = Path(__file__).resolve().parents[2]
 CAUSAL = ("gpt2", "llama")
-MULTI = {"negative": ["terrible", "bad"], "positive": ["great", "fantastic"]}  # "fantastic" splits in both
 
 
 @pytest.fixture(params=CAUSAL, ids=CAUSAL)

@@ -16,11 +16,10 @@ from openpt.train import TrainConfig, train
 from openpt.verbalizer import load_verbalizer
 from openpt.verbalizer.generation import GenerationVerbalizer, generate_texts
 
-from .helpers import SENTIMENT, backbone_digest, check_one_sided_training, check_round_trip, make_model
+from .helpers import MULTI, SENTIMENT, backbone_digest, check_one_sided_training, check_round_trip, make_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SEQ2SEQ = ("t5", "bart")
-MULTI = {"negative": ["terrible", "bad"], "positive": ["great", "fantastic"]}  # "fantastic" splits in both
 
 
 @pytest.fixture(params=SEQ2SEQ, ids=SEQ2SEQ)
