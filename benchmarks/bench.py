@@ -68,9 +68,11 @@ def main() -> None:
         encoded = manual.template.encode(examples)
         batches = [manual.template.collate(encoded[i : i + 32]) for i in range(0, len(encoded), 32)]
         best = min(best, time.perf_counter() - t0)
+    rss_after = result["rss_mb_after"] = {"load": round(peak_rss_mb(), 1)}
     result["tokenize"] = {"n": args.tok_n, "seconds": round(best, 4), "examples_per_s": round(args.tok_n / best, 1),
                           "what": "template encode (batched fast tokenizer) + dynamic-padded batches of 32"}
     del batches
+    rss_after["tokenize"] = round(peak_rss_mb(), 1)
 
     # (2) inference, manual template, batch 32, length-sorted dynamic padding, mask-only head
     def timed_inference(model, n: int) -> dict:
@@ -85,7 +87,9 @@ def main() -> None:
                 "first_batch_label_logprob_sum": round(float(scores[:32].sum()), 4)}
 
     result["inference_manual"] = timed_inference(manual, args.inf_n)
+    rss_after["inference_manual"] = round(peak_rss_mb(), 1)
     result["inference_soft"] = timed_inference(soft, args.inf_n)
+    rss_after["inference_soft"] = round(peak_rss_mb(), 1)
 
     # (2') bare backbone forward over the same batches (overhead reference): encoder + full MLM head
     data = cycle(args.inf_n)
@@ -121,6 +125,7 @@ def main() -> None:
                 "loss_first_last": [losses[3], losses[-1]]}
 
     result["train_soft"] = timed_training(soft)
+    rss_after["train_soft"] = round(peak_rss_mb(), 1)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)  # float32 only: the comparison with the anchors
     if args.bf16:  # (4) the same with the backbone under bfloat16 autocast (prompt.precision: bf16)
         for model in (manual, soft):
