@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,7 @@ from typing import Any
 
 from .build import PromptOptions
 from .errors import ConfigError, SpecError
-from .spec import YamlMap, as_map, check_keys, load_yaml, parse_yaml
+from .spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, parse_yaml, type_ok
 from .train import TrainConfig
 
 TOP_KEYS = ("name", "backbone", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train", "zero_shot", "output",
@@ -99,43 +97,6 @@ def apply_overrides(data: YamlMap, overrides: list[str]) -> None:
             node.key_lines.pop(parts[-1], None)
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
-    """Whether a YAML value fits a field's type hint (ints pass for floats; bools are not numbers)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is Any:
-        return True
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is not None:
-        return isinstance(value, origin)
-    return isinstance(value, hint)
-
-
-def _dataclass_from(cls: type, mapping: YamlMap, prefix: str, converters: dict[str, Any] | None = None) -> Any:
-    """Build dataclass ``cls`` from ``mapping``, naming file, line and key on any bad value."""
-    hints = typing.get_type_hints(cls)
-    check_keys(mapping, list(hints), prefix=prefix)
-    values = dict(mapping)
-    for key, value in values.items():
-        if key not in (converters or {}) and not _type_ok(value, hints[key]):
-            expected = getattr(hints[key], "__name__", str(hints[key]))
-            raise ConfigError(f"expected {expected}, got {value!r}", file=mapping.file, line=mapping.line_of(key), key=prefix + key)
-    for key, convert in (converters or {}).items():
-        if key in values:
-            values[key] = convert(values[key])
-    try:
-        return cls(**values)
-    except SpecError as exc:
-        key = exc.key.split(".")[-1] if exc.key else None
-        raise ConfigError(exc.problem, file=mapping.file, line=mapping.line_of(key) if key else mapping.line, key=exc.key) from None
-
-
 def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | None = None) -> ExperimentConfig:
     """Validate a loaded config mapping (a sweep config when it has a ``sweep`` section)."""
     data = as_map(data, where="config", file=file)
@@ -149,7 +110,7 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
     check_keys(data_map, DATA_KEYS, ("path",), prefix="data.")
     if base_dir is None and data.file and data.file != "<command line>":
         base_dir = Path(data.file).resolve().parent
-    data_cfg = _dataclass_from(DataConfig, data_map, "data.", {"path": lambda v: data_path(str(v), base_dir)})
+    data_cfg = dataclass_from(DataConfig, data_map, "data.", {"path": lambda v: data_path(str(v), base_dir)})
     if not isinstance(data_cfg.seeds, list) or not data_cfg.seeds or not all(isinstance(s, int) for s in data_cfg.seeds):
         raise data_map.error("seeds", f"expected a non-empty list of integers, got {data_cfg.seeds!r}")
     if not isinstance(data_cfg.k, int) or data_cfg.k < 1:
@@ -159,8 +120,8 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
     if data_cfg.protocol == "split_off_eval" and data_cfg.train_split != data_cfg.eval_split:
         raise data_map.error("protocol", f"split_off_eval draws from the eval split: set train_split to {data_cfg.eval_split!r}")
     metrics = parse_metrics(data)
-    prompt = _dataclass_from(PromptOptions, as_map(data.get("prompt") or {}, where="prompt", file=data.file), "prompt.")
-    train = _dataclass_from(TrainConfig, as_map(data.get("train") or {}, where="train", file=data.file), "train.")
+    prompt = dataclass_from(PromptOptions, as_map(data.get("prompt") or {}, where="prompt", file=data.file), "prompt.")
+    train = dataclass_from(TrainConfig, as_map(data.get("train") or {}, where="train", file=data.file), "train.")
     backbone = data["backbone"]
     if not isinstance(backbone, str) or not backbone:
         raise data.error("backbone", f"expected a model directory or hub name, got {backbone!r}")
@@ -214,7 +175,7 @@ def parse_methods(data: YamlMap, prompt: PromptOptions, train: TrainConfig) -> d
         mapping = as_map(value or {}, where=where[:-1], file=given.file, line=given.line_of(name))
         option_keys = [f.name for f in dataclasses.fields(method.options)]
         check_keys(mapping, ["train", "prompt", *option_keys], prefix=where)
-        options = _dataclass_from(method.options, submap(mapping, option_keys), where)
+        options = dataclass_from(method.options, submap(mapping, option_keys), where)
         settings[name] = MethodSettings(
             train=_override(TrainConfig, train, mapping.get("train"), where + "train.", mapping),
             prompt=_override(PromptOptions, prompt, mapping.get("prompt"), where + "prompt.", mapping),
@@ -237,7 +198,7 @@ def _override(cls: type, base: Any, value: Any, prefix: str, parent: YamlMap) ->
     if value is None:
         return base
     mapping = as_map(value, where=prefix[:-1], file=parent.file, line=parent.line_of(prefix.split(".")[-2]))
-    _dataclass_from(cls, mapping, prefix)  # key and type checks with this mapping's lines
+    dataclass_from(cls, mapping, prefix)  # key and type checks with this mapping's lines
     return dataclasses.replace(base, **dict(mapping))
 
 
@@ -354,7 +315,7 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
             raise _sweep_error(sweep_map, key, f"expected a non-empty list (files or inline specs), got {value!r}")
         variants[key] = [_absolute(v, base_dir) for v in value] if value is not None else None
     max_eval, cache_dir = sweep_map.get("max_eval"), sweep_map.get("cache_dir")
-    for key, ok, expected in (("max_eval", max_eval is None or _type_ok(max_eval, int) and max_eval >= 1, "a positive integer"),
+    for key, ok, expected in (("max_eval", max_eval is None or type_ok(max_eval, int) and max_eval >= 1, "a positive integer"),
                               ("cache_dir", cache_dir is None or isinstance(cache_dir, str), "a directory path"),
                               ("save_prompts", isinstance(sweep_map.get("save_prompts", True), bool), "true or false")):
         if not ok:

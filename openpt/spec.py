@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import difflib
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
 
-from .errors import SpecError
+from .errors import ConfigError, SpecError
 
 
 class YamlMap(dict):
@@ -134,3 +136,40 @@ def check_keys(mapping: YamlMap, allowed: Iterable[str], required: Iterable[str]
     for key in required:
         if key not in mapping:
             raise SpecError("missing required key", file=mapping.file, line=mapping.line, key=prefix + key)
+
+
+def type_ok(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a field's type hint (ints pass for floats; bools are not numbers)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(type_ok(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is not None:
+        return isinstance(value, origin)
+    return isinstance(value, hint)
+
+
+def dataclass_from(cls: type, mapping: YamlMap, prefix: str, converters: dict[str, Any] | None = None) -> Any:
+    """Build dataclass ``cls`` from ``mapping``, naming file, line and key on any bad value."""
+    hints = typing.get_type_hints(cls)
+    check_keys(mapping, list(hints), prefix=prefix)
+    values = dict(mapping)
+    for key, value in values.items():
+        if key not in (converters or {}) and not type_ok(value, hints[key]):
+            expected = getattr(hints[key], "__name__", str(hints[key]))
+            raise ConfigError(f"expected {expected}, got {value!r}", file=mapping.file, line=mapping.line_of(key), key=prefix + key)
+    for key, convert in (converters or {}).items():
+        if key in values:
+            values[key] = convert(values[key])
+    try:
+        return cls(**values)
+    except SpecError as exc:
+        key = exc.key.split(".")[-1] if exc.key else None
+        raise ConfigError(exc.problem, file=mapping.file, line=mapping.line_of(key) if key else mapping.line, key=exc.key) from None
