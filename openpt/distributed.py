@@ -86,7 +86,7 @@ def current() -> World:
         return World()
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=True)  # openpt computes on CPU: a gloo group, also on machines with GPUs
     if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, state.num_processes)))
     return World(state.num_processes, state.process_index)
@@ -100,7 +100,7 @@ def free_port() -> int:
 
 def launch_command(num_processes: int, arguments: Sequence[str]) -> list[str]:
     """The ``accelerate launch`` command that runs ``openpt <arguments>`` in ``num_processes`` processes
-    on this machine (gloo on CPU, one process per GPU when there are GPUs)."""
+    on this machine (accelerate's torchrun-based launcher; the processes form a gloo group)."""
     if num_processes < 2:
         raise ConfigError(f"--num-processes must be at least 2 to launch a data-parallel run, got {num_processes}")
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
