@@ -87,3 +87,30 @@ def test_two_gloo_processes_train_like_one_process_on_the_same_global_batch(tmp_
     untrained = load_file(str(project / "untrained" / "prompt" / "prompt.safetensors"))
     assert not torch.allclose(untrained["template.soft.weight"], prompt_one["template.soft.weight"], atol=1e-3)
     assert initial["runs"][0]["sampled"] == a["sampled"]
+
+
+def test_two_process_sweep_appends_each_run_once_with_single_process_metrics(tmp_path, tiny_bert_dir):
+    rows = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0)] * 3
+    write_project(tmp_path, rows, 7, f"""\
+        backbone: {tiny_bert_dir}
+        template: "[SOFT*3] {{text}} it was [MASK] ."
+        verbalizer: {{labels: {{negative: terrible, positive: great}}}}
+        data: {{path: data, k: 3}}
+        prompt: {{max_length: 32}}
+        train: {{steps: 4, batch_size: 3, eval_every: 2}}
+        sweep: {{methods: [zero_shot, prompt_tuning, linear_probe], k: [3], seeds: [1, 2]}}
+        """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("WORLD_SIZE", None)
+    records = {}
+    for output, extra in (("one", []), ("two", ["--num-processes", "2"])):
+        command = [sys.executable, "-m", "openpt.cli", "run", "config.yaml", "--output", output, "--no-progress", *extra]
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        lines = [json.loads(line) for line in (tmp_path / output / "results.jsonl").read_text().splitlines()]
+        records[output] = {r["run_id"]: r for r in lines}
+        assert len(lines) == len(records[output]) == 6  # one line per run, written by the main process only
+    assert records["one"].keys() == records["two"].keys()
+    for run_id, record in records["one"].items():
+        assert record["status"] == records["two"][run_id]["status"] == "ok"
+        assert record["metrics"] == records["two"][run_id]["metrics"], record["method"]
