@@ -9,6 +9,7 @@ from typing import Any
 
 
 from .build import PromptOptions
+from .data import HF_DATASETS_PREFIX
 from .errors import ConfigError, SpecError
 from .spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, parse_yaml, type_ok
 from .train import TrainConfig
@@ -17,7 +18,6 @@ TOP_KEYS = ("name", "backbone", "template", "zero_shot_template", "verbalizer", 
             "metrics", "methods", "sweep")
 DATA_KEYS = ("path", "dataset_config", "train_split", "eval_split", "k", "seeds", "field_map", "label_names", "max_eval", "protocol")
 PROTOCOLS = ("lmbff", "split_off_eval")
-HF_DATASETS_PREFIX = "datasets:"
 DEFAULT_METRICS = ["accuracy", "macro_f1"]
 
 

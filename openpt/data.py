@@ -28,6 +28,8 @@ _SAVED_HF = ("dataset_dict.json", "state.json")  # marks a save_to_disk director
 _Row = tuple[str, Mapping[str, Any]]  # (location for messages, row)
 
 
+HF_DATASETS_PREFIX = "datasets:"  # a data path loaded with datasets.load_dataset (hub name or local dataset dir)
+
 @dataclass
 class InputExample:
     """One example: text (alias ``text_a``), optional second text, label index and extras."""
@@ -93,12 +95,16 @@ def available_splits(directory: str | Path) -> list[str]:
 
 
 def load_split(path: str | Path, split: str, *, label_names: list[str] | None = None,
-               field_map: dict[str, str] | None = None, format: str | None = None) -> Dataset:
+               field_map: dict[str, str] | None = None, format: str | None = None, dataset_config: str | None = None) -> Dataset:
     """Load ``<dir>/<split>.jsonl`` (+ ``labels.json``) or one file (``split`` then only names guids).
 
     ``field_map``: openpt field (``text``/``text_a``, ``text_b``, ``label``, ``guid``, meta name) ->
     column; other columns go to ``meta``. ``format``: jsonl (read here), json/csv/tsv (read by
-    ``datasets``); default from the suffix. ``save_to_disk`` dirs go to :func:`load_hf_dataset`."""
+    ``datasets``); default from the suffix. ``save_to_disk`` dirs and ``datasets:NAME`` sources
+    (``datasets.load_dataset(NAME, dataset_config)``) go to :func:`load_hf_dataset`."""
+    if str(path).startswith(HF_DATASETS_PREFIX):
+        return load_hf_dataset(str(path)[len(HF_DATASETS_PREFIX):], split, label_names=label_names, field_map=field_map,
+                               config=dataset_config)
     p = Path(path)
     if any((p / name).is_file() for name in _SAVED_HF):
         return load_hf_dataset(p, split, label_names=label_names, field_map=field_map)

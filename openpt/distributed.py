@@ -87,8 +87,6 @@ def current() -> World:
     from accelerate import PartialState
 
     state = PartialState(cpu=True)  # openpt computes on CPU: a gloo group, also on machines with GPUs
-    if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, state.num_processes)))
     return World(state.num_processes, state.process_index)
 
 

@@ -18,8 +18,8 @@ from . import distributed
 from .backbone.base import Backbone, load_backbone
 from .build import build_model, template_spec, verbalizer_spec
 from .checkpoint import atomic_write, save_prompt
-from .config import HF_DATASETS_PREFIX, DataConfig, ExperimentConfig, config_to_dict
-from .data import Dataset, load_hf_dataset, load_split
+from .config import DataConfig, ExperimentConfig, config_to_dict
+from .data import Dataset, load_split
 from .errors import SpecError
 from .sampling import lmbff_split, split_off_eval
 from .template.spec import TemplateSpec
@@ -129,10 +129,7 @@ class Experiment:
     def load_data(self) -> tuple[Dataset, Dataset]:
         data = self.config.data
         def split(name: str) -> Dataset:
-            if str(data.path).startswith(HF_DATASETS_PREFIX):
-                return load_hf_dataset(str(data.path)[len(HF_DATASETS_PREFIX):], name, config=data.dataset_config,
-                                       label_names=data.label_names, field_map=data.field_map)
-            return load_split(data.path, name, label_names=data.label_names, field_map=data.field_map)
+            return load_split(data.path, name, label_names=data.label_names, field_map=data.field_map, dataset_config=data.dataset_config)
 
         train_set = split(data.train_split)
         return (train_set, train_set) if data.eval_split == data.train_split else (train_set, split(data.eval_split))

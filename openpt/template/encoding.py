@@ -28,7 +28,7 @@ class Part:
     space: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Chunk:
     """A constant run of a bound template between two input fields (mask offsets within it)."""
 
@@ -196,16 +196,6 @@ class TemplateEncoder:
         """Template, tokenize and truncate ``examples`` (no padding)."""
         per_part = self._field_ids(examples)
         budget = self.max_length - self.fixed_length
-        if len(per_part) == 1:  # the common case, kept lean: one input field
-            (first, last), encoded = self._chunks, []
-            for n, (example, piece) in enumerate(zip(examples, per_part[0])):
-                length = min(len(piece), budget)
-                if length < len(piece) and self._shortenable != {self.field_parts[0]}:
-                    length = self._fit([len(piece)], budget, example, n)[0]
-                ids = first.ids + piece[:length] + last.ids
-                masks = first.masks + [len(first.ids) + length + m for m in last.masks] if last.masks else first.masks + []
-                encoded.append(Encoded(ids, first.soft + [-1] * length + last.soft, masks, example.label))
-            return encoded
         rows = zip(*per_part) if per_part else [()] * len(examples)
         encoded = []
         for n, (example, pieces) in enumerate(zip(examples, rows)):
