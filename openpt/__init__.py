@@ -1,20 +1,24 @@
 """openpt: prompt learning over Hugging Face backbones."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
+from . import _compat
 from .backbone import load_backbone
-from .build import PromptOptions, build_model
-from .checkpoint import load_prompt, save_prompt
-from .data import InputExample, load_split
+from .data.loading import load_split
+from .data.sampling import lmbff_split
 from .errors import OpenPTError
-from .model import PromptModel
+from .model.build import PromptOptions, build_model
+from .model.prompt_model import PromptModel
+from .model.saving import load_prompt, save_prompt
 from .registry import BACKBONES, TEMPLATES, VERBALIZERS
-from .sampling import lmbff_split
 from .template.spec import TemplateSpec, load_template_spec
 from .template.template import Template
-from .train import TrainConfig, evaluate, train
+from .training.loop import TrainConfig, evaluate, train
+from .types import InputExample
 from .verbalizer import ManualVerbalizer, Verbalizer, load_verbalizer
+
+_compat.install()
 
 __all__ = [
     "BACKBONES",

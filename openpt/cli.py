@@ -14,9 +14,9 @@ from .errors import OpenPTError
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import distributed
-    from .config import load_config
-    from .experiment import Experiment, results_table
+    from .experiments.config import load_config
+    from .experiments.runner import Experiment, results_table
+    from .training import distributed
 
     config = load_config(args.config, args.overrides)  # a bad config fails here, before any process is launched
     if args.num_processes > 1 and distributed.current().size == 1:
@@ -49,8 +49,8 @@ def without_option(argv: Sequence[str], option: str) -> list[str]:
 
 
 def _run_sweep(config, output: str, *, progress: bool) -> int:
-    from .report import markdown_table
-    from .sweep import Sweep, read_records
+    from .experiments.report import markdown_table
+    from .experiments.sweep import Sweep, read_records
 
     summary = Sweep(config, output, progress=progress).run()
     print(markdown_table(read_records(summary.results)))
@@ -60,7 +60,7 @@ def _run_sweep(config, output: str, *, progress: bool) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .experiments.report import write_report
 
     if not Path(args.results).is_file():
         raise OpenPTError(f"{args.results}: no such results file")
@@ -72,7 +72,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _load_prompt(args: argparse.Namespace):
     from .backbone.base import load_backbone
-    from .checkpoint import load_prompt, read_prompt_config
+    from .model.saving import load_prompt, read_prompt_config
 
     backbone = None
     if args.backbone:
@@ -81,8 +81,8 @@ def _load_prompt(args: argparse.Namespace):
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .data import load_split
-    from .train import evaluate
+    from .data.loading import load_split
+    from .training.loop import evaluate
 
     model = _load_prompt(args)
     dataset = load_split(args.data, args.split, label_names=model.verbalizer.label_names if not Path(args.data).is_dir() else None)
@@ -93,7 +93,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .data import InputExample
+    from .types import InputExample
 
     model = _load_prompt(args)
     texts = list(args.texts)
@@ -112,9 +112,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _template_check(args: argparse.Namespace) -> int:
-    from .build import template_class, template_spec
-    from .data import InputExample
+    from .model.build import template_class, template_spec
     from .template.parser import format_template
+    from .types import InputExample
 
     path = Path(args.file)
     if path.suffix in (".yaml", ".yml"):
@@ -145,10 +145,10 @@ def _template_check(args: argparse.Namespace) -> int:
 
 def _verbalizer_search(args: argparse.Namespace) -> int:
     from .backbone.base import load_backbone
-    from .build import PromptOptions, build_model, template_spec
-    from .cache import cache_mask_states
-    from .data import load_split
-    from .sampling import kshot_indices
+    from .data.loading import load_split
+    from .data.sampling import kshot_indices
+    from .model.build import PromptOptions, build_model, template_spec
+    from .training.cache import cache_mask_states
     from .verbalizer.auto import AutoVerbalizer
 
     dataset = load_split(args.data, args.split)

@@ -36,11 +36,11 @@ import yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from openpt.backbone import load_backbone  # noqa: E402
-from openpt.build import PromptOptions, build_model  # noqa: E402
-from openpt.data import Dataset, load_split  # noqa: E402
-from openpt.sampling import lmbff_split  # noqa: E402
+from openpt.model.build import PromptOptions, build_model  # noqa: E402
+from openpt.data.loading import Dataset, load_split  # noqa: E402
+from openpt.data.sampling import lmbff_split  # noqa: E402
 from openpt.template.spec import template_spec_from_text  # noqa: E402
-from openpt.train import TrainConfig, evaluate, train  # noqa: E402
+from openpt.training.loop import TrainConfig, evaluate, train  # noqa: E402
 from openpt.verbalizer import ManualVerbalizer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

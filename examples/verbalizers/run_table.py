@@ -8,7 +8,7 @@ Run from the project root (resumable: one JSONL row per finished run; finished r
 
 Protocol. The backbone is frozen and the templates are hard, so every example's mask state is
 computed once and cached on disk (``--cache-dir``); each verbalizer is then prepared, trained
-(:func:`openpt.cache.fit_verbalizer`) and calibrated on the cached tensors. K-shot train and dev
+(:func:`openpt.training.cache.fit_verbalizer`) and calibrated on the cached tensors. K-shot train and dev
 sets follow LM-BFF (K per class each, drawn with the seed from the training split; AG News has no
 training split, so they and the unlabeled pool are drawn from the test examples outside a fixed
 evaluation subset). Evaluation sets above ``max_eval`` examples use a fixed random subset (seed 0).
@@ -33,12 +33,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from openpt.backbone import load_backbone
-from openpt.build import PromptOptions, build_model, template_spec
-from openpt.cache import MaskCache, VerbalizerTrainConfig, cache_mask_states, cached_scores, fit_verbalizer, fit_zero_shot
-from openpt.calibration import CONTENT_FREE_INPUTS, content_free_examples
-from openpt.data import Dataset, load_split
+from openpt.model.build import PromptOptions, build_model, template_spec
+from openpt.training.cache import MaskCache, VerbalizerTrainConfig, cache_mask_states, cached_scores, fit_verbalizer, fit_zero_shot
+from openpt.verbalizer.calibration import CONTENT_FREE_INPUTS
+from openpt.model.calibration import content_free_examples
+from openpt.data.loading import Dataset, load_split
 from openpt.metrics import compute_metrics
-from openpt.sampling import lmbff_split
+from openpt.data.sampling import lmbff_split
 from openpt.spec import load_yaml
 from openpt.verbalizer import verbalizer_from_mapping
 

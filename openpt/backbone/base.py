@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import BackboneError
 from ..registry import BACKBONES, UnknownNameError
-from ..verbalizer.base import MaskOutputs
+from ..types import MaskOutputs
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Backbone(nn.Module):
 
     def special_frame(self) -> tuple[list[int], list[int]]:
         """Special token ids the template puts before and after the text (the tokenizer's own)."""
-        from ..template.template import special_token_frame
+        from .tokens import special_token_frame
 
         return special_token_frame(self.tokenizer)
 

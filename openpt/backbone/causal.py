@@ -23,8 +23,7 @@ from torch import nn
 
 from ..errors import BackboneError, DataError, SpecError
 from ..registry import BACKBONES
-from ..template.encoding import Batch
-from ..verbalizer.base import MaskOutputs
+from ..types import Batch, MaskOutputs
 from .base import Backbone
 
 if TYPE_CHECKING:

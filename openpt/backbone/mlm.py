@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import BackboneError
 from ..registry import BACKBONES
-from ..verbalizer.base import MaskOutputs
+from ..types import MaskOutputs
 from .base import Backbone
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import BackboneError
 from ..registry import BACKBONES
-from ..template.encoding import Batch
+from ..types import Batch
 from .causal import Prefix, SequenceBackbone
 
 _SENTINEL = re.compile(r"<extra_id_\d+>")

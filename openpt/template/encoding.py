@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data import InputExample
 from ..errors import DataError, SpecError
+from ..types import Batch, InputExample
 
 
 @dataclass(frozen=True)
@@ -46,32 +46,6 @@ class Encoded:
     soft_index: list[int]
     mask_positions: list[int]
     label: int | None = None
-
-
-@dataclass
-class Batch:
-    """Padded tensors for a batch.
-
-    Attributes:
-        input_ids: ``[B, L]`` token ids (soft positions hold the pad id).
-        attention_mask: ``[B, L]``, 1 on real positions.
-        soft_index: ``[B, L]`` row in the soft table, -1 where the token is not soft.
-        mask_positions: ``[B, M]`` position of each ``[MASK]`` slot.
-        labels: ``[B]`` class ids, or ``None`` for unlabeled data.
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    soft_index: torch.Tensor
-    mask_positions: torch.Tensor
-    labels: torch.Tensor | None = None
-
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(*(t.to(device) if t is not None else None for t in (
-            self.input_ids, self.attention_mask, self.soft_index, self.mask_positions, self.labels)))
-
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
 
 
 def fit_lengths(lengths: Sequence[int], budget: int, order: Sequence[int] | None = None) -> list[int]:

@@ -9,9 +9,9 @@ followed by a 2-layer MLP (``type: lstm``, the paper's encoder), or the MLP alon
     prompt:
       soft_encoder: {type: lstm, hidden: 384, dropout: 0.0}
 
-For inference the encoder is not needed: :func:`openpt.checkpoint.save_prompt` stores the table
+For inference the encoder is not needed: :func:`openpt.model.saving.save_prompt` stores the table
 it produces as a plain soft prompt (``template.soft.weight``) and records the saved prompt
-without ``soft_encoder``, so :func:`openpt.checkpoint.load_prompt` rebuilds a plain soft prompt
+without ``soft_encoder``, so :func:`openpt.model.saving.load_prompt` rebuilds a plain soft prompt
 (as peft does with ``get_prompt_embedding_to_save``). Training cannot be resumed *through the
 encoder* from such a file; it continues on the exported table.
 """
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..regularization import options_dataclass
+from .regularization import options_dataclass
 
 ENCODER_TYPES = ("lstm", "mlp")
 
@@ -63,7 +63,7 @@ class PromptEncoderConfig:
 
     @classmethod
     def from_options(cls, values: Mapping[str, Any] | None) -> "PromptEncoderConfig":
-        """From the ``soft_encoder`` mapping of :class:`~openpt.build.PromptOptions`."""
+        """From the ``soft_encoder`` mapping of :class:`~openpt.model.build.PromptOptions`."""
         return options_dataclass(cls, values, "soft_encoder")
 
 

@@ -12,7 +12,7 @@ Initialisation (``SoftInit.strategy``, per soft run without init text):
 
 "Most frequent" (``vocab_order``): a WordPiece vocabulary such as BERT's is *not* ordered by
 frequency (ids 1-998 are ``[unused]``, then ~1,000 single characters), so ranks come from token
-counts over a corpus handed to :func:`openpt.build.build_model` (``corpus=``; the experiment
+counts over a corpus handed to :func:`openpt.model.build.build_model` (``corpus=``; the experiment
 scripts pass the unlabeled training texts): ``corpus`` requires one, ``ids`` always uses the
 first ``vocab_top`` non-special ids, ``auto`` (default) uses the corpus when given and id order
 otherwise. :attr:`SoftPrompt.vocab_order_used` records which one was used.
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
-from ..regularization import PromptRegularization, l2_penalty, prompt_dropout
+from .regularization import PromptRegularization, l2_penalty, prompt_dropout
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class SoftPrompt(nn.Module):
         vocab_ranking: ids by corpus frequency, most frequent first (see :func:`corpus_vocab_ranking`).
 
     Attributes:
-        regularizer: dropout / L2 settings (off by default); see :mod:`openpt.regularization`.
+        regularizer: dropout / L2 settings (off by default); see :mod:`openpt.template.regularization`.
         encoder: optional reparameterisation (P-tuning); the table is then ``encoder(weight)``.
 
     Example:

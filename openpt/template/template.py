@@ -2,38 +2,19 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from ..data import InputExample
+from ..backbone.tokens import special_like_ids, special_token_frame
 from ..errors import SpecError
 from ..registry import TEMPLATES
-from .encoding import Batch, Encoded, Part, TemplateEncoder
+from ..types import Batch, InputExample
+from .encoding import Encoded, Part, TemplateEncoder
 from .segments import Mask, Placeholder, Segment, Soft, Text
 from .soft import SoftInit, SoftPrompt, SoftRun
 from .spec import TemplateSpec
-
-_SPECIAL_LOOKING = re.compile(r"^(\[.*\]|<.*>)$")
-
-
-def special_like_ids(tokenizer) -> list[int]:
-    """Ids of special tokens and of tokens that look special (``[unused3]``, ``<extra_id_0>``)."""
-    vocab = tokenizer.get_vocab()
-    ids = {i for token, i in vocab.items() if _SPECIAL_LOOKING.match(token)}
-    return sorted(ids | set(tokenizer.all_special_ids))
-
-
-def special_token_frame(tokenizer) -> tuple[list[int], list[int]]:
-    """The ids a tokenizer puts before and after a single sequence (e.g. ``[CLS]`` / ``[SEP]``)."""
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a", add_special_tokens=True)["input_ids"]
-    for start in range(len(full) - len(plain) + 1):
-        if full[start : start + len(plain)] == plain:
-            return full[:start], full[start + len(plain) :]
-    raise SpecError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
 
 
 def hard_version(spec: TemplateSpec) -> TemplateSpec:

@@ -4,14 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..calibration import split_calibration
 from ..errors import SpecError
 from ..registry import VERBALIZERS, UnknownNameError
 from ..spec import YamlMap, as_map, load_yaml
-from .base import MaskOutputs, Verbalizer
-from .manual import ManualVerbalizer
+from ..types import MaskOutputs
 from .auto import AutoVerbalizer  # registers 'auto'
+from .base import Verbalizer
+from .calibration import split_calibration
 from .knowledgeable import KnowledgeableVerbalizer  # registers 'knowledgeable'
+from .manual import ManualVerbalizer
 from .multi_mask import MultiMaskVerbalizer, MultiTokenVerbalizer  # register 'multi_mask', 'multi_token'
 from .proto import PrototypicalVerbalizer  # registers 'proto'
 from .soft import SoftVerbalizer  # registers 'soft'
@@ -36,7 +37,7 @@ def verbalizer_from_mapping(spec: Any, *, file: str | Path | None = None, line: 
     """Build a verbalizer from a YAML mapping with a registered ``type`` (default ``manual``).
 
     Every type also takes ``calibrate: content_free | mean | none`` and ``calibrate_inputs``
-    (see :mod:`openpt.calibration`).
+    (see :mod:`openpt.model.calibration`).
     """
     spec = as_map(spec, where="verbalizer", file=file, line=line)
     kind = spec.get("type", "manual")

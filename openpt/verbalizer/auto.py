@@ -20,7 +20,8 @@ import yaml
 from ..errors import ConfigError, SpecError
 from ..registry import VERBALIZERS
 from ..spec import YamlMap, check_keys
-from .base import MaskOutputs, Verbalizer, build_from_spec
+from ..types import MaskOutputs
+from .base import Verbalizer, build_from_spec
 from .manual import AGGREGATES, ManualVerbalizer
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def search_words(log_probs: torch.Tensor, labels: torch.Tensor, num_classes: int
 class AutoVerbalizer(Verbalizer):
     """Label words found on the K-shot training set; afterwards a manual verbalizer over them.
 
-    Before the search (run by :meth:`prepare`, i.e. by :func:`openpt.cache.fit_verbalizer`, or
+    Before the search (run by :meth:`prepare`, i.e. by :func:`openpt.training.cache.fit_verbalizer`, or
     by ``openpt verbalizer search``) the verbalizer has no words and cannot score. Its
     :meth:`config` records the words found, so a saved prompt reloads without searching.
 
@@ -152,7 +153,7 @@ class AutoVerbalizer(Verbalizer):
         self.token_ids = list(self.manual.token_ids) if self.manual is not None else []
 
     def prepare(self, backbone: Any, train: Any, unlabeled: Any = None) -> bool:
-        """Search label words on ``train`` (a labeled :class:`~openpt.cache.MaskCache`) unless words are set."""
+        """Search label words on ``train`` (a labeled :class:`~openpt.training.cache.MaskCache`) unless words are set."""
         if self.manual is not None:
             return False
         if self._binding is None:

@@ -1,39 +1,15 @@
 """Verbalizer interface: mask-position outputs -> class scores."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..calibration import CalibrationSpec
 from ..errors import SpecError
-
-
-@dataclass
-class MaskOutputs:
-    """What the backbone produces at the ``[MASK]`` slots.
-
-    Attributes:
-        logits: ``[B, M, W]`` LM logits of the verbalizer's token ids (``W = len(token_ids)``);
-            ``None`` from backbones that score whole words (seq2seq, causal).
-        hidden: ``[B, M, H]`` final hidden states at the masks (for word-scoring backbones: the
-            state that predicts the word's first token).
-        word_logprobs: ``[B, N]`` log-likelihood of each of the verbalizer's ``N`` words
-            (:attr:`Verbalizer.word_ids`) at its mask, from word-scoring backbones.
-        generated: per example, the token ids a word-scoring backbone generated at the mask
-            (when :attr:`Verbalizer.max_new_tokens` is set).
-        features: ``[B, M, H]`` LM-head features at the masks (the head's output before its
-            vocabulary projection), for verbalizers with :attr:`Verbalizer.needs_features`.
-    """
-
-    logits: torch.Tensor | None
-    hidden: torch.Tensor
-    word_logprobs: torch.Tensor | None = None
-    generated: list[list[int]] | None = None
-    features: torch.Tensor | None = None
+from ..types import MaskOutputs
+from .calibration import CalibrationSpec
 
 
 class Verbalizer(nn.Module):
@@ -82,8 +58,8 @@ class Verbalizer(nn.Module):
 
         Args:
             backbone: the (frozen) backbone, for LM-head logits over any rows.
-            train: :class:`~openpt.cache.MaskCache` of the labeled training examples (``None``: zero-shot).
-            unlabeled: optional :class:`~openpt.cache.MaskCache` of unlabeled training inputs.
+            train: :class:`~openpt.training.cache.MaskCache` of the labeled training examples (``None``: zero-shot).
+            unlabeled: optional :class:`~openpt.training.cache.MaskCache` of unlabeled training inputs.
 
         Returns:
             True when :attr:`token_ids` changed (the model then refreshes its copy).

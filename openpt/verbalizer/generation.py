@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 
-from ..data import InputExample
 from ..errors import ConfigError, SpecError
 from ..registry import VERBALIZERS
 from ..spec import YamlMap, check_keys
-from .base import MaskOutputs, build_from_spec
+from ..types import InputExample, MaskOutputs
+from .base import build_from_spec
 from .manual import AGGREGATES, ManualVerbalizer
 
 if TYPE_CHECKING:
-    from ..model import PromptModel
+    from ..model.prompt_model import PromptModel
 
 MODES = ("score", "generate")
 NORMALIZE = ("sum", "mean")

@@ -7,9 +7,10 @@ from typing import Mapping, Sequence
 import torch
 
 from ..errors import SpecError
-from ..spec import YamlMap, as_map, check_keys
 from ..registry import VERBALIZERS
-from .base import MaskOutputs, Verbalizer, build_from_spec
+from ..spec import YamlMap, as_map, check_keys
+from ..types import MaskOutputs
+from .base import Verbalizer, build_from_spec
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from torch import nn
 from ..errors import SpecError
 from ..registry import VERBALIZERS
 from ..spec import YamlMap, as_map, check_keys
-from .base import MaskOutputs, Verbalizer, build_from_spec
+from ..types import MaskOutputs
+from .base import Verbalizer, build_from_spec
 from .manual import ManualVerbalizer
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from openpt.backbone import load_backbone
-from openpt.build import PromptOptions, build_model, template_spec, verbalizer_spec
-from openpt.checkpoint import WEIGHTS_NAME, load_prompt
+from openpt.model.build import PromptOptions, build_model, template_spec, verbalizer_spec
+from openpt.model.saving import WEIGHTS_NAME, load_prompt
 from openpt.cli import main
-from openpt.data import load_split
+from openpt.data.loading import load_split
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -53,7 +53,7 @@ def test_cli_run_eval_predict_round_trip(tmp_path, shared_dir, capsys):
     assert weights.stat().st_size < 64 * 1024  # 20 x 384 float32 = 30 KB
     # eval over the saved prompt reproduces the run's numbers on the same examples
     model = load_prompt(out / "prompt")
-    from openpt.experiment import cap_eval
+    from openpt.experiments.runner import cap_eval
 
     eval_set = cap_eval(load_split(shared_dir / "data/sst2", "dev"), 64)
     acc = sum(p == e.label for p, e in zip(model.predict(eval_set.examples)[0], eval_set.examples)) / 64
@@ -64,8 +64,8 @@ def test_cli_run_eval_predict_round_trip(tmp_path, shared_dir, capsys):
 
 
 def test_backbone_unchanged_by_training(minilm, sst2):
-    from openpt.sampling import lmbff_split
-    from openpt.train import TrainConfig, train
+    from openpt.data.sampling import lmbff_split
+    from openpt.training.loop import TrainConfig, train
 
     before = {k: v.clone() for k, v in minilm.model.state_dict().items()}
     few, dev, _ = lmbff_split(sst2, 4, seed=1)

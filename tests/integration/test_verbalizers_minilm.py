@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from openpt.backbone import load_backbone
-from openpt.build import PromptOptions, build_model, template_spec, verbalizer_spec
-from openpt.cache import VerbalizerTrainConfig, cache_accuracy, cache_mask_states, fit_verbalizer, fit_zero_shot
-from openpt.checkpoint import load_prompt, save_prompt
+from openpt.model.build import PromptOptions, build_model, template_spec, verbalizer_spec
+from openpt.training.cache import VerbalizerTrainConfig, cache_accuracy, cache_mask_states, fit_verbalizer, fit_zero_shot
+from openpt.model.saving import load_prompt, save_prompt
 from openpt.cli import main
-from openpt.data import InputExample, load_split
-from openpt.sampling import lmbff_split
+from openpt.types import InputExample
+from openpt.data.loading import load_split
+from openpt.data.sampling import lmbff_split
 from openpt.verbalizer import AutoVerbalizer, load_verbalizer
 
 ROOT = Path(__file__).resolve().parents[2]

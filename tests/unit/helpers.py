@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from openpt.backbone import load_backbone
-from openpt.build import PromptOptions, build_model
-from openpt.data import InputExample
-from openpt.model import PromptModel
+from openpt.model.build import PromptOptions, build_model
+from openpt.types import InputExample
+from openpt.model.prompt_model import PromptModel
 from openpt.template.spec import load_template_spec, template_spec_from_text
-from openpt.train import TrainConfig, train
+from openpt.training.loop import TrainConfig, train
 from openpt.verbalizer import ManualVerbalizer, load_verbalizer
 
 SENTIMENT = [
@@ -108,7 +108,7 @@ def check_one_sided_training(model_dir: Path) -> None:
 def check_round_trip(model: PromptModel, directory: Path, model_dir: Path, other_dir: Path, name: str, other: str) -> dict:
     """Train 3 steps, save to ``directory``, reload onto ``model_dir`` (identical probabilities) and
     refuse ``other_dir`` (model type ``other``) with both types named; returns the saved config."""
-    from openpt.checkpoint import CONFIG_NAME, load_prompt, save_prompt
+    from openpt.model.saving import CONFIG_NAME, load_prompt, save_prompt
     from openpt.errors import CheckpointError
 
     train(model, SENTIMENT, None, TrainConfig(lr=0.05, steps=3, batch_size=3, eval_every=0))

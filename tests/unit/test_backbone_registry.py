@@ -8,7 +8,7 @@ import torch
 from transformers import AutoConfig
 
 from openpt.backbone import CausalLMBackbone, MaskedLMBackbone, Seq2SeqBackbone, detect_kind, load_backbone
-from openpt.build import PromptOptions, build_model
+from openpt.model.build import PromptOptions, build_model
 from openpt.errors import BackboneError, SpecError
 from openpt.registry import BACKBONES
 from openpt.template.spec import load_template_spec, template_spec_from_text

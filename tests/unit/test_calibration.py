@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from openpt.backbone import load_backbone
-from openpt.build import PromptOptions, build_model
-from openpt.cache import cache_mask_states, cached_scores, fit_calibration
-from openpt.calibration import Calibration, CalibrationSpec, calibrate, content_free_examples
-from openpt.checkpoint import CONFIG_NAME, load_prompt, save_prompt
-from openpt.data import InputExample
+from openpt.model.build import PromptOptions, build_model
+from openpt.training.cache import cache_mask_states, cached_scores, fit_calibration
+from openpt.model.calibration import Calibration, calibrate, content_free_examples
+from openpt.verbalizer.calibration import CalibrationSpec
+from openpt.model.saving import CONFIG_NAME, load_prompt, save_prompt
+from openpt.types import InputExample
 from openpt.errors import ConfigError, SpecError
 from openpt.spec import parse_yaml
 from openpt.template.spec import template_spec_from_text

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from openpt.backbone import CausalLMBackbone, load_backbone
-from openpt.build import build_model
-from openpt.data import InputExample
+from openpt.model.build import build_model
+from openpt.types import InputExample
 from openpt.errors import SpecError
 from openpt.template.spec import template_spec_from_text
 from openpt.verbalizer.generation import GenerationVerbalizer, generate_texts

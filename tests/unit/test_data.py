@@ -1,4 +1,4 @@
-"""Tests for openpt.data: shared-format JSONL, CSV/TSV/JSON via datasets, HF dirs, errors."""
+"""Tests for openpt.data.loading: shared-format JSONL, CSV/TSV/JSON via datasets, HF dirs, errors."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from openpt.data import Dataset, InputExample, available_splits, load_hf_dataset, load_split
+from openpt.data.loading import Dataset, available_splits, load_hf_dataset, load_split
+
+from openpt.types import InputExample
 from openpt.errors import DataError
 
 
@@ -287,8 +289,8 @@ def _datasets_config(tmp_path: Path, path: str) -> Path:
 
 
 def test_config_data_through_datasets_load_dataset_on_a_local_directory(tmp_path: Path) -> None:
-    from openpt.config import load_config
-    from openpt.experiment import Experiment
+    from openpt.experiments.config import load_config
+    from openpt.experiments.runner import Experiment
 
     source = tmp_path / "hf_data"
     source.mkdir()
@@ -302,8 +304,8 @@ def test_config_data_through_datasets_load_dataset_on_a_local_directory(tmp_path
 
 
 def test_config_data_hub_name_unreachable_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
-    from openpt.config import load_config
-    from openpt.experiment import Experiment
+    from openpt.experiments.config import load_config
+    from openpt.experiments.runner import Experiment
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config = load_config(_datasets_config(tmp_path, "datasets:openpt-no-such-org/no-such-dataset"))

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from openpt.cli import main
-from openpt.experiment import split_timing
+from openpt.experiments.runner import split_timing
 
 from .helpers import write_project
 

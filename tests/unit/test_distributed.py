@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from openpt import distributed
+from openpt.training import distributed
 from openpt.cli import without_option
-from openpt.distributed import World
+from openpt.training.distributed import World
 
 from .helpers import write_project
 

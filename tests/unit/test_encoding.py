@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from openpt.data import InputExample
+from openpt.types import InputExample
 from openpt.errors import DataError, SpecError
 from openpt.template.encoding import fit_lengths
 from openpt.template.spec import template_spec_from_text

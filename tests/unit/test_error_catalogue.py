@@ -13,15 +13,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from openpt.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_prompt, save_prompt
+from openpt.model.saving import CONFIG_NAME, WEIGHTS_NAME, load_prompt, save_prompt
 from openpt.cli import main
-from openpt.config import load_config
-from openpt.data import load_split
+from openpt.experiments.config import load_config
+from openpt.data.loading import load_split
 from openpt.errors import BackboneError, CheckpointError, ConfigError, DataError, OpenPTError, SpecError
 from openpt.spec import load_yaml
 from openpt.template.parser import parse_template
-from openpt.train import TrainConfig, train
-from openpt.training_state import TrainCheckpointer
+from openpt.training.loop import TrainConfig, train
+from openpt.training.state import TrainCheckpointer
 from openpt.verbalizer import load_verbalizer
 
 from .helpers import cli_project, make_model
@@ -130,7 +130,7 @@ def append(path: Path, row: dict) -> None:
 
 
 def examples():
-    from openpt.data import InputExample
+    from openpt.types import InputExample
 
     return [InputExample(t, label=y) for t, y in ROWS[:4]]
 

@@ -7,16 +7,17 @@ import pytest
 import torch
 
 from openpt.backbone import load_backbone
-from openpt.build import PromptOptions
-from openpt.config import ExperimentConfig, DataConfig
-from openpt.data import Dataset, InputExample
+from openpt.model.build import PromptOptions
+from openpt.experiments.config import ExperimentConfig, DataConfig
+from openpt.data.loading import Dataset
+from openpt.types import InputExample
 from openpt.errors import ConfigError
-from openpt.methods import METHODS, MethodSettings, RunContext
-from openpt.methods.features import FeatureCache
-from openpt.methods.prompt_tuning import with_soft_prefix
+from openpt.experiments.methods import METHODS, MethodSettings, RunContext
+from openpt.experiments.methods.features import FeatureCache
+from openpt.experiments.methods.prompt_tuning import with_soft_prefix
 from openpt.template.segments import Soft
 from openpt.template.spec import template_spec_from_mapping, template_spec_from_text
-from openpt.train import TrainConfig
+from openpt.training.loop import TrainConfig
 
 TEXTS = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0)]
 VERBALIZER = {"labels": {"negative": "terrible", "positive": "great"}}
@@ -63,7 +64,7 @@ def test_method_runs_and_leaves_shared_backbone_unchanged(backbone, method, tmp_
 
 
 def test_prompt_finetune_trains_a_copy_of_the_backbone(backbone, tmp_path, monkeypatch):
-    import openpt.methods.prompt_finetune as pf
+    import openpt.experiments.methods.prompt_finetune as pf
 
     before = {n: p.detach().clone() for n, p in backbone.model.named_parameters()}
     seen = {}

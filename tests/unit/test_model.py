@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from openpt.data import InputExample
+from openpt.types import InputExample
 from openpt.errors import SpecError
 from openpt.verbalizer import ManualVerbalizer
-from openpt.verbalizer.base import MaskOutputs
+from openpt.types import MaskOutputs
 
 from .helpers import SENTIMENT, make_model
 

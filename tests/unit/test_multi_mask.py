@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from openpt.backbone import load_backbone
-from openpt.build import PromptOptions, build_model
-from openpt.cache import cache_mask_states, cached_scores
-from openpt.data import InputExample
+from openpt.model.build import PromptOptions, build_model
+from openpt.training.cache import cache_mask_states, cached_scores
+from openpt.types import InputExample
 from openpt.errors import SpecError
 from openpt.spec import parse_yaml
 from openpt.template.spec import template_spec_from_text

@@ -9,13 +9,13 @@ import torch
 from safetensors.torch import load_file
 
 from openpt.backbone import load_backbone
-from openpt.build import PromptOptions, build_model
-from openpt.checkpoint import BACKBONE_DIR, CONFIG_NAME, WEIGHTS_NAME, load_prompt, save_prompt
+from openpt.model.build import PromptOptions, build_model
+from openpt.model.saving import BACKBONE_DIR, CONFIG_NAME, WEIGHTS_NAME, load_prompt, save_prompt
 from openpt.errors import BackboneError, CheckpointError, ConfigError
-from openpt.prefix import PrefixConfig, PrefixTuning
+from openpt.model.prefix import PrefixConfig, PrefixTuning
 from openpt.template.soft import cycle
 from openpt.template.spec import template_spec_from_text
-from openpt.train import TrainConfig, make_optimizer, train
+from openpt.training.loop import TrainConfig, make_optimizer, train
 from openpt.verbalizer import ManualVerbalizer
 
 from .helpers import SENTIMENT, make_model
@@ -196,7 +196,7 @@ def test_finetune_trains_the_backbone_at_its_own_rate_and_saves_it(tiny_bert_dir
 def test_study_configs_validate():
     import yaml
 
-    from openpt.config import load_config
+    from openpt.experiments.config import load_config
 
     root = Path(__file__).resolve().parents[2] / "examples" / "study"
     assert load_config(root / "sst2_prefix_tuning.yaml").prompt.prefix["length"] == 20

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from openpt.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_prompt, save_prompt
+from openpt.model.saving import CONFIG_NAME, WEIGHTS_NAME, load_prompt, save_prompt
 from openpt.errors import ConfigError
 from openpt.template.ptuning import PromptEncoder, PromptEncoderConfig
-from openpt.train import TrainConfig, train
+from openpt.training.loop import TrainConfig, train
 from safetensors.torch import load_file
 
 from .helpers import SENTIMENT, make_model

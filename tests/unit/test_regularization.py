@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from openpt.errors import ConfigError
-from openpt.regularization import PromptRegularization
-from openpt.train import TrainConfig, train
+from openpt.template.regularization import PromptRegularization
+from openpt.training.loop import TrainConfig, train
 
 from .helpers import SENTIMENT, make_model
 

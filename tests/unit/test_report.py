@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from openpt.cli import main
-from openpt.report import cells, markdown_table, write_report
+from openpt.experiments.report import cells, markdown_table, write_report
 
 
 def record(dataset, method, k, seed, value, *, metric="accuracy", status="ok", run_id=None, **extra):

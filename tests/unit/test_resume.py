@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from openpt.checkpoint import atomic_write
+from openpt.fileio import atomic_write
 from openpt.cli import main
 from openpt.errors import CheckpointError
-from openpt.train import TrainConfig, train
-from openpt.training_state import EpochSampler, TrainCheckpointer
+from openpt.training.loop import TrainConfig, train
+from openpt.training.state import EpochSampler, TrainCheckpointer
 
 from .helpers import SENTIMENT, make_model, write_project
 

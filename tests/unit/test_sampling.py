@@ -1,4 +1,4 @@
-"""Tests for openpt.sampling: stratified K-shot draws, LM-BFF split, split-off-eval."""
+"""Tests for openpt.data.sampling: stratified K-shot draws, LM-BFF split, split-off-eval."""
 from __future__ import annotations
 
 import os
@@ -11,9 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openpt.data import Dataset, InputExample
+from openpt.data.loading import Dataset
+
+from openpt.types import InputExample
 from openpt.errors import DataError
-from openpt.sampling import kshot_indices, lmbff_split, split_off_eval
+from openpt.data.sampling import kshot_indices, lmbff_split, split_off_eval
 
 LABELS = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 0, 1]  # 7 of class 0, 6 of 1, 5 of 2
 
@@ -45,7 +47,7 @@ def test_kshot_independent_of_python_hash_seed() -> None:
     package = Path(__file__).resolve().parents[2] / "openpt"
     code = (  # a bare package object skips openpt/__init__ (which imports torch) to keep this fast
         f"import sys, types; pkg = types.ModuleType('openpt'); pkg.__path__ = [{str(package)!r}]; "
-        "sys.modules['openpt'] = pkg; from openpt.sampling import kshot_indices; "
+        "sys.modules['openpt'] = pkg; from openpt.data.sampling import kshot_indices; "
         "print(kshot_indices([0,1,2,0,1,2,0,1,2,1], 2, 7))")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONHASHSEED": h}) for h in ("0", "12345")]

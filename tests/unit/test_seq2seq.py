@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from openpt.backbone import Seq2SeqBackbone, load_backbone
-from openpt.build import PromptOptions, build_model
-from openpt.checkpoint import load_prompt, save_prompt
-from openpt.data import InputExample
+from openpt.model.build import PromptOptions, build_model
+from openpt.model.saving import load_prompt, save_prompt
+from openpt.types import InputExample
 from openpt.errors import ConfigError
 from openpt.template.spec import load_template_spec, template_spec_from_text
-from openpt.train import TrainConfig, train
+from openpt.training.loop import TrainConfig, train
 from openpt.verbalizer import load_verbalizer
 from openpt.verbalizer.generation import GenerationVerbalizer, generate_texts
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from openpt.config import load_config
+from openpt.experiments.config import load_config
 from openpt.template.spec import load_template_spec
 from openpt.verbalizer import load_verbalizer
 

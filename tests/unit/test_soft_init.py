@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from openpt.backbone import load_backbone
-from openpt.build import PromptOptions, build_model, template_spec
+from openpt.model.build import PromptOptions, build_model, template_spec
 from openpt.errors import SpecError
 from openpt.template.soft import corpus_vocab_ranking, cycle
 from openpt.template.spec import template_spec_from_text
-from openpt.template.template import special_like_ids
+from openpt.backbone.tokens import special_like_ids
 from openpt.verbalizer import ManualVerbalizer
 
 from .helpers import SENTIMENT

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from openpt.cli import main
-from openpt.config import load_config
+from openpt.experiments.config import load_config
 from openpt.errors import SpecError
-from openpt.experiment import cap_eval, fewshot_sets
-from openpt.methods import METHODS, register_method
-from openpt.sweep import Sweep, expand, read_records
+from openpt.experiments.runner import cap_eval, fewshot_sets
+from openpt.experiments.methods import METHODS, register_method
+from openpt.experiments.sweep import Sweep, expand, read_records
 
 from .helpers import write_project
 
@@ -139,7 +139,7 @@ def test_sweep_bad_key_gives_file_line(project, capsys):
 
 def test_split_off_eval_and_eval_cap(project):
     config = load_config(project / "sweep.yaml", ["data.train_split=test", "data.eval_split=test", "data.protocol=split_off_eval"])
-    from openpt.data import load_split
+    from openpt.data.loading import load_split
 
     full = load_split(project / "data", "test")
     few_train, few_dev, rest, info = fewshot_sets(config.data, full, full, 1, 5)

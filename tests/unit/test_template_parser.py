@@ -9,12 +9,7 @@ from openpt.errors import SpecError
 from openpt.spec import parse_yaml
 from openpt.template.parser import format_template, parse_openprompt_template, parse_template
 from openpt.template.segments import Mask, Placeholder, Soft, Text
-from openpt.template.spec import (
-    TemplateSpec,
-    load_template_spec,
-    template_spec_from_mapping,
-    template_spec_from_text,
-)
+from openpt.template.spec import TemplateSpec, load_template_spec, template_spec_from_mapping, template_spec_from_text
 
 REPO = Path(__file__).resolve().parents[2]
 T, P, M, S = Text, Placeholder, Mask, Soft

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from openpt.backbone import load_backbone
-from openpt.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_prompt, save_prompt
+from openpt.model.saving import CONFIG_NAME, WEIGHTS_NAME, load_prompt, save_prompt
 from openpt.errors import CheckpointError, ConfigError
-from openpt.train import TrainConfig, train
+from openpt.training.loop import TrainConfig, train
 
 from .helpers import SENTIMENT, make_model
 
@@ -41,7 +41,7 @@ def test_keep_best_restores_best_dev_parameters(tiny_bert_dir):
     assert result.best_dev_accuracy == max(devs)
     best_step = result.best_step
     assert [h for h in result.history if h["step"] == best_step][0]["dev_accuracy"] == max(devs)
-    from openpt.train import evaluate
+    from openpt.training.loop import evaluate
 
     assert evaluate(model, SENTIMENT[:4])["accuracy"] == pytest.approx(max(devs))
 

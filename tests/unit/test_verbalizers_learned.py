@@ -7,16 +7,16 @@ import pytest
 import torch
 
 from openpt.backbone import load_backbone
-from openpt.build import PromptOptions, build_model
-from openpt.cache import MaskCache, VerbalizerTrainConfig, cache_mask_states, cached_scores, fit_verbalizer
-from openpt.checkpoint import CONFIG_NAME, load_prompt, save_prompt
+from openpt.model.build import PromptOptions, build_model
+from openpt.training.cache import MaskCache, VerbalizerTrainConfig, cache_mask_states, cached_scores, fit_verbalizer
+from openpt.model.saving import CONFIG_NAME, load_prompt, save_prompt
 from openpt.errors import ConfigError, SpecError
 from openpt.registry import VERBALIZERS
 from openpt.spec import parse_yaml
 from openpt.template.spec import template_spec_from_text
 from openpt.verbalizer import load_verbalizer, verbalizer_from_mapping
 from openpt.verbalizer.auto import search_words, word_vocabulary
-from openpt.verbalizer.base import MaskOutputs
+from openpt.types import MaskOutputs
 from openpt.verbalizer.knowledgeable import read_word_list
 from openpt.verbalizer.proto import supervised_contrastive
 

@@ -12,11 +12,12 @@ import csv
 import json
 import logging
 import re
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from .errors import DataError
+from ..errors import DataError
+from ..types import InputExample
 
 logger = logging.getLogger(__name__)
 
@@ -29,23 +30,6 @@ _Row = tuple[str, Mapping[str, Any]]  # (location for messages, row)
 
 
 HF_DATASETS_PREFIX = "datasets:"  # a data path loaded with datasets.load_dataset (hub name or local dataset dir)
-
-@dataclass
-class InputExample:
-    """One example: text (alias ``text_a``), optional second text, label index and extras."""
-
-    text: str
-    text_b: str | None = None
-    label: int | None = None
-    guid: str | None = None
-    meta: dict[str, str] = dc_field(default_factory=dict)
-
-    def field(self, name: str) -> str | None:
-        """Value of ``text``/``text_a``, ``text_b`` or a meta field; None when absent."""
-        if name == "text" or name == "text_a":
-            return self.text
-        return self.text_b if name == "text_b" else self.meta.get(name)
-
 
 @dataclass
 class Dataset:

@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .data import Dataset
-from .errors import DataError
+from ..errors import DataError
+from .loading import Dataset
 
 logger = logging.getLogger(__name__)
 

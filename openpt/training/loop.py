@@ -10,12 +10,12 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError, DataError, check_settings
+from ..metrics import compute_metrics
+from ..model.prompt_model import PromptModel
+from ..types import InputExample
 from . import distributed
-from .data import InputExample
-from .errors import ConfigError, DataError, check_settings
-from .metrics import compute_metrics
-from .model import PromptModel
-from .training_state import EpochSampler, LoopState, TrainCheckpointer, fingerprint
+from .state import EpochSampler, LoopState, TrainCheckpointer, fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
           *, checkpoint: TrainCheckpointer | None = None) -> TrainResult:
     """Train the trainable parameters of ``model`` on ``train_set``; select on ``dev_set`` accuracy.
 
-    In a data-parallel run (:mod:`openpt.distributed`) each process computes its share of every
+    In a data-parallel run (:mod:`openpt.training.distributed`) each process computes its share of every
     global batch and the gradients are summed: the same steps as one process on the whole batch.
     With ``checkpoint``, the full training state is saved every ``checkpoint.every`` steps and at the
     end, and (``checkpoint.resume``) training continues from a saved state with identical results.

@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..build import PromptOptions, build_model, template_spec
-from ..template.spec import TemplateSpec
-from ..template.template import hard_version
-from ..train import evaluate
+from ...model.build import PromptOptions, build_model, template_spec
+from ...template.spec import TemplateSpec
+from ...template.template import hard_version
+from ...training.loop import evaluate
 from .base import RunContext, register_method
 
 

@@ -26,16 +26,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import distributed
-from .backbone.base import Backbone, load_backbone
-from .build import template_spec, verbalizer_spec
+from ..backbone.base import Backbone, load_backbone
+from ..data.loading import Dataset
+from ..model.build import template_spec, verbalizer_spec
+from ..template.parser import format_template
+from ..training import distributed
+from ..verbalizer import verbalizer_config
 from .config import ExperimentConfig, config_to_dict
-from .data import Dataset
-from .experiment import Experiment, check_fields, fewshot_sets, metric_names, versions
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
-from .template.parser import format_template
-from .verbalizer import verbalizer_config
+from .runner import Experiment, check_fields, fewshot_sets, metric_names, versions
 
 logger = logging.getLogger(__name__)
 RESULTS_NAME = "results.jsonl"

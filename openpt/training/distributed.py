@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 LAUNCHED_VARIABLE = "WORLD_SIZE"  # set by accelerate's (torchrun's) launcher in every process
 

@@ -8,20 +8,21 @@ from typing import Any, Sequence
 
 import torch
 
-from .backbone.base import Backbone
-from .errors import ConfigError, SpecError
-from .model import PromptModel
-from .registry import TEMPLATES, UnknownNameError
+from ..backbone.base import Backbone
+from ..backbone.tokens import special_like_ids
+from ..errors import ConfigError, SpecError
+from ..registry import TEMPLATES, UnknownNameError
+from ..spec import YamlMap, as_map, load_yaml
+from ..template.ptuning import PromptEncoder, PromptEncoderConfig
+from ..template.regularization import PromptRegularization
+from ..template.soft import SoftInit, corpus_vocab_ranking, cycle, label_word_rows, vocab_pool, vocab_sample
+from ..template.spec import TemplateSpec, load_template_spec, template_spec_from_mapping, template_spec_from_text
+from ..template.template import Template
+from ..verbalizer import load_verbalizer, verbalizer_from_mapping
+from ..verbalizer.base import Verbalizer
+from ..verbalizer.generation import GenerationVerbalizer  # noqa: F401  registers the 'generation' type
 from .prefix import PrefixConfig, PrefixTuning
-from .regularization import PromptRegularization
-from .spec import YamlMap, as_map, load_yaml
-from .template.ptuning import PromptEncoder, PromptEncoderConfig
-from .template.soft import SoftInit, corpus_vocab_ranking, cycle, label_word_rows, vocab_pool, vocab_sample
-from .template.spec import TemplateSpec, load_template_spec, template_spec_from_mapping, template_spec_from_text
-from .template.template import Template, special_like_ids
-from .verbalizer import load_verbalizer, verbalizer_from_mapping
-from .verbalizer.base import Verbalizer
-from .verbalizer.generation import GenerationVerbalizer  # noqa: F401  registers the 'generation' type
+from .prompt_model import PromptModel
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -34,10 +35,10 @@ class PromptOptions:
         max_length: maximum sequence length, special tokens included.
         soft_init: soft-token initialisation settings (see :class:`SoftInit`).
         freeze_backbone: prompt-only training when true.
-        regularization: prompt dropout / L2 (see :class:`~openpt.regularization.PromptRegularization`).
+        regularization: prompt dropout / L2 (see :class:`~openpt.template.regularization.PromptRegularization`).
         soft_encoder: P-tuning prompt encoder (see :class:`~openpt.template.ptuning.PromptEncoderConfig`);
             empty: plain soft prompt.
-        prefix: deep-prompt key/value prefixes (see :class:`~openpt.prefix.PrefixConfig`); empty: none.
+        prefix: deep-prompt key/value prefixes (see :class:`~openpt.model.prefix.PrefixConfig`); empty: none.
         precision: ``fp32``, or ``bf16`` to run the backbone's forward (and backward) under bfloat16
             autocast; prompt parameters, verbalizer, calibration and loss stay in float32.
     """

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .checkpoint import atomic_write
+from ..fileio import atomic_write
 from .sweep import read_records
 
 METHOD_ORDER = ("zero_shot", "prompt_tuning", "prompt_finetune", "finetune", "linear_probe")

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from .build import PromptOptions
-from .data import HF_DATASETS_PREFIX
-from .errors import ConfigError, SpecError
-from .spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, parse_yaml, type_ok
-from .train import TrainConfig
+from ..data.loading import HF_DATASETS_PREFIX
+from ..errors import ConfigError, SpecError
+from ..model.build import PromptOptions
+from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, parse_yaml, type_ok
+from ..training.loop import TrainConfig
 
 TOP_KEYS = ("name", "backbone", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train", "zero_shot", "output",
             "metrics", "methods", "sweep")
@@ -145,7 +144,7 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
 
 def parse_metrics(data: YamlMap) -> list[str]:
     """The ``metrics`` list (first = the one reports lead with); names from :data:`openpt.metrics.METRICS`."""
-    from .metrics import METRICS
+    from ..metrics import METRICS
 
     value = data.get("metrics", DEFAULT_METRICS)
     if not isinstance(value, list) or not value or not all(isinstance(m, str) and m in METRICS for m in value):
@@ -159,8 +158,8 @@ def parse_methods(data: YamlMap, prompt: PromptOptions, train: TrainConfig) -> d
     Returns ``name -> MethodSettings`` for every registered method; ``train``/``prompt`` keys
     override the top-level ones for that method only.
     """
+    from ..registry import UnknownNameError
     from .methods import METHODS, MethodSettings
-    from .registry import UnknownNameError
 
     given = as_map(data.get("methods") or {}, where="methods", file=data.file, line=data.line_of("methods"))
     settings: dict[str, Any] = {}
@@ -213,7 +212,7 @@ class SweepConfig:
     Attributes:
         datasets: one validated config per dataset (its data, template, verbalizer, metrics; the
             sweep file's backbone, prompt, train and methods).
-        methods: registered method names (see :mod:`openpt.methods`).
+        methods: registered method names (see :mod:`openpt.experiments.methods`).
         k: K values (examples per class for train and for dev).
         seeds: sampling/training seeds.
         templates: templates to try instead of each dataset's own (``None``: the dataset's).

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from ..build import build_model
-from ..checkpoint import save_prompt
-from ..train import train
+from ...model.build import build_model
+from ...model.saving import save_prompt
+from ...training.loop import train
 from .base import RunContext, fresh_backbone, register_method, train_and_evaluate
 from .zero_shot import manual_template
 

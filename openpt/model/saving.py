@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +10,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import distributed
-from .backbone.base import Backbone, load_backbone
+from ..backbone.base import Backbone, load_backbone
+from ..errors import CheckpointError, OpenPTError
+from ..fileio import atomic_write
+from ..template.parser import format_template
+from ..template.spec import TemplateSpec, template_spec_from_mapping
+from ..verbalizer import verbalizer_config, verbalizer_from_mapping
 from .build import PromptOptions, build_model
-from .errors import CheckpointError, OpenPTError
-from .model import PromptModel
-from .template.parser import format_template
-from .template.spec import TemplateSpec, template_spec_from_mapping
-from .verbalizer import verbalizer_config, verbalizer_from_mapping
+from .prompt_model import PromptModel
 
 WEIGHTS_NAME = "prompt.safetensors"
 CONFIG_NAME = "prompt_config.json"
@@ -38,43 +36,6 @@ def template_config(spec: TemplateSpec) -> dict[str, Any]:
     if spec.options.get("soft_init"):
         data["soft_init"] = dict(spec.options["soft_init"])
     return {k: v for k, v in data.items() if v is not None}
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, fsync, rename over ``path``, fsync the directory.
-
-    In a data-parallel run only the main process writes (the others hold the same data).
-    """
-    if not distributed.current().is_main:
-        return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def inference_state(model: PromptModel) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

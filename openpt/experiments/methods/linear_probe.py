@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..metrics import compute_metrics
+from ...errors import ConfigError
+from ...metrics import compute_metrics
 from .base import RunContext, register_method
 from .features import POOLINGS, FeatureCache
 

@@ -41,8 +41,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import BackboneError, ConfigError
-from .regularization import PromptRegularization, l2_penalty, options_dataclass
+from ..errors import BackboneError, ConfigError
+from ..template.regularization import PromptRegularization, l2_penalty, options_dataclass
 
 PREFIX_INITS = ("activations", "random")
 
@@ -82,7 +82,7 @@ class PrefixConfig:
 
     @classmethod
     def from_options(cls, values: Mapping[str, Any] | None) -> "PrefixConfig":
-        """From the ``prefix`` mapping of :class:`~openpt.build.PromptOptions`."""
+        """From the ``prefix`` mapping of :class:`~openpt.model.build.PromptOptions`."""
         return options_dataclass(cls, values, "prefix")
 
 

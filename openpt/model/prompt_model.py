@@ -8,13 +8,12 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from .backbone.base import Backbone
+from ..backbone.base import Backbone
+from ..template.regularization import regularization_loss
+from ..template.template import Template
+from ..types import Batch, InputExample, MaskOutputs
+from ..verbalizer.base import Verbalizer
 from .calibration import Calibration, calibrate
-from .data import InputExample
-from .regularization import regularization_loss
-from .template.encoding import Batch
-from .template.template import Template
-from .verbalizer.base import MaskOutputs, Verbalizer
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ class PromptModel(nn.Module):
         self.calibration = Calibration(verbalizer.calibration, verbalizer.num_classes)
         self.freeze_backbone = freeze_backbone
         self.options: Any = None  # the PromptOptions it was built with (set by build_model)
-        self.prefix: nn.Module | None = None  # deep-prompt key/value prefixes (openpt.prefix), set by build_model
+        self.prefix: nn.Module | None = None  # deep-prompt key/value prefixes (openpt.model.prefix), set by build_model
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: the backbone runs under autocast
         if freeze_backbone:
             backbone.freeze()
@@ -86,7 +85,7 @@ class PromptModel(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Class scores ``[B, C]`` (log-scale; softmax gives class probabilities), calibrated in
-        eval mode when the verbalizer asks for it (see :mod:`openpt.calibration`)."""
+        eval mode when the verbalizer asks for it (see :mod:`openpt.model.calibration`)."""
         return self.calibration(self.verbalizer(self.mask_outputs(batch)))
 
     def refresh_token_ids(self) -> None:

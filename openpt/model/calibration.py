@@ -22,83 +22,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
 
-from .data import InputExample
-from .errors import ConfigError, SpecError
+from ..errors import ConfigError
+from ..types import InputExample
+from ..verbalizer.calibration import MASK_INPUT, CalibrationSpec
 
-if TYPE_CHECKING:
-    from .model import PromptModel
 
 logger = logging.getLogger(__name__)
-
-CALIBRATION_MODES = ("none", "content_free", "mean")
-CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
-MASK_INPUT = "[MASK]"  # in calibrate_inputs: the backbone's own mask token
-CALIBRATION_KEYS = ("calibrate", "calibrate_inputs")
-
-
-@dataclass(frozen=True)
-class CalibrationSpec:
-    """How class scores are calibrated.
-
-    Attributes:
-        mode: ``none``, ``content_free`` (bias from content-free inputs) or ``mean`` (bias
-            from the mean prediction over unlabeled training inputs).
-        inputs: the content-free strings (``"[MASK]"`` stands for the backbone's mask token).
-    """
-
-    mode: str = "none"
-    inputs: tuple[str, ...] = CONTENT_FREE_INPUTS
-
-    def __post_init__(self) -> None:
-        if self.mode not in CALIBRATION_MODES:
-            raise SpecError(f"expected one of {', '.join(CALIBRATION_MODES)}, got {self.mode!r}", key="calibrate")
-        if not self.inputs or not all(isinstance(s, str) for s in self.inputs):
-            raise SpecError(f"expected a non-empty list of strings, got {list(self.inputs)!r}", key="calibrate_inputs")
-
-    def config(self) -> dict[str, Any]:
-        """The verbalizer-YAML keys for this setting (empty when off)."""
-        if self.mode == "none":
-            return {}
-        data: dict[str, Any] = {"calibrate": self.mode}
-        if self.inputs != CONTENT_FREE_INPUTS:
-            data["calibrate_inputs"] = list(self.inputs)
-        return data
-
-
-def split_calibration(spec: Any) -> tuple[CalibrationSpec, Any]:
-    """Take ``calibrate``/``calibrate_inputs`` out of a verbalizer mapping.
-
-    Returns the setting and a copy of the mapping without those keys (same positions), so the
-    verbalizer type's own key check never sees them.
-    """
-    if not any(key in spec for key in CALIBRATION_KEYS):
-        return CalibrationSpec(), spec
-    rest = type(spec)({k: v for k, v in spec.items() if k not in CALIBRATION_KEYS})
-    for attr in ("file", "line"):
-        if hasattr(spec, attr):
-            setattr(rest, attr, getattr(spec, attr))
-    for attr in ("key_lines", "value_marks"):
-        if hasattr(spec, attr):
-            setattr(rest, attr, {k: v for k, v in getattr(spec, attr).items() if k not in CALIBRATION_KEYS})
-    mode = spec.get("calibrate", "none")
-    inputs = spec.get("calibrate_inputs", list(CONTENT_FREE_INPUTS))
-    line_of = getattr(spec, "line_of", lambda key: None)
-    if mode is None or mode is False:
-        mode = "none"
-    if not isinstance(inputs, list):
-        raise SpecError(f"expected a list of strings, got {inputs!r}", file=getattr(spec, "file", None),
-                        line=line_of("calibrate_inputs"), key="calibrate_inputs")
-    try:
-        return CalibrationSpec(str(mode), tuple(inputs)), rest
-    except SpecError as exc:
-        raise exc.located(file=getattr(spec, "file", None), line=line_of(exc.key or "calibrate")) from None
-
 
 def _fingerprint(model: nn.Module) -> tuple[int, ...]:
     """In-place version counters of the trainable tensors: they change when an optimizer steps."""
@@ -185,13 +119,23 @@ def content_free_examples(inputs: Sequence[str], fields: Sequence[str], mask_tok
     return examples
 
 
-def model_content_free_examples(model: "PromptModel") -> list[InputExample]:
+class CalibratedModel(Protocol):
+    """What calibration needs of a model (a :class:`~openpt.model.prompt_model.PromptModel`)."""
+
+    template: Any
+    backbone: Any
+    calibration: "Calibration"
+
+    def scores(self, examples: Sequence[InputExample], batch_size: int = 64) -> torch.Tensor: ...
+
+
+def model_content_free_examples(model: CalibratedModel) -> list[InputExample]:
     """The content-free examples for ``model``'s template and tokenizer."""
     tokenizer = model.backbone.tokenizer
     return content_free_examples(model.calibration.spec.inputs, model.template.spec.fields, getattr(tokenizer, "mask_token", None))
 
 
-def calibrate(model: "PromptModel", unlabeled: Sequence[InputExample] | None = None, *, batch_size: int = 64) -> torch.Tensor:
+def calibrate(model: CalibratedModel, unlabeled: Sequence[InputExample] | None = None, *, batch_size: int = 64) -> torch.Tensor:
     """Estimate ``p_hat`` for ``model`` by its calibration mode and return it (``[C]``).
 
     Args:
@@ -213,7 +157,7 @@ def calibrate(model: "PromptModel", unlabeled: Sequence[InputExample] | None = N
     else:
         if not calibration.unlabeled:
             raise ConfigError(
-                "calibrate: mean needs unlabeled training inputs: call openpt.calibration.calibrate(model, examples) "
+                "calibrate: mean needs unlabeled training inputs: call openpt.model.calibration.calibrate(model, examples) "
                 "(or use calibrate: content_free)",
                 key="calibrate",
             )

@@ -5,19 +5,25 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from ..backbone.base import Backbone
-from ..build import PromptOptions, verbalizer_spec
-from ..data import Dataset
-from ..registry import Registry
-from ..template.spec import TemplateSpec
-from ..train import TrainConfig
-from ..verbalizer.base import Verbalizer
+from ...backbone.base import Backbone
+from ...data.loading import Dataset
+from ...model.build import PromptOptions, verbalizer_spec
+from ...registry import Registry
+from ...template.spec import TemplateSpec
+from ...training.loop import TrainConfig
+from ...verbalizer.base import Verbalizer
 
 if TYPE_CHECKING:
-    from ..config import ExperimentConfig
     from .features import FeatureCache
+
+
+class ExperimentSettings(Protocol):
+    """What a method reads of its dataset's experiment config (an :class:`~openpt.experiments.config.ExperimentConfig`)."""
+
+    base_dir: Path
+    zero_shot_template: Any
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ class RunContext:
         features: cache of frozen sentence features (linear probe), or ``None``.
     """
 
-    config: "ExperimentConfig"
+    config: ExperimentSettings
     backbone: Backbone
     template: TemplateSpec
     verbalizer: Any
@@ -110,7 +116,7 @@ def fresh_backbone(backbone: Backbone) -> Backbone:
 
 def train_and_evaluate(context: "RunContext", model: Any, *, fit: Callable[..., Any]) -> dict[str, Any]:
     """Train ``model`` with ``fit`` on the K-shot sets (dev-selected), evaluate, summarise the run."""
-    from ..train import evaluate
+    from ...training.loop import evaluate
 
     outcome = fit(model, context.train_set.examples, context.dev_set.examples, context.train_config())
     return {

@@ -14,18 +14,19 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import distributed
-from .backbone.base import Backbone, load_backbone
-from .build import build_model, template_spec, verbalizer_spec
-from .checkpoint import atomic_write, save_prompt
+from ..backbone.base import Backbone, load_backbone
+from ..data.loading import Dataset, load_split
+from ..data.sampling import lmbff_split, split_off_eval
+from ..errors import SpecError
+from ..fileio import atomic_write
+from ..model.build import build_model, template_spec, verbalizer_spec
+from ..model.saving import save_prompt
+from ..template.spec import TemplateSpec
+from ..template.template import hard_version
+from ..training import distributed
+from ..training.loop import evaluate, train
+from ..training.state import TrainCheckpointer
 from .config import DataConfig, ExperimentConfig, config_to_dict
-from .data import Dataset, load_split
-from .errors import SpecError
-from .sampling import lmbff_split, split_off_eval
-from .template.spec import TemplateSpec
-from .template.template import hard_version
-from .train import evaluate, train
-from .training_state import TrainCheckpointer
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def versions() -> dict[str, str]:
     """Versions of Python and the libraries a result depends on."""
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     return {"openpt": __version__, "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
 
@@ -97,7 +98,7 @@ UNLABELED_FOR_CALIBRATION = 512
 def use_unlabeled(model, train_set: Dataset) -> None:
     """Give ``calibrate: mean`` its unlabeled inputs: the first training texts, labels dropped."""
     if model.calibration.mode == "mean":
-        from .calibration import calibrate
+        from ..model.calibration import calibrate
 
         texts = [dataclasses.replace(e, label=None) for e in train_set.examples[:UNLABELED_FOR_CALIBRATION]]
         calibrate(model, texts)

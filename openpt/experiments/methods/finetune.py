@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import InputExample
-from ..errors import ConfigError
-from ..metrics import compute_metrics
+from ...errors import ConfigError
+from ...metrics import compute_metrics
+from ...types import InputExample
 from .base import RunContext, register_method
 from .features import POOLINGS, pool, tokenize
 

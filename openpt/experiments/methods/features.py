@@ -17,10 +17,10 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from ..backbone.base import Backbone
-from ..checkpoint import atomic_write
-from ..data import InputExample
-from ..errors import ConfigError
+from ...backbone.base import Backbone
+from ...errors import ConfigError
+from ...fileio import atomic_write
+from ...types import InputExample
 
 logger = logging.getLogger(__name__)
 POOLINGS = ("mean", "cls")

@@ -7,7 +7,7 @@ and the current epoch's order. Everything else (scheduler state, Python and NumP
 states, the sampler position, step/best/patience counters, the loss and dev history, and a
 fingerprint of config + data + prompt) is JSON in the safetensors metadata. No pickle.
 
-The file is replaced with :func:`openpt.checkpoint.atomic_write` (temporary file, fsync,
+The file is replaced with :func:`openpt.fileio.atomic_write` (temporary file, fsync,
 rename, directory fsync), so a run killed at any instant leaves either the previous state or
 the new one, never a torn file.
 
@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class EpochSampler:
 
 @dataclass
 class LoopState:
-    """Counters and records of the training loop (see :func:`openpt.train.train`)."""
+    """Counters and records of the training loop (see :func:`openpt.training.loop.train`)."""
 
     step: int = 0
     total: int = 0
@@ -165,7 +165,7 @@ class TrainCheckpointer:
     def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, sampler: EpochSampler,
              loop: LoopState, key: str) -> None:
         """Write the state after ``loop.step`` (atomically)."""
-        from .checkpoint import atomic_write
+        from ..fileio import atomic_write
 
         tensors = {f"params.{n}": p.detach().cpu().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
         tensors.update({f"best.{n}": t.detach().cpu().contiguous().clone() for n, t in loop.best_state.items()})

@@ -1,7 +1,7 @@
 """Regularisation of prompt parameters: prompt dropout and an L2 pull towards zero or the init.
 
 Both act only while training: dropout only in ``train()`` mode, and the L2 term only enters the
-loss that :func:`openpt.train.train` minimises (``PromptModel.regularization_loss()``); evaluation
+loss that :func:`openpt.training.loop.train` minimises (``PromptModel.regularization_loss()``); evaluation
 and prediction never see either, so they are deterministic.
 
 Set them with ``PromptOptions.regularization`` (YAML ``prompt.regularization``)::
@@ -18,7 +18,7 @@ from typing import Any, Mapping, Protocol, TypeVar, runtime_checkable
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 L2_TARGETS = ("zero", "init")
 T = TypeVar("T")
@@ -69,7 +69,7 @@ class PromptRegularization:
 
     @classmethod
     def from_options(cls, values: Mapping[str, Any] | None) -> "PromptRegularization":
-        """From the ``regularization`` mapping of :class:`~openpt.build.PromptOptions`."""
+        """From the ``regularization`` mapping of :class:`~openpt.model.build.PromptOptions`."""
         return options_dataclass(cls, values, "regularization")
 
     @property

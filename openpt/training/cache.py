@@ -23,12 +23,11 @@ from typing import Any, Sequence
 
 import torch
 
-from .backbone.mlm import gather_positions
-from .calibration import model_content_free_examples
-from .data import InputExample
-from .errors import ConfigError, check_settings
-from .model import PromptModel
-from .verbalizer.base import MaskOutputs
+from ..backbone.mlm import gather_positions
+from ..errors import ConfigError, check_settings
+from ..model.calibration import model_content_free_examples
+from ..model.prompt_model import PromptModel
+from ..types import InputExample, MaskOutputs
 
 logger = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
-from ..build import build_model
-from ..checkpoint import save_prompt
-from ..errors import ConfigError
-from ..template.segments import Soft, Text
-from ..template.spec import TemplateSpec
-from ..train import train
+from ...errors import ConfigError
+from ...model.build import build_model
+from ...model.saving import save_prompt
+from ...template.segments import Soft, Text
+from ...template.spec import TemplateSpec
+from ...training.loop import train
 from .base import RunContext, register_method, train_and_evaluate
 
 
