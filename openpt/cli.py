@@ -18,7 +18,8 @@ def _run(args: argparse.Namespace) -> int:
     from .experiments.runner import Experiment, results_table
     from .training import distributed
 
-    config = load_config(args.config, args.overrides)  # a bad config fails here, before any process is launched
+    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
+    config = load_config(args.config, overrides)  # a bad config fails here, before any process is launched
     if args.num_processes > 1 and distributed.current().size == 1:
         command = distributed.launch_command(args.num_processes, without_option(args.argv, "--num-processes"))
         return subprocess.run(command).returncode
@@ -76,8 +77,8 @@ def _load_prompt(args: argparse.Namespace):
 
     backbone = None
     if args.backbone:
-        backbone = load_backbone(args.backbone, kind=read_prompt_config(args.prompt)["backbone"]["kind"])
-    return load_prompt(args.prompt, backbone)
+        backbone = load_backbone(args.backbone, kind=read_prompt_config(args.prompt)["backbone"]["kind"], device=args.device)
+    return load_prompt(args.prompt, backbone, device=args.device)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -154,7 +155,7 @@ def _verbalizer_search(args: argparse.Namespace) -> int:
     dataset = load_split(args.data, args.split)
     if args.k:
         dataset = dataset.subset(kshot_indices(dataset.labels(), args.k, args.seed, num_classes=len(dataset.label_names)))
-    backbone = load_backbone(args.backbone)
+    backbone = load_backbone(args.backbone, device=args.device)
     verbalizer = AutoVerbalizer(dataset.label_names, words_per_class=args.words_per_class, candidates=args.candidates,
                                 mask=args.mask, name=args.name)
     model = build_model(backbone, template_spec(args.template), verbalizer, PromptOptions(max_length=args.max_length))
@@ -180,6 +181,9 @@ def _non_negative(text: str) -> int:
     return value
 
 
+DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openpt", description="Prompt learning over Hugging Face backbones.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
@@ -194,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue a killed run from OUTPUT/checkpoints/ (same results as an uninterrupted run)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar for sweeps")
     run.add_argument("--num-processes", type=int, default=1, metavar="N",
-                     help="train data-parallel in N processes through accelerate (gloo on CPU; see docs/distributed.md)")
+                     help="train data-parallel in N processes through accelerate (one per GPU over NCCL, gloo on CPU; see docs/distributed.md)")
+    run.add_argument("--device", help=DEVICE_HELP + " (default: the config's 'device', else auto)")
     run.set_defaults(func=_run)
 
     report = sub.add_parser("report", help="markdown table and plots from a sweep's results.jsonl")
@@ -208,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("prompt", help="saved prompt directory")
         cmd.add_argument("--backbone", help="backbone directory (default: the one recorded in the prompt)")
         cmd.add_argument("--batch-size", type=int, default=64)
+        cmd.add_argument("--device", default="auto", help=DEVICE_HELP)
         cmd.set_defaults(func=func)
         if name == "eval":
             cmd.add_argument("--data", required=True, help="dataset directory (shared format) or a JSONL/CSV file")
@@ -239,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--max-length", type=int, default=128)
     search.add_argument("--batch-size", type=int, default=32)
     search.add_argument("--output", "-o", help="verbalizer YAML to write")
+    search.add_argument("--device", default="auto", help=DEVICE_HELP)
     search.set_defaults(func=_verbalizer_search)
     return parser
 

@@ -9,7 +9,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..errors import BackboneError
+from ..device import resolve_device, weight_dtype
+from ..errors import BackboneError, ConfigError
 from ..registry import BACKBONES, UnknownNameError
 from ..types import MaskOutputs
 
@@ -119,17 +120,33 @@ def detect_kind(config: Any) -> str:
     )
 
 
-def load_backbone(name_or_path: str | Path, *, kind: str | None = None, dtype: torch.dtype | None = None) -> Backbone:
+FROM_PRETRAINED_OPTIONS = ("attn_implementation", "device_map", "low_cpu_mem_usage")
+
+
+def load_backbone(name_or_path: str | Path, *, kind: str | None = None, dtype: torch.dtype | str | None = None,
+                  device: str | torch.device | None = None, **options: Any) -> Backbone:
     """Load a model and its tokenizer from a local directory (or a hub name where a hub is reachable).
 
     Args:
         name_or_path: model directory or hub name.
         kind: ``mlm``, ``seq2seq`` or ``causal``; detected from the config when ``None``.
-        dtype: optional weight dtype (e.g. ``torch.bfloat16``).
+        dtype: optional weight dtype (``torch.bfloat16`` or ``"bfloat16"``, ...; a frozen large
+            backbone fits in half the memory).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (see :mod:`openpt.device`);
+            default: :func:`openpt.device.default_device` (the CPU unless set).
+        options: passed to ``from_pretrained``: ``attn_implementation`` (e.g. ``sdpa``),
+            ``device_map`` (e.g. ``auto`` for a model larger than one GPU; ``device`` is then
+            ignored) and ``low_cpu_mem_usage``.
 
     Raises:
         BackboneError: missing directory, unreadable config or unsupported model type.
+        ConfigError: a bad device or dtype name, a device this machine lacks, an unknown option.
     """
+    unknown = sorted(set(options) - set(FROM_PRETRAINED_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown}; expected some of {list(FROM_PRETRAINED_OPTIONS)}", key="backbone_options")
+    target = resolve_device(device)
+    dtype = weight_dtype(dtype) if isinstance(dtype, str) else dtype
     from transformers import AutoConfig, AutoTokenizer
 
     name = str(name_or_path)
@@ -159,7 +176,12 @@ def load_backbone(name_or_path: str | Path, *, kind: str | None = None, dtype: t
     except UnknownNameError as exc:
         raise BackboneError(str(exc)) from None
     tokenizer = AutoTokenizer.from_pretrained(name)
-    model = backbone_cls.auto_class().from_pretrained(name, dtype=dtype) if dtype else backbone_cls.auto_class().from_pretrained(name)
+    kwargs = {key: value for key, value in options.items() if value is not None}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = backbone_cls.auto_class().from_pretrained(name, **kwargs)
+    if kwargs.get("device_map") is None:
+        model.to(target)
     model.eval()
     logger.info("loaded %s backbone %s (%s)", kind, name, config.model_type)
     return backbone_cls(model, tokenizer, name)

@@ -105,7 +105,7 @@ class MaskedLMBackbone(Backbone):
         ``head_features(h) @ rows.T + bias`` are the LM logits of those tokens."""
         decoder = self.model.get_output_embeddings()
         weight = decoder.weight.detach()[token_ids].clone()
-        bias = decoder.bias.detach()[token_ids].clone() if decoder.bias is not None else torch.zeros(len(token_ids))
+        bias = decoder.bias.detach()[token_ids].clone() if decoder.bias is not None else torch.zeros(len(token_ids), device=weight.device)
         return weight, bias
 
     def mask_outputs(

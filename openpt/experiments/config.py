@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from ..model.build import PromptOptions
 from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, parse_yaml, type_ok
 from ..training.loop import TrainConfig
 
-TOP_KEYS = ("name", "backbone", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train", "zero_shot", "output",
-            "metrics", "methods", "sweep")
+TOP_KEYS = ("name", "backbone", "backbone_options", "device", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train",
+            "zero_shot", "output", "metrics", "methods", "sweep")
+BACKBONE_OPTION_KEYS = ("dtype", "attn_implementation", "device_map", "low_cpu_mem_usage")
 DATA_KEYS = ("path", "dataset_config", "train_split", "eval_split", "k", "seeds", "field_map", "label_names", "max_eval", "protocol")
 PROTOCOLS = ("lmbff", "split_off_eval")
 DEFAULT_METRICS = ["accuracy", "macro_f1"]
@@ -63,6 +65,8 @@ class ExperimentConfig:
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     methods: dict[str, Any] = field(default_factory=dict)
     sweep: Any = None
+    device: str = "auto"
+    backbone_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def primary_metric(self) -> str:
@@ -124,6 +128,7 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
     backbone = data["backbone"]
     if not isinstance(backbone, str) or not backbone:
         raise data.error("backbone", f"expected a model directory or hub name, got {backbone!r}")
+    device, backbone_options = parse_placement(data)
     return ExperimentConfig(
         name=str(data.get("name") or (Path(str(file)).stem if file else "experiment")),
         backbone=str(resolve_config_path(backbone, base_dir)) if backbone.startswith((".", "/", "~")) else backbone,
@@ -139,7 +144,30 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         raw=data,
         metrics=metrics,
         methods=parse_methods(data, prompt, train),
+        device=device,
+        backbone_options=backbone_options,
     )
+
+
+def parse_placement(data: YamlMap) -> tuple[str, dict[str, Any]]:
+    """``device`` (checked by name only: the machine that runs it may differ) and ``backbone_options``."""
+    from ..device import DEVICE_NAMES, weight_dtype
+
+    device = str(data.get("device", "auto"))
+    if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", device):
+        raise data.error("device", f"unknown device {device!r}; expected one of {', '.join(DEVICE_NAMES)}")
+    options = as_map(data.get("backbone_options") or {}, where="backbone_options", file=data.file, line=data.line_of("backbone_options"))
+    check_keys(options, BACKBONE_OPTION_KEYS, prefix="backbone_options.")
+    try:
+        weight_dtype(options.get("dtype"))
+    except ConfigError as exc:
+        raise options.error("dtype", exc.problem) from None
+    for key, ok, expected in (("attn_implementation", isinstance(options.get("attn_implementation", ""), str), "a string (eager, sdpa, ...)"),
+                              ("device_map", isinstance(options.get("device_map", ""), (str, dict)), "auto or a mapping"),
+                              ("low_cpu_mem_usage", isinstance(options.get("low_cpu_mem_usage", False), bool), "true or false")):
+        if not ok:
+            raise options.error(key, f"expected {expected}, got {options[key]!r}")
+    return device, dict(options)
 
 
 def parse_metrics(data: YamlMap) -> list[str]:

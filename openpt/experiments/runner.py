@@ -40,6 +40,14 @@ def versions() -> dict[str, str]:
     return {"openpt": __version__, "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
 
 
+def configured_backbone(cfg: ExperimentConfig) -> Backbone:
+    """The config's backbone on its ``device`` with its ``backbone_options``; in a data-parallel run
+    on GPUs, each process takes the GPU its launcher gave it."""
+    world = distributed.current()
+    device = world.device if world.size > 1 and world.device != "cpu" else cfg.device
+    return load_backbone(cfg.backbone, device=device, **cfg.backbone_options)
+
+
 def cap_eval(dataset: Dataset, max_eval: int | None) -> Dataset:
     """At most ``max_eval`` examples: a fixed random subset (seed 0) in dataset order.
 
@@ -143,12 +151,13 @@ class Experiment:
         train_set, eval_set = self.load_data()
         verbalizer.check_labels(train_set.label_names)
         check_fields(spec, train_set, eval_set)
-        backbone = self.backbone or load_backbone(cfg.backbone)
+        backbone = self.backbone or configured_backbone(cfg)
         metrics = metric_names(cfg)
         results: dict[str, Any] = {
             "name": cfg.name,
             "config": config_to_dict(cfg.raw),
             "versions": versions(),
+            "device": str(backbone.input_embeddings().weight.device),
             "data": {"train": len(train_set), "eval": len(cap_eval(eval_set, cfg.data.max_eval)), "eval_split": cfg.data.eval_split,
                      "k": cfg.data.k, "protocol": cfg.data.protocol},
             "runs": [],

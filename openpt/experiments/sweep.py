@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..backbone.base import Backbone, load_backbone
+from ..backbone.base import Backbone
 from ..data.loading import Dataset
 from ..model.build import template_spec, verbalizer_spec
 from ..template.parser import format_template
@@ -35,7 +35,7 @@ from ..verbalizer import verbalizer_config
 from .config import ExperimentConfig, config_to_dict
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
-from .runner import Experiment, check_fields, fewshot_sets, metric_names, versions
+from .runner import Experiment, check_fields, configured_backbone, fewshot_sets, metric_names, versions
 
 logger = logging.getLogger(__name__)
 RESULTS_NAME = "results.jsonl"
@@ -224,11 +224,11 @@ class Sweep:
                 yield run
                 bar.update(1)
 
-    def backbone(self, name: str) -> Backbone:
-        if name not in self._backbones:
-            self._backbones[name] = load_backbone(name)
-            self._backbones[name].freeze()
-        return self._backbones[name]
+    def backbone(self, cfg: ExperimentConfig) -> Backbone:
+        if cfg.backbone not in self._backbones:
+            self._backbones[cfg.backbone] = configured_backbone(cfg)
+            self._backbones[cfg.backbone].freeze()
+        return self._backbones[cfg.backbone]
 
     def data(self, cfg: ExperimentConfig) -> tuple[Dataset, Dataset]:
         key = json.dumps(config_to_dict(dataclasses.asdict(cfg.data)), sort_keys=True, default=str)
@@ -276,7 +276,7 @@ class Sweep:
         run_dir = self.output / "runs" / cfg.name / run.method / f"k{run.k}-seed{run.seed}-{run.run_id}"
         save = self.config.sweep.save_prompts if self.config.sweep else True
         context = RunContext(
-            config=cfg, backbone=self.backbone(cfg.backbone), template=spec, verbalizer=run.verbalizer,
+            config=cfg, backbone=self.backbone(cfg), template=spec, verbalizer=run.verbalizer,
             settings=cfg.methods[run.method], train_set=few_train, dev_set=few_dev, eval_set=eval_set, seed=run.seed,
             metrics=metric_names(cfg), output=run_dir if save else None, features=self.features,
         )

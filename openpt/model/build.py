@@ -10,6 +10,7 @@ import torch
 
 from ..backbone.base import Backbone
 from ..backbone.tokens import special_like_ids
+from ..device import autocast_dtype, resolve_device
 from ..errors import ConfigError, SpecError
 from ..registry import TEMPLATES, UnknownNameError
 from ..spec import YamlMap, as_map, load_yaml
@@ -39,8 +40,9 @@ class PromptOptions:
         soft_encoder: P-tuning prompt encoder (see :class:`~openpt.template.ptuning.PromptEncoderConfig`);
             empty: plain soft prompt.
         prefix: deep-prompt key/value prefixes (see :class:`~openpt.model.prefix.PrefixConfig`); empty: none.
-        precision: ``fp32``, or ``bf16`` to run the backbone's forward (and backward) under bfloat16
-            autocast; prompt parameters, verbalizer, calibration and loss stay in float32.
+        precision: ``fp32``, or ``bf16`` / ``fp16`` to run the backbone's forward (and backward) under
+            autocast on the model's device (fp16 trains with a gradient scaler); prompt parameters,
+            verbalizer, calibration and loss stay in float32.
     """
 
     max_length: int = 128
@@ -52,11 +54,7 @@ class PromptOptions:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r}; expected one of {list(PRECISIONS)}", key="prompt.precision")
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+        autocast_dtype(self.precision)
 
 
 def resolve_path(value: str, base_dir: Path | None) -> Path:
@@ -103,11 +101,14 @@ def build_model(
     *,
     seed: int = 0,
     corpus: Sequence[str] | None = None,
+    device: str | torch.device | None = None,
 ) -> PromptModel:
     """Bind ``template`` and ``verbalizer`` to ``backbone`` and wrap them in a :class:`PromptModel`.
 
     ``corpus``: unlabeled texts (e.g. the training inputs) whose token counts rank the vocabulary
-    for ``vocab_sample`` initialisation (see :mod:`openpt.template.soft`).
+    for ``vocab_sample`` initialisation (see :mod:`openpt.template.soft`). ``device``: where the
+    model computes (``auto``, ``cpu``, ``cuda:N``, ...); default: the backbone's device. Prompt
+    parts are built on the CPU (the same initial values everywhere) and then moved.
     """
     options = options or PromptOptions()
     soft_init = soft_init_from(options.soft_init, template)
@@ -123,9 +124,9 @@ def build_model(
     )
     model = PromptModel(backbone, bound, verbalizer, freeze_backbone=options.freeze_backbone)
     model.options = options
-    model.autocast_dtype = PRECISIONS[options.precision]
+    model.autocast_dtype = autocast_dtype(options.precision)
     configure_prompt(model, options, soft_init, seed=seed, corpus=corpus)
-    return model
+    return model.place(resolve_device(device) if device is not None else None)
 
 
 def provisional_init(init: SoftInit) -> SoftInit:

@@ -191,6 +191,7 @@ class PrefixTuning(nn.Module):
         if config.init == "activations" and config.length:
             self._init_from_tokens(backbone, list(init_ids))
         self.register_buffer("initial", self.key_values().detach().clone(), persistent=False)
+        self.active: torch.Tensor | None = None  # the prefixes attached now (see hooked)
 
     @torch.no_grad()
     def _init_from_tokens(self, backbone: Any, ids: list[int]) -> None:
@@ -206,7 +207,8 @@ class PrefixTuning(nn.Module):
         backbone.model.eval()  # no dropout in the recorded activations
         try:
             encoder = backbone.model.get_encoder() if backbone.model.config.is_encoder_decoder else backbone.model.base_model
-            encoder(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+            device = backbone.input_embeddings().weight.device
+            encoder(input_ids=torch.tensor([ids], device=device), attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device))
         finally:
             backbone.model.train(was_training)
             for hook in hooks:
@@ -235,6 +237,13 @@ class PrefixTuning(nn.Module):
         else:
             kv = kv.unsqueeze(0)  # broadcast over the batch
         per_head = kv.reshape(*kv.shape[:4], self.num_heads, self.head_dim).transpose(3, 4)  # [B, layers, 2, heads, P, d]
+        with self.hooked(per_head):
+            yield
+
+    @contextlib.contextmanager
+    def hooked(self, per_head: torch.Tensor) -> Iterator[None]:
+        """Prepend the given per-head prefixes ``[B|1, layers, 2, heads, P, d]`` during the block;
+        :attr:`active` holds them meanwhile (activation checkpointing replays a layer with them)."""
         hooks = [
             layer.register_forward_pre_hook(
                 functools.partial(_inject, cache=_PrefixCache(per_head[:, i, 0], per_head[:, i, 1]), length=self.config.length),
@@ -242,9 +251,11 @@ class PrefixTuning(nn.Module):
             )
             for i, layer in enumerate(self.layers)
         ]
+        outer, self.active = self.active, per_head
         try:
             yield
         finally:
+            self.active = outer
             for hook in hooks:
                 hook.remove()
 

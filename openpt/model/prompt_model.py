@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..backbone.base import Backbone
+from ..device import autocast, to_device
 from ..template.regularization import regularization_loss
 from ..template.template import Template
 from ..types import Batch, InputExample, MaskOutputs
@@ -64,14 +65,39 @@ class PromptModel(nn.Module):
             for parameter in backbone.model.parameters():
                 parameter.requires_grad_(True)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes: the device of the backbone's input embeddings."""
+        return self.backbone.input_embeddings().weight.device
+
+    def place(self, device: torch.device | None = None) -> "PromptModel":
+        """Move the model to ``device`` (default: the backbone's device). A backbone dispatched over
+        several devices (``device_map``) stays where it is; the prompt parts go to its input device."""
+        if getattr(self.backbone.model, "hf_device_map", None) and len(set(self.backbone.model.hf_device_map.values())) > 1:
+            target = self.device
+            for name, child in self.named_children():
+                if name != "backbone":
+                    child.to(target)
+            self.token_ids = self.token_ids.to(target)
+            return self
+        return self.to(device if device is not None else self.device)
+
+    def place_batch(self, batch: Batch) -> Batch:
+        """``batch`` on the model's device (pinned, non-blocking copies to CUDA)."""
+        device = self.device
+        if batch.input_ids.device == device:
+            return batch
+        return Batch(*(to_device(t, device) if t is not None else None for t in (
+            batch.input_ids, batch.attention_mask, batch.soft_index, batch.mask_positions, batch.labels)))
+
     def mask_outputs(self, batch: Batch) -> MaskOutputs:
-        """Backbone outputs at the masks for a batch (with the deep-prompt prefixes attached, if any)."""
+        """Backbone outputs at the masks for a batch (with the deep-prompt prefixes attached, if any),
+        float32 whatever the backbone's dtype or autocast."""
+        batch = self.place_batch(batch)
         with contextlib.ExitStack() as stack:
             if self.prefix is not None:
                 stack.enter_context(self.prefix.attached(batch.input_ids.shape[0]))
-            if self.autocast_dtype is None:
-                return self._mask_outputs(batch)
-            stack.enter_context(torch.autocast(batch.input_ids.device.type, dtype=self.autocast_dtype))
+            stack.enter_context(autocast(batch.input_ids.device, self.autocast_dtype))
             return as_float32(self._mask_outputs(batch))
 
     def _mask_outputs(self, batch: Batch) -> MaskOutputs:
@@ -91,6 +117,7 @@ class PromptModel(nn.Module):
     def refresh_token_ids(self) -> None:
         """Re-read :attr:`Verbalizer.token_ids` after the verbalizer changed its words (e.g. a label-word search)."""
         self.token_ids = torch.tensor(self.verbalizer.token_ids, dtype=torch.long, device=self.token_ids.device)
+        self.verbalizer.to(self.token_ids.device)  # buffers the verbalizer re-registered
 
     def train(self, mode: bool = True) -> "PromptModel":
         """Train mode for prompt parts; a frozen backbone stays in eval mode (no dropout)."""
@@ -117,12 +144,12 @@ class PromptModel(nn.Module):
         return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}"
 
     def batches(self, examples: Sequence[InputExample], batch_size: int, *, sort_by_length: bool = True) -> Iterator[tuple[list[int], Batch]]:
-        """Encode ``examples`` and yield ``(indices, batch)``; sorting by length minimises padding."""
+        """Encode ``examples`` and yield ``(indices, batch)`` on the model's device; sorting by length minimises padding."""
         encoded = self.template.encode(examples)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids)) if sort_by_length else list(range(len(encoded)))
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
-            yield indices, self.template.collate([encoded[i] for i in indices])
+            yield indices, self.place_batch(self.template.collate([encoded[i] for i in indices]))
 
     @torch.inference_mode()
     def scores(self, examples: Sequence[InputExample], batch_size: int = 64) -> torch.Tensor:
@@ -131,13 +158,13 @@ class PromptModel(nn.Module):
         self.eval()
         if self.calibration.active and self.calibration.is_stale(self):
             calibrate(self, batch_size=batch_size)  # content-free inputs, or the registered unlabeled ones
-        out = torch.empty(len(examples), self.verbalizer.num_classes)
+        out = torch.empty(len(examples), self.verbalizer.num_classes, device=self.device)
         try:
             for indices, batch in self.batches(examples, batch_size):
                 out[indices] = self(batch).float()
         finally:
             self.train(was_training)
-        return out
+        return out.cpu()
 
     def predict(self, examples: Sequence[InputExample], batch_size: int = 64) -> tuple[list[int], torch.Tensor]:
         """Predicted class ids and class probabilities ``[N, C]``."""

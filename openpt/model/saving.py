@@ -115,16 +115,20 @@ def check_backbone(saved: dict[str, Any], backbone: Backbone, directory: Path) -
             )
 
 
-def load_prompt(directory: str | Path, backbone: Backbone | None = None) -> PromptModel:
-    """Rebuild a saved prompt on ``backbone`` (default: the backbone path recorded at save time)."""
+def load_prompt(directory: str | Path, backbone: Backbone | None = None, *, device: str | torch.device | None = None) -> PromptModel:
+    """Rebuild a saved prompt on ``backbone`` (default: the backbone path recorded at save time).
+
+    ``device``: where the model computes (default: the backbone's device; a loaded backbone goes to
+    :func:`openpt.device.default_device`). Saved tensors are read on the CPU and copied there, so a
+    prompt trained on a GPU loads on the CPU and back."""
     directory = Path(directory)
     config = read_prompt_config(directory)
     if (directory / BACKBONE_DIR).is_dir():  # saved with its fine-tuned backbone
         if backbone is not None:
             raise CheckpointError(f"{directory}: holds its own fine-tuned backbone ({BACKBONE_DIR}/); load it without backbone=")
-        backbone = load_backbone(directory / BACKBONE_DIR, kind=config["backbone"]["kind"])
+        backbone = load_backbone(directory / BACKBONE_DIR, kind=config["backbone"]["kind"], device=device)
     if backbone is None:
-        backbone = load_backbone(config["backbone"]["name_or_path"], kind=config["backbone"]["kind"])
+        backbone = load_backbone(config["backbone"]["name_or_path"], kind=config["backbone"]["kind"], device=device)
     check_backbone(config["backbone"], backbone, directory)
     try:
         spec = template_spec_from_mapping(config["template"])
@@ -133,10 +137,11 @@ def load_prompt(directory: str | Path, backbone: Backbone | None = None) -> Prom
         raise CheckpointError(f"{directory / CONFIG_NAME}: {exc}") from None
     options = PromptOptions(**config["options"])
     # the saved tensors replace the initialisation, so it needs no corpus ranking
-    model = build_model(backbone, spec, verbalizer, dataclasses.replace(options, soft_init={**options.soft_init, "vocab_order": "ids"}))
+    model = build_model(backbone, spec, verbalizer, dataclasses.replace(options, soft_init={**options.soft_init, "vocab_order": "ids"}),
+                        device=device)
     model.options = options
     try:
-        tensors = load_file(str(directory / WEIGHTS_NAME))
+        tensors = load_file(str(directory / WEIGHTS_NAME), device="cpu")
     except (FileNotFoundError, SafetensorError, OSError) as exc:
         raise CheckpointError(f"{directory / WEIGHTS_NAME}: cannot read weights ({exc})") from None
     expected = {name: p for name, p in model.named_trainable_parameters() if not name.startswith("backbone.")}

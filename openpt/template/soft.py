@@ -119,7 +119,8 @@ class SoftPrompt(nn.Module):
         self.runs = list(runs)
         self.num_rows = sum(run.length for run in self.runs)
         table = embeddings.weight.detach()
-        self.weight = nn.Parameter(torch.empty(self.num_rows, table.shape[1], dtype=table.dtype))
+        # trainable rows stay float32 over a bf16/fp16 backbone
+        self.weight = nn.Parameter(torch.empty(self.num_rows, table.shape[1], dtype=torch.promote_types(table.dtype, torch.float32)))
         self.regularizer = PromptRegularization()
         self.encoder: nn.Module | None = None
         self.vocab_order_used: str | None = None
@@ -139,6 +140,7 @@ class SoftPrompt(nn.Module):
         vocab_ranking: Sequence[int] | None = None,
     ) -> None:
         """(Re)initialise every row: runs with init text copy those token embeddings (cycled)."""
+        table = table.cpu()  # initial values are drawn on the CPU: the same on every device
         generator = torch.Generator().manual_seed(init.seed if init.seed is not None else seed)
         pool = self._vocab_pool(table.shape[0], init, special_ids, vocab_ranking)
         for run in self.runs:

@@ -48,7 +48,7 @@ class MaskCache:
         return self.hidden.shape[0]
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> "MaskCache":
-        index = torch.as_tensor(indices, dtype=torch.long)
+        index = torch.as_tensor(indices, dtype=torch.long, device=self.hidden.device)
         return MaskCache(self.hidden[index], None if self.labels is None else self.labels[index])
 
 
@@ -79,13 +79,13 @@ def cache_mask_states(model: PromptModel, examples: Sequence[InputExample], batc
             embeds = model.template.embed(batch, model.backbone.input_embeddings())
             states = gather_positions(model.backbone.encode(embeds, batch.attention_mask), batch.mask_positions).float()
             if hidden is None:
-                hidden = torch.empty(len(examples), *states.shape[1:])
+                hidden = torch.empty(len(examples), *states.shape[1:], device=states.device)
             hidden[indices] = states
     finally:
         model.train(was_training)
     assert hidden is not None, "no examples to cache"
     labels = [e.label for e in examples]
-    return MaskCache(hidden, torch.tensor(labels, dtype=torch.long) if all(x is not None for x in labels) else None)
+    return MaskCache(hidden, torch.tensor(labels, dtype=torch.long, device=hidden.device) if all(x is not None for x in labels) else None)
 
 
 def outputs_from_hidden(model: PromptModel, hidden: torch.Tensor) -> MaskOutputs:
@@ -247,7 +247,7 @@ def fit_verbalizer(
         for epoch in range(1, config.epochs + 1):
             model.train()
             losses = []
-            for index in torch.randperm(len(train), generator=generator).split(config.batch_size):
+            for index in torch.randperm(len(train), generator=generator).to(train.hidden.device).split(config.batch_size):
                 batch = slice_outputs(train_out, index)
                 scores = model.verbalizer(batch)
                 loss = model.verbalizer.loss(batch, scores, train.labels[index])

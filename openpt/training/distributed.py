@@ -30,6 +30,7 @@ class World:
 
     size: int = 1
     rank: int = 0
+    device: str = "cpu"  # where collective tensors live: the process's GPU under NCCL
 
     @property
     def is_main(self) -> bool:
@@ -67,7 +68,7 @@ class World:
         from accelerate.utils import gather
 
         width = -(-count // self.size)
-        padded = torch.full((width,), -1, dtype=torch.long)
+        padded = torch.full((width,), -1, dtype=torch.long, device=self.device)
         padded[: len(local)] = torch.as_tensor(list(local), dtype=torch.long)
         rows = gather(padded).view(self.size, width)
         return [v for rank in range(self.size) for v in rows[rank, : len(World(self.size, rank).share(count))].tolist()]
@@ -86,8 +87,8 @@ def current() -> World:
         return World()
     from accelerate import PartialState
 
-    state = PartialState(cpu=True)  # openpt computes on CPU: a gloo group, also on machines with GPUs
-    return World(state.num_processes, state.process_index)
+    state = PartialState(cpu=not torch.cuda.is_available())  # NCCL, one GPU per process, where there are GPUs; else gloo
+    return World(state.num_processes, state.process_index, str(state.device))
 
 
 def free_port() -> int:

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError, check_settings
 from ..metrics import compute_metrics
+from ..device import grad_scaler
+from ..model.checkpointing import enable_checkpointing
 from ..model.prompt_model import PromptModel
 from ..types import InputExample
 from . import distributed
@@ -38,6 +40,9 @@ class TrainConfig:
         patience: stop after this many evaluations without dev improvement (``None``: never).
         backbone_lr: learning rate of backbone weights when they are not frozen.
         seed: seed of shuffling.
+        gradient_checkpointing: recompute the backbone's layer activations in the backward pass
+            instead of keeping them (less memory, about one more forward of time); gradients still
+            reach soft prompts at the input and deep-prompt prefixes.
     """
 
     lr: float = 0.01
@@ -53,6 +58,7 @@ class TrainConfig:
     patience: int | None = None
     backbone_lr: float = 1e-5
     seed: int = 42
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -129,24 +135,35 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
             resumed.step, resumed.total, resumed.stale, resumed.best_acc, resumed.best_step, resumed.history, resumed.best_state)
         start -= resumed.seconds
     world = distributed.current()
+    device = model.device
+    scaler = grad_scaler(device, model.autocast_dtype)  # fp16: loss scaling; None otherwise
+    if config.gradient_checkpointing:
+        enable_checkpointing(model)
     model.train()
     while step < total:
         for chunk in sampler.epoch():
             mine = [chunk[i] for i in world.share(len(chunk))]
             optimizer.zero_grad(set_to_none=True)
-            loss, penalty = torch.zeros(()), torch.zeros(())
+            loss, penalty = torch.zeros((), device=device), torch.zeros((), device=device)
             if mine:
-                batch = model.template.collate([encoded[i] for i in mine])
+                batch = model.place_batch(model.template.collate([encoded[i] for i in mine]))
                 loss = F.cross_entropy(model(batch), batch.labels)
                 penalty = model.regularization_loss()  # L2 on prompt parameters (0 when off)
-                (loss + penalty).backward()
+                total_loss = loss + penalty
+                (scaler.scale(total_loss) if scaler is not None else total_loss).backward()
             if world.size > 1:
                 weight = len(mine) / len(chunk)
                 world.sync_gradients(params, weight)
                 loss = world.sum(loss.detach() * weight)
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             schedule.step()
             step += 1
             record: dict[str, Any] = {"step": step, "loss": loss.item()}

@@ -163,7 +163,7 @@ class AutoVerbalizer(Verbalizer):
         tokenizer, mask_spaces = self._binding
         space = mask_spaces[self.mask] if self.prefix_space is None else self.prefix_space
         with torch.no_grad():
-            rows = torch.arange(backbone.vocab_size)
+            rows = torch.arange(backbone.vocab_size, device=train.hidden.device)
             log_probs = torch.cat([torch.log_softmax(backbone.head_logits(chunk[:, self.mask : self.mask + 1], rows)[:, 0].float(), -1)
                                    for chunk in train.hidden.split(128)])
         chosen = search_words(log_probs, train.labels, self.num_classes, word_vocabulary(tokenizer, space),

@@ -181,11 +181,11 @@ class KnowledgeableVerbalizer(Verbalizer):
             return False
         with torch.no_grad():
             hidden = unlabeled.hidden[:, self.mask : self.mask + 1]
-            logits = torch.cat([backbone.head_logits(chunk, torch.arange(backbone.vocab_size))[:, 0].float() for chunk in hidden.split(128)])
+            logits = torch.cat([backbone.head_logits(chunk, torch.arange(backbone.vocab_size, device=chunk.device))[:, 0].float() for chunk in hidden.split(128)])
             full = torch.log_softmax(logits, -1)  # [U, V]
-            ids = torch.tensor(self.token_ids)
+            ids = torch.tensor(self.token_ids, device=full.device)
             word_lp = self.word_logits(full[:, ids])  # [U, N] full-vocabulary log-probs (sub-token mean)
-        keep = torch.ones(len(self.word_class), dtype=torch.bool)
+        keep = torch.ones(len(self.word_class), dtype=torch.bool, device=word_lp.device)
         if self.min_prior > 0:
             keep &= word_lp.exp().mean(0) >= self.min_prior
         if self.relevance and self.num_classes > 1:

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from ...backbone.base import Backbone
+from ...device import to_device
 from ...errors import ConfigError
 from ...fileio import atomic_write
 from ...types import InputExample
@@ -36,11 +37,12 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
-def tokenize(tokenizer: Any, examples: Sequence[InputExample], max_length: int) -> dict[str, torch.Tensor]:
-    """Padded model inputs for ``text`` (and ``text_b`` as the second segment when present)."""
+def tokenize(tokenizer: Any, examples: Sequence[InputExample], max_length: int, device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """Padded model inputs for ``text`` (and ``text_b`` as the second segment when present), on ``device``."""
     texts = [e.text for e in examples]
     pairs = [e.text_b for e in examples] if all(e.text_b is not None for e in examples) else None
-    return dict(tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt"))
+    inputs = dict(tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt"))
+    return inputs if device is None else {key: to_device(value, device) for key, value in inputs.items()}
 
 
 def text_key(example: InputExample) -> str:
@@ -99,9 +101,9 @@ class FeatureCache:
             with torch.inference_mode():
                 for start in range(0, len(missing), batch_size):
                     chunk = missing[start:start + batch_size]
-                    inputs = tokenize(backbone.tokenizer, [e for _, e in chunk], max_length)
+                    inputs = tokenize(backbone.tokenizer, [e for _, e in chunk], max_length, encoder.device)
                     hidden = encoder(**inputs).last_hidden_state
-                    for (k, _), vector in zip(chunk, pool(hidden, inputs["attention_mask"], pooling).float().numpy()):
+                    for (k, _), vector in zip(chunk, pool(hidden, inputs["attention_mask"], pooling).float().cpu().numpy()):
                         table[k] = vector.copy()
             self.computed += len(missing)
             self._save(key)

@@ -62,7 +62,7 @@ def predict(model: Classifier, tokenizer: Any, examples: Sequence[InputExample],
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            logits = model(tokenize(tokenizer, [examples[i] for i in idx], max_length))
+            logits = model(tokenize(tokenizer, [examples[i] for i in idx], max_length, model.head.weight.device))
             for i, p in zip(idx, logits.argmax(-1).tolist()):
                 out[i] = p
     return out
@@ -77,12 +77,13 @@ def run(context: RunContext) -> dict[str, Any]:
     torch.manual_seed(context.seed)
     encoder = copy.deepcopy(backbone.model.base_model)
     encoder.requires_grad_(True)
-    model = Classifier(encoder, backbone.hidden_size, len(context.train_set.label_names), options.pooling, options.dropout)
+    device = backbone.input_embeddings().weight.device
+    model = Classifier(encoder, backbone.hidden_size, len(context.train_set.label_names), options.pooling, options.dropout).to(device)
     optimizer = torch.optim.AdamW([
         {"params": list(model.encoder.parameters()), "lr": cfg.backbone_lr},
         {"params": list(model.head.parameters()), "lr": options.head_lr or cfg.lr},
     ], weight_decay=cfg.weight_decay)
-    examples, labels = context.train_set.examples, torch.tensor(context.train_set.labels())
+    examples, labels = context.train_set.examples, torch.tensor(context.train_set.labels(), device=device)
     total = cfg.steps or math.ceil(len(examples) / cfg.batch_size) * cfg.epochs
     warmup = int(total * cfg.warmup_ratio)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -93,7 +94,7 @@ def run(context: RunContext) -> dict[str, Any]:
     while step < total:
         model.train()
         for chunk in torch.randperm(len(examples), generator=generator).split(cfg.batch_size):
-            loss = F.cross_entropy(model(tokenize(backbone.tokenizer, [examples[i] for i in chunk.tolist()], max_length)), labels[chunk])
+            loss = F.cross_entropy(model(tokenize(backbone.tokenizer, [examples[i] for i in chunk.tolist()], max_length, device)), labels[chunk])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.max_grad_norm:

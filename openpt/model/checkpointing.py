@@ -1,0 +1,65 @@
+"""Activation checkpointing through a (frozen) backbone that still trains input soft prompts and prefixes.
+
+Each transformer layer of the backbone (every ``GradientCheckpointingLayer``) keeps only its
+inputs in the forward pass and recomputes the rest in the backward pass (non-reentrant
+:func:`torch.utils.checkpoint.checkpoint`). Unlike Hugging Face's switch this works with the
+backbone in eval mode (a frozen backbone keeps dropout off) and needs no
+``enable_input_require_grads``: gradients reach the soft prompt through the layer inputs, and
+the recompute re-attaches the deep-prompt prefixes that were attached in the forward pass.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..errors import ConfigError
+from .prompt_model import PromptModel
+
+
+def checkpoint_layers(model: nn.Module) -> list[nn.Module]:
+    """The repeated transformer layers of a Hugging Face model."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+
+
+def enable_checkpointing(model: PromptModel) -> int:
+    """Checkpoint every layer of ``model``'s backbone (idempotent); returns the number of layers."""
+    layers = checkpoint_layers(model.backbone.model)
+    if not layers:
+        raise ConfigError(f"{type(model.backbone.model).__name__} has no checkpointable layers", key="train.gradient_checkpointing")
+    for layer in layers:
+        if not isinstance(layer.__dict__.get("forward"), _Checkpointed):
+            layer.forward = _Checkpointed(layer.forward, functools.partial(_recompute_context, model))
+    return len(layers)
+
+
+def disable_checkpointing(model: PromptModel) -> None:
+    """Undo :func:`enable_checkpointing`."""
+    for layer in checkpoint_layers(model.backbone.model):
+        if isinstance(layer.__dict__.get("forward"), _Checkpointed):
+            del layer.forward
+
+
+def _recompute_context(model: PromptModel) -> tuple[Any, Any]:
+    """(forward context, recompute context): the recompute re-attaches the prefixes active now."""
+    prefix = model.prefix
+    active = prefix.active if prefix is not None else None
+    return contextlib.nullcontext(), (prefix.hooked(active) if active is not None else contextlib.nullcontext())
+
+
+class _Checkpointed:
+    """A layer's ``forward`` run under non-reentrant activation checkpointing when gradients are on."""
+
+    def __init__(self, forward: Callable[..., Any], context_fn: Callable[[], tuple[Any, Any]]) -> None:
+        self.forward, self.context_fn = forward, context_fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not torch.is_grad_enabled():
+            return self.forward(*args, **kwargs)
+        return checkpoint(self.forward, *args, use_reentrant=False, context_fn=self.context_fn, **kwargs)
