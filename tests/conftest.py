@@ -17,6 +17,9 @@ Fixtures:
     tiny_mlm_dir      parametrized over bert and roberta
     tiny_backbone_factory  ``build(kind, directory) -> Path`` for fresh builds
     shared_dir, minilm_dir real assets in ``../shared`` (``OPENPT_SHARED``)
+    test_device       (autouse) ``OPENPT_TEST_DEVICE=cuda`` (or ``cuda:N``, ``mps``) makes
+                      ``load_backbone`` place every backbone there, so the same tests check
+                      placement on that device; unset: the CPU
 """
 
 from __future__ import annotations
@@ -230,6 +233,15 @@ def build_tiny_backbone(kind: str, directory: Path) -> Path:
     tokenizer.save_pretrained(directory)
     model.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_device() -> torch.device:
+    """The device the suite's backbones load on (``OPENPT_TEST_DEVICE``, default cpu)."""
+    from openpt.device import resolve_device, set_default_device
+
+    set_default_device(os.environ.get("OPENPT_TEST_DEVICE") or "cpu")
+    return resolve_device(None)
 
 
 @pytest.fixture(scope="session")

@@ -86,7 +86,7 @@ def backbone_digest(model: PromptModel) -> str:
     """SHA-256 over the backbone's state dict: equal before and after means untouched."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.backbone.model.state_dict().items()):
-        digest.update(name.encode() + tensor.detach().numpy().tobytes())
+        digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 
