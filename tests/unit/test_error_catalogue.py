@@ -121,6 +121,14 @@ CASES: dict[str, Case] = {
                                      lambda p, b: ((p / "model").mkdir(), (p / "model" / "config.json").write_text("{"), backbone_of(p / "model"))),
     "backbone-no-config": (BackboneError, ("config.json: not found", "model directory"),
                            lambda p, b: ((p / "model").mkdir(), backbone_of(p / "model"))),
+    # devices and backbone options
+    "device-unknown-name": (SpecError, ("device", "unknown device 'gpu'", "auto, cpu, cuda, cuda:N, mps"),
+                            lambda p, b: load_config(p / "config.yaml", ["device=gpu"])),
+    "device-not-on-this-machine": (ConfigError, ("device: 'cuda:99' requested but",), lambda p, b: backbone_of(b, device="cuda:99")),
+    "backbone-options-unknown-key": (SpecError, ("backbone_options.dtpye", "did you mean 'dtype'"),
+                                     lambda p, b: load_config(p / "config.yaml", ["backbone_options.dtpye=bfloat16"])),
+    "backbone-options-bad-dtype": (SpecError, ("dtype", "unknown dtype 'int8'"),
+                                   lambda p, b: load_config(p / "config.yaml", ["backbone_options.dtype=int8"])),
 }
 
 
@@ -135,10 +143,10 @@ def examples():
     return [InputExample(t, label=y) for t, y in ROWS[:4]]
 
 
-def backbone_of(path: Path):
+def backbone_of(path: Path, **options):
     from openpt.backbone import load_backbone
 
-    return load_backbone(path)
+    return load_backbone(path, **options)
 
 
 def main_raising(argv: list[str]) -> None:

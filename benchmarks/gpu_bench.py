@@ -1,0 +1,265 @@
+#!/usr/bin/env python
+"""openpt on a GPU: CPU-vs-GPU parity on tiny backbones, and throughput on large-model shapes.
+
+    python benchmarks/gpu_bench.py --anchor ../shared/anchors/bench_peft_gpu.py --peft peft_gpu.json --out gpu.json
+    python benchmarks/gpu_bench.py --anchor ../shared/anchors/bench_peft_gpu.py --tiny --device cpu --batches 3 --out t.json
+
+Parity (fp32): class scores of the same prompt model (soft tokens + manual verbalizer) on tiny
+random BERT, T5 and GPT-2 backbones, on the CPU and on the device, and the losses and prompt
+after three training steps; atol 1e-4.
+
+Throughput: the anchor's shapes, batches and length distribution (imported from the anchor
+script, so both sides see the same token ids): a roberta-large-shaped masked LM and a ~1.1B
+Llama-shaped causal LM, random bf16 weights, 20 soft tokens, batch 32. openpt's PromptModel
+runs the same hand loop as the anchor (forward, cross-entropy, backward, AdamW on the prompt):
+inference examples/s, training steps/s, and peak GPU memory, also with activation
+checkpointing. ``--peft`` reads the anchor's JSON from the same run and adds the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+N_SOFT = 20
+PARITY_ATOL = 1e-4
+EXAMPLES = ["a gripping , funny film", "dull and far too long", "the cast is great", "a terrible mess",
+            "one of the year 's best", "it never comes alive"]
+
+
+def load_anchor(path: str) -> Any:
+    spec = importlib.util.spec_from_file_location("bench_peft_gpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------- parity
+
+def parity(device: str) -> dict[str, Any]:
+    """CPU-vs-device class scores and three training steps on tiny BERT, T5 and GPT-2 (float32)."""
+    from openpt.backbone import load_backbone
+    from openpt.model.build import PromptOptions, build_model
+    from openpt.template.spec import template_spec_from_text
+    from openpt.training.loop import TrainConfig, train
+    from openpt.types import InputExample
+    from openpt.verbalizer.manual import ManualVerbalizer
+    from tests.conftest import build_tiny_backbone
+
+    examples = [InputExample(t, label=i % 2) for i, t in enumerate(EXAMPLES)]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("bert", "t5", "gpt2"):
+            torch.manual_seed(0)
+            directory = build_tiny_backbone(kind, Path(tmp) / kind)
+            per_device = {}
+            for where in ("cpu", device):
+                backbone = load_backbone(directory, device=where)
+                model = build_model(backbone, template_spec_from_text("[SOFT*4] {text} It was [MASK]"),
+                                    ManualVerbalizer({"negative": ["terrible"], "positive": ["great"]}), PromptOptions(max_length=64))
+                scores = model.scores(examples)
+                result = train(model, examples, None, TrainConfig(lr=0.05, steps=3, batch_size=3, eval_every=0))
+                per_device[where] = (scores, [r["loss"] for r in result.history], model.template.soft.weight.detach().cpu())
+            (s_cpu, l_cpu, w_cpu), (s_dev, l_dev, w_dev) = per_device["cpu"], per_device[device]
+            diffs = {"scores": float((s_cpu - s_dev).abs().max()), "losses": max(abs(a - b) for a, b in zip(l_cpu, l_dev)),
+                     "prompt_after_3_steps": float((w_cpu - w_dev).abs().max())}
+            out[kind] = {"max_abs_diff": diffs, "pass": all(v <= PARITY_ATOL for v in diffs.values())}
+    return out
+
+
+# ---------------------------------------------------------------- throughput
+
+def tokenizer_for(kind: str) -> Any:
+    """A small fast tokenizer (label words only; the benchmark feeds token ids directly)."""
+    from tests.conftest import build_tokenizer
+
+    return build_tokenizer("roberta" if kind == "mlm" else "llama")
+
+
+def prompt_model(anchor: Any, kind: str, tiny: bool, dtype: torch.dtype, device: str) -> tuple[Any, Any]:
+    """openpt's PromptModel over the anchor's model (same config, seed and dtype)."""
+    from openpt.backbone.causal import CausalLMBackbone
+    from openpt.backbone.mlm import MaskedLMBackbone
+    from openpt.model.build import PromptOptions, build_model
+    from openpt.template.spec import template_spec_from_text
+    from openpt.verbalizer.manual import ManualVerbalizer
+
+    torch.manual_seed(anchor.SEED)
+    with torch.device(device):  # random weights drawn on the device: seconds instead of a minute on the CPU
+        model, cfg, _, _ = anchor.build(kind, tiny, dtype, device)
+    model.eval()
+    backbone = (MaskedLMBackbone if kind == "mlm" else CausalLMBackbone)(model, tokenizer_for(kind), f"random-{kind}")
+    text = f"[SOFT*{N_SOFT}] {{text}} It was [MASK]"
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+    prompt = build_model(backbone, template_spec_from_text(text), ManualVerbalizer({"negative": ["terrible"], "positive": ["great"]}),
+                         PromptOptions(max_length=512, precision=precision))
+    return prompt, cfg
+
+
+def openpt_batches(anchor_batches: list, causal: bool, mask_id: int, pad_id: int) -> list:
+    """The anchor's rows with 20 soft positions in front; the mask where the anchor reads its logits
+    (causal: the last real token becomes the slot the label word fills, so the rows keep their length)."""
+    from openpt.types import Batch
+
+    out = []
+    for ids, am, pos, y in anchor_batches:
+        size, device = ids.shape[0], ids.device
+        soft = torch.arange(N_SOFT, device=device).expand(size, -1)
+        input_ids = torch.cat([torch.full((size, N_SOFT), pad_id, device=device, dtype=ids.dtype), ids], 1)
+        mask = torch.cat([torch.ones(size, N_SOFT, dtype=am.dtype, device=device), am], 1)
+        soft_index = torch.cat([soft, torch.full_like(ids, -1)], 1)
+        if causal:
+            positions = N_SOFT + pos  # the last real token's position: the slot
+            input_ids[torch.arange(size, device=device), positions] = pad_id
+        else:
+            positions = N_SOFT + pos
+            input_ids[torch.arange(size, device=device), positions] = mask_id
+        out.append(Batch(input_ids, mask, soft_index, positions.unsqueeze(1), y))
+    return out
+
+
+def timed(fn: Callable[[Any], Any], batches: list, device: str, warmup: int = 2) -> dict[str, Any]:
+    for b in batches[:warmup]:
+        fn(b)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for b in batches[warmup:]:
+        fn(b)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    n, size = len(batches) - warmup, len(batches[0])
+    return {"seconds": round(seconds, 3), "batches": n, "batch_size": size, "examples_per_s": round(n * size / seconds, 1),
+            "steps_per_s": round(n / seconds, 2),
+            "peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.startswith("cuda") else None}
+
+
+def throughput(anchor: Any, kind: str, args: argparse.Namespace, dtype: torch.dtype) -> dict[str, Any]:
+    from openpt.model.checkpointing import enable_checkpointing
+
+    device = args.device
+    prompt, cfg = prompt_model(anchor, kind, args.tiny, dtype, device)
+    causal = kind == "causal"
+    mask_id, pad_id = (None, 0) if causal else (50264, 1)
+    raw = anchor.make_batches(args.batches + 2, args.batch, cfg.vocab_size, mask_id, pad_id, anchor.SEED, causal)
+    raw = [tuple(t.to(device) for t in b) for b in raw]
+    batches = openpt_batches(raw, causal, mask_id if mask_id is not None else pad_id, pad_id)
+    res: dict[str, Any] = {"kind": kind, "n_params": sum(p.numel() for p in prompt.backbone.model.parameters()),
+                           "trainable_params": sum(p.numel() for p in prompt.trainable_parameters())}
+    weights_mb = sum(p.numel() * p.element_size() for p in prompt.backbone.model.parameters()) / 2**20
+    res["weights_mb"] = round(weights_mb, 1)
+    prompt.eval()
+    with torch.inference_mode():
+        res["openpt_inference"] = timed(lambda b: prompt(b), batches, device)
+    optimizer = torch.optim.AdamW(prompt.trainable_parameters(), lr=1e-2)
+    losses: list[float] = []
+
+    def step(b: Any) -> None:
+        loss = F.cross_entropy(prompt(b), b.labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+
+    prompt.train()
+    res["openpt_train"] = timed(step, batches, device)
+    enable_checkpointing(prompt)
+    res["openpt_train_grad_ckpt"] = timed(step, batches, device)
+    res["losses_first_last"] = [round(float(losses[0]), 4), round(float(losses[-1]), 4)]
+    del prompt, optimizer
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return res
+
+
+def ratios(ours: dict[str, Any], peft: dict[str, Any]) -> dict[str, Any]:
+    """Speed-ups over PEFT, overhead over the bare forward, memory ratios (same run, same GPU)."""
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a is not None and b else None
+
+    inference, train, ckpt = ours["openpt_inference"], ours["openpt_train"], ours["openpt_train_grad_ckpt"]
+    bare = peft["bare_forward"]
+    return {
+        "inference_vs_peft": ratio(inference["examples_per_s"], peft["peft_inference"]["examples_per_s"]),
+        "train_vs_peft": ratio(train["steps_per_s"], peft["peft_train"]["steps_per_s"]),
+        "train_grad_ckpt_vs_peft_grad_ckpt": ratio(ckpt["steps_per_s"], peft["peft_train_grad_ckpt"]["steps_per_s"]),
+        "inference_overhead_vs_bare_forward": ratio(bare["examples_per_s"], inference["examples_per_s"]),
+        "inference_peak_mb_vs_peft": ratio(inference["peak_mb"], peft["peft_inference"]["peak_mb"]),
+        "train_peak_mb_vs_peft": ratio(train["peak_mb"], peft["peft_train"]["peak_mb"]),
+        "grad_ckpt_peak_mb_vs_no_ckpt": ratio(ckpt["peak_mb"], train["peak_mb"]),
+        "grad_ckpt_activation_mb_vs_no_ckpt": ratio(ckpt["peak_mb"] - ours["weights_mb"], train["peak_mb"] - ours["weights_mb"])
+        if ckpt["peak_mb"] is not None else None,
+    }
+
+
+def table(res: dict[str, Any]) -> str:
+    rows = ["| model | measurement | openpt | PEFT | bare HF forward | ratio |", "|---|---|---|---|---|---|"]
+    for kind, ours in res["throughput"].items():
+        peft = res.get("peft", {}).get(kind, {})
+        r = ours.get("ratios", {})
+        get = lambda d, k, f: (d.get(k) or {}).get(f)  # noqa: E731
+        rows.append(f"| {kind} | inference, examples/s | {ours['openpt_inference']['examples_per_s']} | {get(peft, 'peft_inference', 'examples_per_s')} "
+                    f"| {get(peft, 'bare_forward', 'examples_per_s')} | {r.get('inference_vs_peft')}× PEFT; bare/openpt {r.get('inference_overhead_vs_bare_forward')} |")
+        rows.append(f"| {kind} | training, steps/s | {ours['openpt_train']['steps_per_s']} | {get(peft, 'peft_train', 'steps_per_s')} | | {r.get('train_vs_peft')}× |")
+        rows.append(f"| {kind} | training + ckpt, steps/s | {ours['openpt_train_grad_ckpt']['steps_per_s']} | {get(peft, 'peft_train_grad_ckpt', 'steps_per_s')} | "
+                    f"| {r.get('train_grad_ckpt_vs_peft_grad_ckpt')}× |")
+        for phase, peft_phase in (("openpt_inference", "peft_inference"), ("openpt_train", "peft_train"), ("openpt_train_grad_ckpt", "peft_train_grad_ckpt")):
+            rows.append(f"| {kind} | peak MB, {phase.removeprefix('openpt_')} | {ours[phase]['peak_mb']} | {get(peft, peft_phase, 'peak_mb')} "
+                        f"| {get(peft, 'bare_forward', 'peak_mb') if phase == 'openpt_inference' else ''} | |")
+        rows.append(f"| {kind} | ckpt / no-ckpt peak (activations only) | {r.get('grad_ckpt_peak_mb_vs_no_ckpt')} ({r.get('grad_ckpt_activation_mb_vs_no_ckpt')}) | | | target ≤ 0.5 |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--anchor", required=True, help="bench_peft_gpu.py (shapes, batches and lengths come from it)")
+    ap.add_argument("--peft", help="the anchor's JSON from this run (adds PEFT and bare-forward ratios)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batches", type=int, default=30, help="timed batches per phase (2 more for warm-up)")
+    ap.add_argument("--models", nargs="+", default=["mlm", "causal"], choices=["mlm", "causal"])
+    ap.add_argument("--tiny", action="store_true", help="2-layer / hidden-64 shapes (smoke test)")
+    ap.add_argument("--skip-parity", action="store_true")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    import transformers
+
+    start = time.perf_counter()
+    anchor = load_anchor(args.anchor)
+    dtype = getattr(torch, args.dtype)
+    res: dict[str, Any] = {
+        "device": args.device, "dtype": args.dtype, "tiny": args.tiny,
+        "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__}, "python": platform.python_version(),
+        "parity": {} if args.skip_parity else parity(args.device), "throughput": {},
+    }
+    peft = json.loads(Path(args.peft).read_text())["models"] if args.peft else {}
+    res["peft"] = peft
+    for kind in args.models:
+        res["throughput"][kind] = throughput(anchor, kind, args, dtype)
+        if kind in peft:
+            res["throughput"][kind]["ratios"] = ratios(res["throughput"][kind], peft[kind])
+    res["wall_seconds"] = round(time.perf_counter() - start, 1)
+    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res["parity"], indent=1))
+    print(table(res))
+
+
+if __name__ == "__main__":
+    main()
