@@ -44,7 +44,7 @@ def configured_backbone(cfg: ExperimentConfig) -> Backbone:
     """The config's backbone on its ``device`` with its ``backbone_options``; in a data-parallel run
     on GPUs, each process takes the GPU its launcher gave it."""
     world = distributed.current()
-    device = world.device if world.size > 1 and world.device != "cpu" else cfg.device
+    device = world.device if world.size > 1 and world.device.startswith("cuda") else cfg.device
     return load_backbone(cfg.backbone, device=device, **cfg.backbone_options)
 
 

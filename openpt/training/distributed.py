@@ -88,7 +88,8 @@ def current() -> World:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # NCCL, one GPU per process, where there are GPUs; else gloo
-    return World(state.num_processes, state.process_index, str(state.device))
+    device = state.device if state.device.type == "cuda" else torch.device("cpu")
+    return World(state.num_processes, state.process_index, str(device))
 
 
 def free_port() -> int:

@@ -43,7 +43,7 @@ def words_of(labels):
 def test_causal_inner_mask_is_rank_classification_of_the_filled_sequence(causal_dir, labels):
     model = make_model(causal_dir, "{text} it was [MASK] .", labels=labels)
     labels = labels or {"negative": ["terrible"], "positive": ["great"]}
-    batch = model.template.collate(model.template.encode(SENTIMENT))
+    batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT)))
     with torch.no_grad():
         got = model.mask_outputs(batch).word_logprobs
         scores = model(batch)
@@ -63,7 +63,7 @@ def test_causal_inner_mask_is_rank_classification_of_the_filled_sequence(causal_
 def test_causal_trailing_mask_is_next_token_prediction(causal_dir, labels):
     model = make_model(causal_dir, "{text} it was [MASK]", labels=labels)
     labels = labels or {"negative": ["terrible"], "positive": ["great"]}
-    batch = model.template.collate(model.template.encode(SENTIMENT))
+    batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT)))
     assert (batch.mask_positions[:, 0] == batch.attention_mask.sum(1) - 1).all()  # nothing after the mask
     with torch.no_grad():
         got = model.mask_outputs(batch).word_logprobs
@@ -76,7 +76,7 @@ def test_causal_trailing_mask_is_next_token_prediction(causal_dir, labels):
 def unbatched_scores(model, example, words):
     """Per word: splice its embeddings into one unpadded example and run the plain model."""
     backbone = model.backbone
-    batch = model.template.collate(model.template.encode([example]))
+    batch = model.place_batch(model.template.collate(model.template.encode([example])))
     embeds = model.template.embed(batch, backbone.input_embeddings())[0]
     ids, soft, p = batch.input_ids[0], batch.soft_index[0], int(batch.mask_positions[0, 0])
     out = []
@@ -92,7 +92,7 @@ def unbatched_scores(model, example, words):
 
 def test_causal_soft_prompt_batched_scores_equal_unbatched_plain_forward(causal_dir):
     model = make_model(causal_dir, "[SOFT*3] {text} [SOFT:it was] [MASK] . [SOFT*2]", labels=MULTI)
-    batch = model.template.collate(model.template.encode(SENTIMENT))
+    batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT)))
     assert batch.attention_mask[:, 0].all() and not batch.attention_mask.all()  # right-padded, lengths differ
     with torch.no_grad():
         got = model.mask_outputs(batch).word_logprobs

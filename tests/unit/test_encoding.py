@@ -86,7 +86,7 @@ def test_missing_field_names_the_field(tiny_bert_dir):
 def test_collate_pads_dynamically(tiny_bert_dir):
     model = make_model(tiny_bert_dir, "{text} it was [MASK] .")
     items = model.template.encode([InputExample("good"), InputExample("a good fun movie")])
-    batch = model.template.collate(items)
+    batch = model.place_batch(model.template.collate(items))
     assert batch.input_ids.shape[1] == max(len(i.input_ids) for i in items)
     assert batch.attention_mask.sum(1).tolist() == [len(i.input_ids) for i in items]
     assert batch.labels is None

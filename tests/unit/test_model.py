@@ -25,7 +25,7 @@ def full_vocab_mask_logits(model, batch):
 @pytest.mark.parametrize("template", ["{text} it was [MASK] .", "[SOFT*3] {text} [SOFT:it was] [MASK] ."])
 def test_fast_head_equals_full_vocabulary_gather(tiny_mlm_dir, template):
     model = make_model(tiny_mlm_dir, template)
-    batch = model.template.collate(model.template.encode(SENTIMENT))
+    batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT)))
     with torch.no_grad():
         fast = model.mask_outputs(batch).logits
         full = full_vocab_mask_logits(model, batch)[..., model.token_ids]
@@ -35,7 +35,7 @@ def test_fast_head_equals_full_vocabulary_gather(tiny_mlm_dir, template):
 
 def test_class_scores_are_log_softmax_over_label_words(tiny_mlm_dir):
     model = make_model(tiny_mlm_dir, "[SOFT*2] {text} it was [MASK] .")
-    batch = model.template.collate(model.template.encode(SENTIMENT[:3]))
+    batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT[:3])))
     with torch.no_grad():
         scores = model(batch)
         full = full_vocab_mask_logits(model, batch)[:, 0]
@@ -48,7 +48,7 @@ def test_class_scores_are_log_softmax_over_label_words(tiny_mlm_dir):
 
 def test_soft_vectors_replace_embeddings_exactly(tiny_bert_dir):
     model = make_model(tiny_bert_dir, "[SOFT*2] {text} [MASK]")
-    batch = model.template.collate(model.template.encode(SENTIMENT[:2]))
+    batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT[:2])))
     embeds = model.template.embed(batch, model.backbone.input_embeddings())
     torch.testing.assert_close(embeds[:, 1:3], model.template.soft.weight.unsqueeze(0).expand(2, -1, -1))
     word = model.backbone.input_embeddings()(batch.input_ids)

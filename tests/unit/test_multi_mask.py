@@ -42,7 +42,7 @@ def full_vocab_mask_logits(model, batch):
 
 def test_fast_path_equals_full_vocabulary_with_two_masks(tiny_mlm_dir):
     model = build(tiny_mlm_dir, TWO_MASKS, RELATION)
-    batch = model.template.collate(model.template.encode(SENTIMENT))
+    batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT)))
     with torch.no_grad():
         fast = model.mask_outputs(batch).logits
         full = full_vocab_mask_logits(model, batch)
@@ -52,7 +52,7 @@ def test_fast_path_equals_full_vocabulary_with_two_masks(tiny_mlm_dir):
 
 def test_multi_mask_class_scores_combine_the_masks_by_hand(tiny_bert_dir):
     model = build(tiny_bert_dir, TWO_MASKS, RELATION)
-    batch = model.template.collate(model.template.encode(SENTIMENT[:3]))
+    batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT[:3])))
     tok = model.backbone.tokenizer
     with torch.no_grad():
         scores = model(batch)
@@ -77,7 +77,7 @@ def test_multi_mask_class_scores_combine_the_masks_by_hand(tiny_bert_dir):
 def test_multi_mask_with_shared_labels_and_mean_combination(tiny_bert_dir):
     parts = [ManualVerbalizer({"neg": ["bad"], "pos": ["good"]}, mask=0), ManualVerbalizer({"neg": ["terrible"], "pos": ["great"]}, mask=1)]
     model = build(tiny_bert_dir, TWO_MASKS, MultiMaskVerbalizer(parts, combine="mean"))
-    batch = model.template.collate(model.template.encode(SENTIMENT[:2]))
+    batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT[:2])))
     with torch.no_grad():
         outputs = model.mask_outputs(batch)
         single = [ManualVerbalizer(p.words, mask=p.mask) for p in parts]
@@ -102,7 +102,7 @@ def test_multi_token_words_are_scored_jointly_at_consecutive_masks(tiny_bert_dir
     labels = {"negative": ["terrible"], "positive": ["fantastic"]}  # fantastic -> fan ##tastic
     for word_score in ("mean", "sum"):
         model = build(tiny_bert_dir, "{text} it was [MASK] [MASK] .", {"type": "multi_token", "labels": labels, "word_score": word_score})
-        batch = model.template.collate(model.template.encode(SENTIMENT[:3]))
+        batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT[:3])))
         tok = model.backbone.tokenizer
         with torch.no_grad():
             scores = model(batch)

@@ -23,7 +23,7 @@ def test_bf16_scores_are_float32_and_close_to_fp32(tiny_bert_dir):
 def test_bf16_training_keeps_float32_prompt_and_gradients(tiny_bert_dir):
     model = make_model(tiny_bert_dir, sharp=True, precision="bf16")
     model.train()
-    batch = model.template.collate(model.template.encode(SENTIMENT))
+    batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT)))
     F.cross_entropy(model(batch), batch.labels).backward()
     (weight,) = model.trainable_parameters()
     assert weight.dtype == torch.float32 and weight.grad.dtype == torch.float32

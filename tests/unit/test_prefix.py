@@ -29,7 +29,7 @@ def run_capturing(model, layer) -> tuple:
     model.eval()
     captured = {}
     hook = layer.register_forward_hook(lambda m, args, kwargs, out: captured.update(x=args[0], out=out[0]), with_kwargs=True)
-    batch = model.template.collate(model.template.encode(SENTIMENT[:3]))
+    batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT[:3])))
     assert (batch.attention_mask == 0).any()
     try:
         with torch.no_grad():

@@ -40,7 +40,7 @@ def test_t5_mask_is_a_sentinel_and_words_are_scored_as_the_target_sentinel_word(
     labels = labels or {"negative": ["terrible"], "positive": ["great"]}
     tok, lm = model.backbone.tokenizer, model.backbone.model
     items = model.template.encode(SENTIMENT)
-    batch = model.template.collate(items)
+    batch = model.place_batch(model.template.collate(items))
     with torch.no_grad():
         got = model.mask_outputs(batch).word_logprobs
         scores = model(batch)
@@ -82,7 +82,7 @@ def test_bart_mask_token_and_decoder_reproducing_the_input_up_to_the_word(tiny_b
 def unbatched_scores(model, example, words):
     """Plain forward on one unpadded example per word, soft prompt in the encoder's input embeddings."""
     backbone, lm = model.backbone, model.backbone.model
-    batch = model.template.collate(model.template.encode([example]))
+    batch = model.place_batch(model.template.collate(model.template.encode([example])))
     embeds = model.template.embed(batch, backbone.input_embeddings())
     table, p, start = backbone.input_embeddings(), int(batch.mask_positions[0, 0]), lm.config.decoder_start_token_id
     out = []
@@ -99,7 +99,7 @@ def unbatched_scores(model, example, words):
 
 def test_seq2seq_soft_prompt_batched_scores_equal_unbatched_plain_forward(seq2seq_dir):
     model = make_model(seq2seq_dir, "[SOFT*3] {text} [SOFT:it was] [MASK] .", labels=MULTI)
-    batch = model.template.collate(model.template.encode(SENTIMENT))
+    batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT)))
     assert not batch.attention_mask.all()  # padded: lengths differ
     with torch.no_grad():
         got = model.mask_outputs(batch).word_logprobs

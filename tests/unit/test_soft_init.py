@@ -127,6 +127,6 @@ def test_soft_init_unknown_key_and_bad_order_are_errors(backbone):
 def test_soft_prompts_of_several_hundred_tokens_run(tiny_bert_dir, template):
     model = build_model(load_backbone(tiny_bert_dir), template_spec(template), ManualVerbalizer({"negative": ["terrible"], "positive": ["great"]}),
                         PromptOptions(max_length=330))
-    batch = model.template.collate(model.template.encode(SENTIMENT[:2]))
+    batch = model.place_batch(model.template.collate(model.template.encode(SENTIMENT[:2])))
     assert model.template.soft.weight.shape == (300, 32) and int((batch.soft_index >= 0).sum()) == 600
     assert model.scores(SENTIMENT[:2]).shape == (2, 2)
