@@ -21,8 +21,11 @@ def _run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
     config = load_config(args.config, overrides)  # a bad config fails here, before any process is launched
     if args.num_processes > 1 and distributed.current().size == 1:
-        command = distributed.launch_command(args.num_processes, without_option(args.argv, "--num-processes"))
-        return subprocess.run(command).returncode
+        from .device import resolve_device
+
+        cpu = resolve_device(config.device).type != "cuda"
+        command = distributed.launch_command(args.num_processes, without_option(args.argv, "--num-processes"), cpu=cpu)
+        return subprocess.run(command, env={**os.environ, distributed.CPU_VARIABLE: "1"} if cpu else None).returncode
     if not distributed.current().is_main:  # one process reports; all of them compute
         sys.stdout = open(os.devnull, "w")
     output = args.output or config.output or f"runs/{config.name}"

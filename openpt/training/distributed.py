@@ -22,6 +22,7 @@ import torch
 from ..errors import ConfigError
 
 LAUNCHED_VARIABLE = "WORLD_SIZE"  # set by accelerate's (torchrun's) launcher in every process
+CPU_VARIABLE = "OPENPT_DISTRIBUTED_CPU"  # "1": CPU processes over gloo even where there are GPUs (a run with device: cpu)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ def current() -> World:
         return World()
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())  # NCCL, one GPU per process, where there are GPUs; else gloo
+    cpu = os.environ.get(CPU_VARIABLE) == "1" or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)  # NCCL with one GPU per process (local rank), or gloo on the CPU
     device = state.device if state.device.type == "cuda" else torch.device("cpu")
     return World(state.num_processes, state.process_index, str(device))
 
@@ -98,11 +100,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_command(num_processes: int, arguments: Sequence[str]) -> list[str]:
+def launch_command(num_processes: int, arguments: Sequence[str], *, cpu: bool = True) -> list[str]:
     """The ``accelerate launch`` command that runs ``openpt <arguments>`` in ``num_processes`` processes
-    on this machine (accelerate's torchrun-based launcher; the processes form a gloo group)."""
+    on this machine (accelerate's torchrun-based launcher): one per GPU over NCCL, or (``cpu``) CPU
+    processes over gloo; run it with :data:`CPU_VARIABLE` set to ``1`` in the environment for the latter."""
     if num_processes < 2:
         raise ConfigError(f"--num-processes must be at least 2 to launch a data-parallel run, got {num_processes}")
+    if not cpu and torch.cuda.device_count() < num_processes:
+        raise ConfigError(f"--num-processes {num_processes} needs one GPU per process; this machine has {torch.cuda.device_count()} "
+                          "(device: cpu runs CPU processes)", key="device")
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
             "--num_processes", str(num_processes), "--main_process_port", str(free_port()),
             "-m", "openpt.cli", *arguments]

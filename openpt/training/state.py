@@ -144,6 +144,12 @@ def _optimizer_state(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> 
     return {"state": state, "param_groups": groups}
 
 
+def _cuda_device(model: torch.nn.Module) -> torch.device | None:
+    """The CUDA device the model's trainable tensors live on, if any."""
+    device = next((p.device for p in model.parameters() if p.requires_grad), None)
+    return device if device is not None and device.type == "cuda" else None
+
+
 class TrainCheckpointer:
     """Saves the training state every ``every`` steps and at the end; restores it on ``resume``.
 
@@ -172,6 +178,9 @@ class TrainCheckpointer:
         opt_tensors, opt_meta = _optimizer_parts(optimizer)
         tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
+        device = _cuda_device(model)
+        if device is not None:  # prompt dropout on a GPU draws from its generator
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
         tensors["rng.sampler"] = sampler.generator.get_state()
         if sampler.order is not None:
             tensors["sampler.order"] = sampler.order.contiguous()
@@ -232,6 +241,9 @@ class TrainCheckpointer:
         sampler.order = tensors.get("sampler.order")
         sampler.position = meta["sampler"]["position"]
         _set_rng(meta["rng"], tensors["rng.torch"])
+        device = _cuda_device(model)
+        if device is not None and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
         loop = LoopState(**meta["loop"])
         loop.best_state = {k[len("best."):]: t for k, t in tensors.items() if k.startswith("best.")}
         logger.info("resumed training at step %d from %s", loop.step, self.path)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from safetensors.torch import load_file
 
 from openpt.training import distributed
 from openpt.cli import without_option
+from openpt.errors import ConfigError
 from openpt.training.distributed import World
 
 from .helpers import write_project
@@ -43,6 +45,9 @@ def test_launcher_drops_its_own_option_and_runs_the_cli_module():
     command = distributed.launch_command(2, ["run", "c.yaml"])
     assert command[1:3] == ["-m", "accelerate.commands.launch"] and command[-4:] == ["-m", "openpt.cli", "run", "c.yaml"]
     assert command[command.index("--num_processes") + 1] == "2"
+    if torch.cuda.device_count() < 2:
+        with pytest.raises(ConfigError, match="needs one GPU per process; this machine has"):
+            distributed.launch_command(2, ["run", "c.yaml"], cpu=False)
 
 
 def sentiment_project(tmp_path: Path, backbone_dir: Path) -> Path:
@@ -50,6 +55,7 @@ def sentiment_project(tmp_path: Path, backbone_dir: Path) -> Path:
             ("what a wonderful film .", 1), ("an awful film .", 0), ("nice and good .", 1), ("awful , bad .", 0)] * 3
     config = f"""\
         backbone: {backbone_dir}
+        device: cpu  # CPU processes over gloo, also on a machine with GPUs
         template: "[SOFT*3] {{text}} it was [MASK] ."
         verbalizer: {{labels: {{negative: terrible, positive: great}}}}
         zero_shot: false
@@ -93,6 +99,7 @@ def test_two_process_sweep_appends_each_run_once_with_single_process_metrics(tmp
     rows = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0)] * 3
     write_project(tmp_path, rows, 7, f"""\
         backbone: {tiny_bert_dir}
+        device: cpu  # CPU processes over gloo, also on a machine with GPUs
         template: "[SOFT*3] {{text}} it was [MASK] ."
         verbalizer: {{labels: {{negative: terrible, positive: great}}}}
         data: {{path: data, k: 3}}
