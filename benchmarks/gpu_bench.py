@@ -130,6 +130,24 @@ def openpt_batches(anchor_batches: list, causal: bool, mask_id: int, pad_id: int
     return out
 
 
+def length_sorted(anchor_batches: list) -> list:
+    """The same rows re-batched in order of length, as :meth:`PromptModel.scores` orders an evaluation set
+    (each batch padded to its own longest row): openpt's inference path on the same examples."""
+    rows = [(ids[i, : int(am[i].sum())], pos[i], y[i]) for ids, am, pos, y in anchor_batches for i in range(ids.shape[0])]
+    rows.sort(key=lambda row: row[0].shape[0])
+    size, out = anchor_batches[0][0].shape[0], []
+    pad = int(anchor_batches[0][0][anchor_batches[0][1] == 0][0]) if bool((anchor_batches[0][1] == 0).any()) else 0
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        width = max(r[0].shape[0] for r in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=chunk[0][0].dtype, device=chunk[0][0].device)
+        am = torch.zeros_like(ids)
+        for i, (row, _, _) in enumerate(chunk):
+            ids[i, : row.shape[0]], am[i, : row.shape[0]] = row, 1
+        out.append((ids, am, torch.stack([r[1] for r in chunk]), torch.stack([r[2] for r in chunk])))
+    return out
+
+
 def timed(fn: Callable[[Any], Any], batches: list, device: str, warmup: int = 2) -> dict[str, Any]:
     for b in batches[:warmup]:
         fn(b)
@@ -166,6 +184,11 @@ def throughput(anchor: Any, kind: str, args: argparse.Namespace, dtype: torch.dt
     prompt.eval()
     with torch.inference_mode():
         res["openpt_inference"] = timed(lambda b: prompt(b), batches, device)
+        # the Hugging Face model on the very same tokens (soft positions as pad ids, full LM head): openpt's overhead
+        res["hf_forward_same_tokens"] = timed(lambda b: prompt.backbone.model(input_ids=b.input_ids, attention_mask=b.attention_mask), batches, device)
+        # the timed rows (not the warm-up batches) in openpt's evaluation order
+        res["openpt_inference_length_sorted"] = timed(
+            lambda b: prompt(b), batches[:2] + openpt_batches(length_sorted(raw[2:]), causal, mask_id if mask_id is not None else pad_id, pad_id), device)
     optimizer = torch.optim.AdamW(prompt.trainable_parameters(), lr=1e-2)
     losses: list[float] = []
 
@@ -199,6 +222,8 @@ def ratios(ours: dict[str, Any], peft: dict[str, Any]) -> dict[str, Any]:
         "train_vs_peft": ratio(train["steps_per_s"], peft["peft_train"]["steps_per_s"]),
         "train_grad_ckpt_vs_peft_grad_ckpt": ratio(ckpt["steps_per_s"], peft["peft_train_grad_ckpt"]["steps_per_s"]),
         "inference_overhead_vs_bare_forward": ratio(bare["examples_per_s"], inference["examples_per_s"]),
+        "inference_overhead_vs_hf_forward_same_tokens": ratio(ours["hf_forward_same_tokens"]["examples_per_s"], inference["examples_per_s"]),
+        "length_sorted_inference_vs_peft": ratio(ours["openpt_inference_length_sorted"]["examples_per_s"], peft["peft_inference"]["examples_per_s"]),
         "inference_peak_mb_vs_peft": ratio(inference["peak_mb"], peft["peft_inference"]["peak_mb"]),
         "train_peak_mb_vs_peft": ratio(train["peak_mb"], peft["peft_train"]["peak_mb"]),
         "grad_ckpt_peak_mb_vs_no_ckpt": ratio(ckpt["peak_mb"], train["peak_mb"]),
@@ -215,6 +240,9 @@ def table(res: dict[str, Any]) -> str:
         get = lambda d, k, f: (d.get(k) or {}).get(f)  # noqa: E731
         rows.append(f"| {kind} | inference, examples/s | {ours['openpt_inference']['examples_per_s']} | {get(peft, 'peft_inference', 'examples_per_s')} "
                     f"| {get(peft, 'bare_forward', 'examples_per_s')} | {r.get('inference_vs_peft')}× PEFT; bare/openpt {r.get('inference_overhead_vs_bare_forward')} |")
+        rows.append(f"| {kind} | inference, same rows length-sorted, examples/s | {ours['openpt_inference_length_sorted']['examples_per_s']} | | "
+                    f"{ours['hf_forward_same_tokens']['examples_per_s']} (HF, same tokens as openpt) | {r.get('length_sorted_inference_vs_peft')}× PEFT; "
+                    f"HF-same-tokens/openpt {r.get('inference_overhead_vs_hf_forward_same_tokens')} |")
         rows.append(f"| {kind} | training, steps/s | {ours['openpt_train']['steps_per_s']} | {get(peft, 'peft_train', 'steps_per_s')} | | {r.get('train_vs_peft')}× |")
         rows.append(f"| {kind} | training + ckpt, steps/s | {ours['openpt_train_grad_ckpt']['steps_per_s']} | {get(peft, 'peft_train_grad_ckpt', 'steps_per_s')} | "
                     f"| {r.get('train_grad_ckpt_vs_peft_grad_ckpt')}× |")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # openpt on one GPU, in one command (< 8 min on one H100/H200): the unit tests on the GPU,
 # CPU-vs-GPU parity on tiny BERT/T5/GPT-2, and throughput/memory against PEFT prompt tuning and
-# the bare Hugging Face forward on large-model shapes, measured in the same run.
+# the bare Hugging Face forward on large-model shapes, measured in the same run. The benchmarks
+# run first; the unit tests get the rest of BUDGET_S (default 460 s).
 #
 #   benchmarks/gpu_check.sh OUTDIR [path/to/bench_peft_gpu.py]
 #
@@ -12,6 +13,7 @@ set -uo pipefail
 OUT=${1:?usage: benchmarks/gpu_check.sh OUTDIR [bench_peft_gpu.py]}
 ANCHOR=${2:-../shared/anchors/bench_peft_gpu.py}
 PY=${PYTHON:-python3}
+BUDGET=${BUDGET_S:-460}  # seconds for the whole check: the unit tests get what the benchmarks leave
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -24,18 +26,18 @@ $PY -c 'import torch, transformers, peft; print("torch", torch.__version__, "tra
 $PY -c 'import datasets' 2>/dev/null && echo "datasets: installed" | tee -a "$OUT/gpu.txt" \
   || echo "datasets: not installed (openpt imports it only for datasets: sources)" | tee -a "$OUT/gpu.txt"
 
-step "1. unit tests with OPENPT_TEST_DEVICE=cuda"
+step "1. PEFT prompt tuning and the bare forward (anchor)"
+timeout 200 $PY "$ANCHOR" --out "$OUT/peft_gpu.json" > "$OUT/peft.log" 2>&1
+echo "anchor exit status: $?"
+
+step "2. openpt: CPU-vs-GPU parity and throughput"
+timeout 170 $PY benchmarks/gpu_bench.py --anchor "$ANCHOR" --peft "$OUT/peft_gpu.json" --out "$OUT/gpu.json" 2>&1 \
+  | grep -v -E "^(Loading weights|Writing model)" | tee "$OUT/gpu_bench.log"
+step "3. unit tests with OPENPT_TEST_DEVICE=cuda (the time left of BUDGET_S)"
 workers=$($PY -c 'import xdist' 2>/dev/null && echo "-n 8" || echo "")
-OPENPT_TEST_DEVICE=cuda timeout 210 $PY -m pytest -q -p no:cacheprovider $workers tests/unit > "$OUT/unit_cuda.log" 2>&1
+OPENPT_TEST_DEVICE=cuda timeout $(( BUDGET - ($(date +%s) - start) > 60 ? BUDGET - ($(date +%s) - start) : 60 )) $PY -m pytest -q -p no:cacheprovider $workers tests/unit > "$OUT/unit_cuda.log" 2>&1
 echo "unit tests exit status: $?"
 grep -E "^(FAILED|ERROR) " "$OUT/unit_cuda.log" | head -40
 tail -n 1 "$OUT/unit_cuda.log"
 
-step "2. PEFT prompt tuning and the bare forward (anchor)"
-timeout 240 $PY "$ANCHOR" --out "$OUT/peft_gpu.json" > "$OUT/peft.log" 2>&1
-echo "anchor exit status: $?"
-
-step "3. openpt: parity and throughput"
-timeout 200 $PY benchmarks/gpu_bench.py --anchor "$ANCHOR" --peft "$OUT/peft_gpu.json" --out "$OUT/gpu.json" 2>&1 \
-  | grep -v -E "^(Loading weights|Writing model)" | tee "$OUT/gpu_bench.log"
 step "done"
