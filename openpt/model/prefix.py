@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -271,12 +272,20 @@ class PrefixTuning(nn.Module):
         return {"table": self.key_values().detach().clone()} if self.config.reparam else None
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_argument(attention_class: type) -> str:
+    """The name under which this attention class takes its KV cache (``cache`` since transformers
+    5.2x, ``past_key_values`` before)."""
+    parameters = inspect.signature(attention_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 def _inject(module: nn.Module, args: tuple, kwargs: dict, *, cache: Any, length: int) -> tuple[tuple, dict]:
     """Forward pre-hook: hand the layer our cache object and extend its attention mask."""
     if len(args) > 1 or kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
         raise BackboneError(f"{type(module).__name__}: unexpected call (positional mask or a KV cache); prefix tuning cannot attach")
     kwargs = dict(kwargs)
-    kwargs["cache"] = cache
+    kwargs[_cache_argument(type(module))] = cache
     mask_name = "mask" if attention_style(module) == "t5" else "attention_mask"
     kwargs[mask_name] = extend_mask(kwargs.get(mask_name), length)
     return args, kwargs

@@ -75,10 +75,11 @@ class World:
         return [v for rank in range(self.size) for v in rows[rank, : len(World(self.size, rank).share(count))].tolist()]
 
     def barrier(self) -> None:
+        """Wait for every process (on this process's GPU under NCCL; gloo needs no device)."""
         if self.size > 1:
-            from accelerate import PartialState
+            import torch.distributed as dist
 
-            PartialState().wait_for_everyone()
+            dist.barrier(device_ids=[torch.device(self.device).index or 0] if self.device.startswith("cuda") else None)
 
 
 @lru_cache(maxsize=1)

@@ -31,7 +31,7 @@ def hand_word_logprob(model, prefix_text: str, filled_text: str) -> float:
     start = len(tok(prefix_text)["input_ids"])
     assert ids[:start] == tok(prefix_text)["input_ids"]
     with torch.no_grad():
-        logprobs = lm(torch.tensor([ids])).logits[0].log_softmax(-1)
+        logprobs = lm(torch.tensor([ids], device=lm.device)).logits[0].log_softmax(-1)
     return sum(logprobs[t - 1, ids[t]].item() for t in range(start, len(ids)))
 
 
@@ -144,7 +144,7 @@ def test_causal_generation_is_greedy_decoding_of_the_prefix(causal_dir):
         new = []
         for _ in range(4):
             with torch.no_grad():
-                token = int(lm(torch.tensor([ids + new])).logits[0, -1].argmax())
+                token = int(lm(torch.tensor([ids + new], device=lm.device)).logits[0, -1].argmax())
             if token == tok.eos_token_id:
                 break
             new.append(token)

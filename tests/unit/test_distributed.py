@@ -65,12 +65,18 @@ def sentiment_project(tmp_path: Path, backbone_dir: Path) -> Path:
     return write_project(tmp_path, rows, 11, config)
 
 
+def failure_lines(stderr: str) -> str:
+    """The error lines of every process (a launcher's tail shows only the last process to fail)."""
+    lines = [line for line in stderr.splitlines() if "Error" in line or "error:" in line]
+    return "\n".join(lines[-30:]) or stderr[-3000:]
+
+
 def run_cli(project: Path, output: str, *extra: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("WORLD_SIZE", None)
     command = [sys.executable, "-m", "openpt.cli", "run", "config.yaml", "--output", output, *extra]
     done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, failure_lines(done.stderr)
     return json.loads((project / output / "results.json").read_text())
 
 
@@ -113,7 +119,7 @@ def test_two_process_sweep_appends_each_run_once_with_single_process_metrics(tmp
     for output, extra in (("one", []), ("two", ["--num-processes", "2"])):
         command = [sys.executable, "-m", "openpt.cli", "run", "config.yaml", "--output", output, "--no-progress", *extra]
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0, failure_lines(done.stderr)
         lines = [json.loads(line) for line in (tmp_path / output / "results.jsonl").read_text().splitlines()]
         records[output] = {r["run_id"]: r for r in lines}
         assert len(lines) == len(records[output]) == 6  # one line per run, written by the main process only

@@ -84,6 +84,7 @@ def test_multi_mask_with_shared_labels_and_mean_combination(tiny_bert_dir):
         expected = 0
         for verbalizer in single:
             verbalizer.bind(model.backbone.tokenizer, model.template.mask_spaces)
+            verbalizer.to(outputs.logits.device)
             cols = [model.verbalizer.token_ids.index(t) for t in verbalizer.token_ids]
             expected = expected + verbalizer(type(outputs)(logits=outputs.logits[..., cols], hidden=outputs.hidden))
         torch.testing.assert_close(model.verbalizer(outputs), torch.log_softmax(expected / 2, -1), atol=1e-6, rtol=0)

@@ -74,7 +74,7 @@ def test_prefix_activation_init_copies_the_backbones_keys_and_values(tiny_bert_d
     backbone = model.backbone
     ids = cycle(backbone.tokenizer("great film", add_special_tokens=False)["input_ids"], 4)
     with torch.no_grad():
-        hidden = backbone.model.base_model.embeddings(input_ids=torch.tensor([ids]))[0]
+        hidden = backbone.model.base_model.embeddings(input_ids=torch.tensor([ids], device=backbone.model.device))[0]
         layer = model.prefix.layers[0]
         torch.testing.assert_close(model.prefix.table[0, 0], layer.key(hidden))
         torch.testing.assert_close(model.prefix.table[0, 1], layer.value(hidden))
@@ -144,7 +144,7 @@ def test_t5_prefix_activation_init_uses_the_encoders_keys_and_values(tiny_t5_dir
     with torch.no_grad():
         encoder = model.backbone.model.get_encoder()
         block = encoder.block[0]
-        hidden = block.layer[0].layer_norm(encoder.embed_tokens(torch.tensor([ids])))[0]
+        hidden = block.layer[0].layer_norm(encoder.embed_tokens(torch.tensor([ids], device=encoder.device)))[0]
         layer = model.prefix.layers[0]
         torch.testing.assert_close(model.prefix.table[0, 0], layer.k(hidden))
         torch.testing.assert_close(model.prefix.table[0, 1], layer.v(hidden))

@@ -30,8 +30,8 @@ def seq2seq_dir(request):
 def token_logprobs(lm, input_ids, labels):
     """``log p(labels[t])`` per target position: plain model, decoder inputs = labels shifted right."""
     with torch.no_grad():
-        logits = lm(input_ids=torch.tensor([input_ids]), labels=torch.tensor([labels])).logits[0]
-    return logits.log_softmax(-1).gather(-1, torch.tensor(labels).unsqueeze(-1)).squeeze(-1)
+        logits = lm(input_ids=torch.tensor([input_ids], device=lm.device), labels=torch.tensor([labels], device=lm.device)).logits[0]
+    return logits.log_softmax(-1).gather(-1, torch.tensor(labels, device=logits.device).unsqueeze(-1)).squeeze(-1)
 
 
 @pytest.mark.parametrize("labels", [None, MULTI], ids=["single-token", "multi-token"])
@@ -88,9 +88,9 @@ def unbatched_scores(model, example, words):
     out = []
     for word in words:
         if backbone.style == "sentinel":
-            decoder = table(torch.tensor([start, backbone.sentinel_id] + word[:-1]))
+            decoder = table(torch.tensor([start, backbone.sentinel_id] + word[:-1], device=embeds.device))
         else:  # BART: </s> <s> prefix (soft vectors included) word[:-1]
-            decoder = torch.cat([table(torch.tensor([start])), embeds[0, :p], table(torch.tensor(word[:-1], dtype=torch.long))])
+            decoder = torch.cat([table(torch.tensor([start], device=embeds.device)), embeds[0, :p], table(torch.tensor(word[:-1], dtype=torch.long, device=embeds.device))])
         logprobs = lm(inputs_embeds=embeds, decoder_inputs_embeds=decoder[None]).logits[0].log_softmax(-1)
         first = len(decoder) - len(word)
         out.append(sum(logprobs[first + i, token] for i, token in enumerate(word)))
@@ -138,11 +138,11 @@ def test_t5_generation_is_greedy_decoding_after_the_sentinel(tiny_t5_dir):
     stops = {tok.eos_token_id} | {tok.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(1, 10)}
     texts = generate_texts(model, SENTIMENT[:3], max_new_tokens=5)
     for example, text in zip(SENTIMENT[:3], texts):
-        encoder_ids = torch.tensor([tok(f"{example.text} it was <extra_id_0> .")["input_ids"]])
+        encoder_ids = torch.tensor([tok(f"{example.text} it was <extra_id_0> .")["input_ids"]], device=lm.device)
         decoder = [0, tok.convert_tokens_to_ids("<extra_id_0>")]
         for _ in range(5):
             with torch.no_grad():
-                token = int(lm(input_ids=encoder_ids, decoder_input_ids=torch.tensor([decoder])).logits[0, -1].argmax())
+                token = int(lm(input_ids=encoder_ids, decoder_input_ids=torch.tensor([decoder], device=lm.device)).logits[0, -1].argmax())
             if token in stops:
                 break
             decoder.append(token)

@@ -28,7 +28,7 @@ def build(backbone, soft_init: dict, *, template: str = TEMPLATE, labels: dict |
 
 
 def table(backbone) -> torch.Tensor:
-    return backbone.input_embeddings().weight.detach()
+    return backbone.input_embeddings().weight.detach().cpu()
 
 
 def row_ids(backbone, rows: torch.Tensor) -> list[int]:
