@@ -81,10 +81,10 @@ def unbatched_scores(model, example, words):
     ids, soft, p = batch.input_ids[0], batch.soft_index[0], int(batch.mask_positions[0, 0])
     out = []
     for word in words:
-        word_ids = torch.tensor(word)
+        word_ids = torch.tensor(word, device=embeds.device)
         filled = torch.cat([embeds[:p], backbone.input_embeddings()(word_ids), embeds[p + 1 :]])
         targets = torch.cat([ids[:p], word_ids, ids[p + 1 :]])
-        scored = torch.cat([torch.zeros(p, dtype=torch.bool), torch.ones(len(word), dtype=torch.bool), soft[p + 1 :] < 0])
+        scored = torch.cat([torch.zeros(p, dtype=torch.bool, device=soft.device), torch.ones(len(word), dtype=torch.bool, device=soft.device), soft[p + 1 :] < 0])
         logprobs = backbone.model(inputs_embeds=filled[None]).logits[0].log_softmax(-1)
         out.append(sum(logprobs[t - 1, targets[t]] for t in range(1, len(targets)) if scored[t]))
     return torch.stack(out)

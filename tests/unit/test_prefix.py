@@ -63,7 +63,7 @@ def test_prefix_attention_equals_hand_computation(tiny_bert_dir, implementation)
     k = torch.cat([k_pre, split(layer.key(x))], dim=2)
     v = torch.cat([v_pre, split(layer.value(x))], dim=2)
     scores = q @ k.transpose(-1, -2) / d**0.5
-    visible = torch.cat([torch.ones(B, 3, dtype=torch.bool), batch.attention_mask.bool()], dim=1)  # prefix always visible
+    visible = torch.cat([torch.ones(B, 3, dtype=torch.bool, device=x.device), batch.attention_mask.bool()], dim=1)  # prefix always visible
     scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
     expected = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, L, heads * d)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
@@ -126,12 +126,12 @@ def test_t5_prefix_attention_equals_hand_computation(tiny_t5_dir, layer_index):
     v = torch.cat([v_pre, split(layer.v(x))], dim=2)
     # query i sits at position P + i, key j at position j: real tokens keep their distances, the prefix precedes them
     first = model.prefix.layers[0]
-    relative = torch.arange(P + L)[None, :] - (torch.arange(L)[:, None] + P)
+    relative = torch.arange(P + L, device=x.device)[None, :] - (torch.arange(L, device=x.device)[:, None] + P)
     buckets = first._relative_position_bucket(relative, bidirectional=True, num_buckets=first.relative_attention_num_buckets,
                                               max_distance=first.relative_attention_max_distance)
     bias = first.relative_attention_bias(buckets).permute(2, 0, 1)  # [heads, L, P + L]
     scores = split(layer.q(x)) @ k.transpose(-1, -2) + bias  # T5 does not scale by 1/sqrt(d)
-    visible = torch.cat([torch.ones(B, P, dtype=torch.bool), batch.attention_mask.bool()], dim=1)
+    visible = torch.cat([torch.ones(B, P, dtype=torch.bool, device=x.device), batch.attention_mask.bool()], dim=1)
     scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
     expected = layer.o((scores.softmax(-1) @ v).transpose(1, 2).reshape(B, L, heads * d))
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

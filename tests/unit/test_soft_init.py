@@ -34,7 +34,7 @@ def table(backbone) -> torch.Tensor:
 def row_ids(backbone, rows: torch.Tensor) -> list[int]:
     """The vocabulary id whose embedding equals each row exactly."""
     emb = table(backbone)
-    return [int((emb == row).all(-1).nonzero()[0]) for row in rows]
+    return [int((emb == row).all(-1).nonzero()[0]) for row in rows.cpu()]
 
 
 def ids(backbone, text: str) -> list[int]:
@@ -111,7 +111,7 @@ def test_soft_init_label_words_shorter_prompt_keeps_one_word_per_class(backbone)
 
 def test_soft_init_explicit_init_text_wins_over_the_strategy(backbone):
     model = build(backbone, {"strategy": "uniform"}, template="[SOFT*3:it was] {text} [SOFT*2] [MASK] .")
-    rows = model.template.soft.weight.detach()
+    rows = model.template.soft.weight.detach().cpu()
     torch.testing.assert_close(rows[:3], table(backbone)[cycle(ids(backbone, "it was"), 3)], atol=0, rtol=0)
     assert rows[3:].abs().max() <= 0.5 and not torch.equal(rows[3:], table(backbone)[:2])
 
