@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 from ..backbone.base import Backbone, load_backbone
 from ..data.loading import Dataset
+from ..data.sources import source_name
 from ..model.build import template_spec, verbalizer_spec
 from ..template.parser import format_template
 from ..training import distributed
@@ -88,7 +89,8 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
     for cfg in datasets:
         templates = (sweep.templates if sweep and sweep.templates else None) or [cfg.template]
         verbalizers = (sweep.verbalizers if sweep and sweep.verbalizers else None) or [cfg.verbalizer]
-        data = {k: v for k, v in config_to_dict(dataclasses.asdict(cfg.data)).items() if k not in ("k", "seeds", "path")}
+        data = {k: v for k, v in config_to_dict(dataclasses.asdict(cfg.data)).items()
+                if k not in ("k", "seeds", "path", "train", "eval") and not (k.startswith("holdout") and cfg.data.holdout is None)}
         for template in templates:
             t_info = _describe(template, "template", cfg.base_dir)
             for verbalizer in verbalizers:
@@ -99,7 +101,7 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
                             max_eval = sweep.max_eval if sweep and sweep.max_eval is not None else cfg.data.max_eval
                             ms = cfg.methods[method]
                             settings = {
-                                "dataset": cfg.name, "data_dir": Path(cfg.data.path).name, "data": {**data, "max_eval": max_eval},
+                                "dataset": cfg.name, "data_dir": source_name(cfg.data), "data": {**data, "max_eval": max_eval},
                                 "backbone": Path(cfg.backbone).name, "method": method, "k": k, "seed": seed,
                                 "template": t_info, "verbalizer": v_info, "metrics": metric_names(cfg),
                                 "zero_shot_template": config_to_dict(cfg.zero_shot_template),
