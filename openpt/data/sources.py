@@ -184,7 +184,8 @@ def resolve_data(spec: DataSpec, *, label_hint: list[str] | None = None, given: 
             pool = load(spec.path, spec.train_split)
             evaluated = load(spec.path, spec.eval_split, pool)
             info.update(form="splits", train_source=where, eval_source=f"{shown('path')} [{spec.eval_split}]")
-    info.update(train_pool_rows=len(pool), eval_rows=len(evaluated), labels=list(pool.label_names), label_source=pool.label_source)
+    info.update(train_pool_rows=len(pool), eval_rows=len(evaluated), labels=list(pool.label_names),
+                label_source=_label_source(pool.label_source))
     if evaluated is not pool:
         texts = {(e.text, e.text_b) for e in pool}
         info["eval_rows_in_train_pool"] = sum((e.text, e.text_b) in texts for e in evaluated)
@@ -192,6 +193,13 @@ def resolve_data(spec: DataSpec, *, label_hint: list[str] | None = None, given: 
             logger.warning("%d evaluation rows of %s have the text of a training-pool row", info["eval_rows_in_train_pool"],
                            info["eval_source"])
     return ResolvedData(pool, evaluated, info)
+
+
+def _label_source(source: str) -> str:
+    """Where label names came from, without this machine's paths."""
+    if source.endswith("labels.json"):
+        return "labels.json"
+    return source.rsplit(": ", 1)[-1] if "ClassLabel feature" in source else source
 
 
 def source_name(spec: DataSpec) -> str:

@@ -117,8 +117,8 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
     check_keys(data_map, DATA_KEYS, prefix="data.")
     if base_dir is None and data.file and data.file != "<command line>":
         base_dir = Path(data.file).resolve().parent
-    files = {key: (lambda v: resolve_config_path(str(v), base_dir)) for key in ("train", "eval")}
-    data_cfg = dataclass_from(DataConfig, data_map, "data.", {"path": lambda v: data_path(str(v), base_dir), **files})
+    files = {key: (lambda v: None if v is None else resolve_config_path(str(v), base_dir)) for key in ("train", "eval")}
+    data_cfg = dataclass_from(DataConfig, data_map, "data.", {"path": lambda v: None if v is None else data_path(str(v), base_dir), **files})
     problem = form_problem(data_map)
     if problem:
         raise data_map.error(*problem)

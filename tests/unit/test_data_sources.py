@@ -273,3 +273,14 @@ def test_zero_shot_eval_of_a_template_and_verbalizer(tmp_path: Path, tiny_bert_d
     assert "template.soft would be untrained" in capsys.readouterr().err
     assert main(["eval", "--data", str(tmp_path / "test.csv")]) == 2
     assert "needs a saved PROMPT directory, or --backbone, --template and --verbalizer" in capsys.readouterr().err
+
+
+def test_readme_data_forms_are_valid_and_distinct():
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Your own data", 1)[1].split("\n## ", 1)[0]
+    forms = [yaml.safe_load(line)["data"] for line in section.splitlines() if line.startswith("data: ")]
+    assert len(forms) == 5
+    for data in forms:
+        assert form_problem(data) is None, data
