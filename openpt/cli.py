@@ -96,7 +96,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise OpenPTError("--template/--verbalizer are for zero-shot evaluation without a saved prompt; drop them or the PROMPT directory")
     else:
         model = _load_prompt(args)
-        dataset = load_split(args.data, args.split, label_names=model.verbalizer.label_names if not Path(args.data).is_dir() else None)
+        dataset = load_split(args.data, args.split, label_names=model.verbalizer.label_names if not Path(args.data).is_dir() else None,
+                             rules=LabelRules(required=True))
     model.verbalizer.check_labels(dataset.label_names)
     scores = evaluate(model, dataset.examples, args.batch_size)
     print(json.dumps({"examples": len(dataset), **scores}, indent=2))
