@@ -116,6 +116,10 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
     return runs
 
 
+def _data_key(cfg: ExperimentConfig) -> str:
+    return json.dumps(config_to_dict(dataclasses.asdict(cfg.data)), sort_keys=True, default=str)
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """The records of a results file; unreadable lines (a write cut short) are skipped with a warning."""
     path = Path(path)
@@ -186,6 +190,7 @@ class Sweep:
         self.progress = progress
         self._backbones = dict(backbones or {})
         self._data: dict[str, tuple[Dataset, Dataset]] = {}
+        self._data_info: dict[str, dict[str, Any]] = {}  # what each data config resolved to (see openpt.data.sources)
         self._zero_shot: dict[str, dict[str, float]] = {}
         cache_dir = config.sweep.cache_dir if config.sweep and config.sweep.cache_dir else self.output / "features"
         self.features = FeatureCache(cache_dir)
@@ -233,10 +238,16 @@ class Sweep:
         return self._backbones[name]
 
     def data(self, cfg: ExperimentConfig) -> tuple[Dataset, Dataset]:
-        key = json.dumps(config_to_dict(dataclasses.asdict(cfg.data)), sort_keys=True, default=str)
+        key = _data_key(cfg)
         if key not in self._data:
-            self._data[key] = Experiment(cfg, self.output).load_data()
+            experiment = Experiment(cfg, self.output)
+            self._data[key] = experiment.load_data()
+            self._data_info[key] = experiment.data_info
         return self._data[key]
+
+    def data_info(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        """Form, sources and row counts of ``cfg``'s data (after :meth:`data`)."""
+        return self._data_info[_data_key(cfg)]
 
     def execute(self, run: RunSpec) -> dict[str, Any]:
         """Run one cell; never raises except on interruption (the error goes into the record)."""
@@ -269,6 +280,7 @@ class Sweep:
                                            "source": info["source"]}}
         if "note" in info:
             out["note"] = info["note"]
+        out["data_source"] = {k: v for k, v in self.data_info(cfg).items() if k in ("form", "train_source", "eval_source", "holdout")}
         cache_key = None
         if not method.trains:  # zero-shot: same scores for every seed/K with the same evaluation set
             guids = hashlib.sha256("\n".join(e.guid or "" for e in eval_set).encode()).hexdigest()
