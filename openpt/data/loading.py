@@ -30,6 +30,7 @@ SAVED_HF_FILES = ("dataset_dict.json", "state.json")  # marks a save_to_disk dir
 _Row = tuple[str, Mapping[str, Any]]  # (location for messages, row)
 
 
+HINTED = "the verbalizer's labels"  # where label names came from when LabelRules.hint named them
 HF_DATASETS_PREFIX = "datasets:"  # a data path loaded with datasets.load_dataset (hub name or local dataset dir)
 
 @dataclass
@@ -294,7 +295,8 @@ def _build(rows: Iterable[_Row], fmap: dict[str, str], split: str, names: list[s
         if value is not None:
             label = index[value] if isinstance(value, str) and value in index else _as_int(value)
             if label is None:
-                labels = f"labels of {rules.names_from}" if rules.names_from else "labels"
+                labels = f"labels of {rules.names_from}" if rules.names_from else (
+                    HINTED if names_src == HINTED else "labels")
                 raise DataError(f"{where}: unknown label {value!r} ({labels}: {', '.join(names)})")
             if not 0 <= label < len(names):
                 raise DataError(f"{where}: label {label} out of range for {len(names)} labels in {names_src}")
@@ -309,7 +311,7 @@ def _infer_names(raw: list[tuple[str, int | str | None]], source: str, hint: lis
     if strings and ints:
         raise DataError(f"{ints[0][0]}: integer label {ints[0][1]} mixed with string labels; pass label_names")
     if strings and hint:
-        return list(hint), "the verbalizer's labels"
+        return list(hint), HINTED
     names = strings or [str(i) for i in range(max((i for _, i in ints), default=-1) + 1)]
     logger.info("%s: label names inferred from the data: %s", source, names)
     return names, "labels inferred from the data"

@@ -284,3 +284,10 @@ def test_readme_data_forms_are_valid_and_distinct():
     assert len(forms) == 5
     for data in forms:
         assert form_problem(data) is None, data
+
+
+def test_string_label_outside_the_verbalizer_names_the_row(tmp_path: Path):
+    write_csv(tmp_path / "a.csv", rows(4) + [{"review": "so so .", "sentiment": "pos", "id": "9"}])
+    write_csv(tmp_path / "b.csv", rows(4, start=50))
+    with pytest.raises(DataError, match=r"a.csv: row 5: unknown label 'pos' \(the verbalizer's labels: positive, negative\)"):
+        Experiment(load_config(write_config(tmp_path, f"{{train: a.csv, eval: b.csv, {FIELDS}}}")), tmp_path / "o").load_data()
