@@ -1,4 +1,4 @@
-"""Command line: ``openpt run | eval | predict | template check | verbalizer search``."""
+"""Command line: ``openpt run | eval | predict | data check | template check | verbalizer search``."""
 from __future__ import annotations
 
 import argparse
@@ -85,15 +85,37 @@ def _load_prompt(args: argparse.Namespace):
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .data.loading import load_split
+    from .data.loading import LabelRules, load_split
     from .training.loop import evaluate
 
-    model = _load_prompt(args)
-    dataset = load_split(args.data, args.split, label_names=model.verbalizer.label_names if not Path(args.data).is_dir() else None)
+    if args.prompt is None:
+        from .model.zero_shot import zero_shot_model
+
+        if not (args.backbone and args.template and args.verbalizer):
+            raise OpenPTError("openpt eval needs a saved PROMPT directory, or --backbone, --template and --verbalizer "
+                              "to score a template and verbalizer zero-shot")
+        model = zero_shot_model(args.backbone, args.template, args.verbalizer, max_length=args.max_length)
+        dataset = load_split(args.data, args.split, rules=LabelRules(hint=model.verbalizer.label_names, required=True))
+    elif args.template or args.verbalizer:
+        raise OpenPTError("--template/--verbalizer are for zero-shot evaluation without a saved prompt; drop them or the PROMPT directory")
+    else:
+        model = _load_prompt(args)
+        dataset = load_split(args.data, args.split, label_names=model.verbalizer.label_names if not Path(args.data).is_dir() else None,
+                             rules=LabelRules(required=True))
     model.verbalizer.check_labels(dataset.label_names)
     scores = evaluate(model, dataset.examples, args.batch_size)
     print(json.dumps({"examples": len(dataset), **scores}, indent=2))
     return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from .experiments.config import load_config
+    from .experiments.data_check import check_config_data
+
+    reports = check_config_data(load_config(args.config, args.overrides))
+    for name, report in reports:
+        print(f"== {name} ==\n{report.text()}" if len(reports) > 1 else report.text())
+    return 1 if any(report.problems for _, report in reports) else 0
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -211,9 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--k", type=int, help="only this K in the table")
     report.set_defaults(func=_report)
 
-    for name, func, help_text in (("eval", _eval, "evaluate a saved prompt on a labeled split"), ("predict", _predict, "label texts with a saved prompt")):
+    for name, func, help_text in (("eval", _eval, "evaluate a saved prompt, or a template + verbalizer zero-shot, on a labeled split"),
+                                  ("predict", _predict, "label texts with a saved prompt")):
         cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("prompt", help="saved prompt directory")
+        cmd.add_argument("prompt", nargs="?" if name == "eval" else None, help="saved prompt directory")
         cmd.add_argument("--backbone", help="backbone directory (default: the one recorded in the prompt)")
         cmd.add_argument("--batch-size", type=int, default=64)
         cmd.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -221,9 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval":
             cmd.add_argument("--data", required=True, help="dataset directory (shared format) or a JSONL/CSV file")
             cmd.add_argument("--split", default="test")
+            cmd.add_argument("--template", help="without PROMPT: template YAML file or inline text (no soft tokens), scored zero-shot")
+            cmd.add_argument("--verbalizer", help="without PROMPT: verbalizer YAML file (no learned parameters)")
+            cmd.add_argument("--max-length", type=int, default=128, help="without PROMPT: maximum sequence length")
         else:
             cmd.add_argument("texts", nargs="*")
             cmd.add_argument("--file", help="one text per line")
+
+    data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True)
+    data_check = data.add_parser("check", help="show what each split of a config resolves to (files, rows, labels, fields, K-shot pool)")
+    data_check.add_argument("config")
+    data_check.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.holdout=0.2")
+    data_check.set_defaults(func=_data_check)
 
     template = sub.add_parser("template", help="template tools").add_subparsers(dest="template_command", required=True)
     check = template.add_parser("check", help="validate a template and show how it renders")

@@ -3,8 +3,9 @@
 Errors are one-line :class:`DataError`: ``<file>:<line>: <problem>`` (JSONL, 1-based lines) or
 ``<file>: row <n>: <problem>`` (read by ``datasets``; 1-based rows after the header). Label names:
 ``labels.json`` beside the data or a ``ClassLabel`` feature, else ``label_names`` (if both: equal),
-else inferred: sorted unique label strings, or ``"0".."max"`` for integer labels. A string label
-is its name's index, else an integer literal is the index; a missing or empty label is ``None``.
+else ``label_hint`` (e.g. the verbalizer's labels) for string labels, else inferred: sorted unique
+label strings, or ``"0".."max"`` for integer labels. A string label is its name's index, else an
+integer literal is the index; a missing or empty label is ``None`` (an error with ``require_labels``).
 """
 from __future__ import annotations
 
@@ -25,10 +26,11 @@ _FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
 _SPLIT_ORDER = {"train": 0, "dev": 1, "validation": 1, "test": 2}
 _CORE = ("text", "text_b", "label", "guid")
 _INT = re.compile(r"[+-]?\d+")
-_SAVED_HF = ("dataset_dict.json", "state.json")  # marks a save_to_disk directory
+SAVED_HF_FILES = ("dataset_dict.json", "state.json")  # marks a save_to_disk directory
 _Row = tuple[str, Mapping[str, Any]]  # (location for messages, row)
 
 
+HINTED = "the verbalizer's labels"  # where label names came from when LabelRules.hint named them
 HF_DATASETS_PREFIX = "datasets:"  # a data path loaded with datasets.load_dataset (hub name or local dataset dir)
 
 @dataclass
@@ -39,6 +41,7 @@ class Dataset:
     label_names: list[str]
     name: str
     source: str
+    label_source: str = ""  # where the label names came from (labels.json, label_names, ...)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -59,7 +62,7 @@ class Dataset:
         bad = [i for i in idx if not 0 <= i < len(self.examples)]
         if bad:
             raise DataError(f"{self.source}: index {bad[0]} out of range for {len(self)} examples")
-        return Dataset([self.examples[i] for i in idx], list(self.label_names), self.name, self.source)
+        return Dataset([self.examples[i] for i in idx], list(self.label_names), self.name, self.source, self.label_source)
 
     def fields(self) -> set[str]:
         """Fields present in every example: ``text``, ``text_b``, meta keys (not the alias)."""
@@ -78,8 +81,20 @@ def available_splits(directory: str | Path) -> list[str]:
     return sorted(names, key=lambda s: (_SPLIT_ORDER.get(s, 3), s))
 
 
+@dataclass(frozen=True)
+class LabelRules:
+    """How labels are read: ``hint`` names string labels when the data has no names of its own;
+    ``names_from`` says where ``label_names`` came from (for messages); ``required``: an unlabeled
+    row is an error naming it."""
+
+    hint: list[str] | None = None
+    names_from: str | None = None
+    required: bool = False
+
+
 def load_split(path: str | Path, split: str, *, label_names: list[str] | None = None,
-               field_map: dict[str, str] | None = None, format: str | None = None, dataset_config: str | None = None) -> Dataset:
+               field_map: dict[str, str] | None = None, format: str | None = None, dataset_config: str | None = None,
+               rules: LabelRules | None = None) -> Dataset:
     """Load ``<dir>/<split>.jsonl`` (+ ``labels.json``) or one file (``split`` then only names guids).
 
     ``field_map``: openpt field (``text``/``text_a``, ``text_b``, ``label``, ``guid``, meta name) ->
@@ -88,10 +103,10 @@ def load_split(path: str | Path, split: str, *, label_names: list[str] | None = 
     (``datasets.load_dataset(NAME, dataset_config)``) go to :func:`load_hf_dataset`."""
     if str(path).startswith(HF_DATASETS_PREFIX):
         return load_hf_dataset(str(path)[len(HF_DATASETS_PREFIX):], split, label_names=label_names, field_map=field_map,
-                               config=dataset_config)
+                               config=dataset_config, rules=rules)
     p = Path(path)
-    if any((p / name).is_file() for name in _SAVED_HF):
-        return load_hf_dataset(p, split, label_names=label_names, field_map=field_map)
+    if any((p / name).is_file() for name in SAVED_HF_FILES):
+        return load_hf_dataset(p, split, label_names=label_names, field_map=field_map, rules=rules)
     file = _split_file(p, split) if p.is_dir() else p
     if not file.is_file():
         raise DataError(f"{p}: no such file or directory")
@@ -103,19 +118,19 @@ def load_split(path: str | Path, split: str, *, label_names: list[str] | None = 
     names, names_src = _pick_names(label_names, stored, str(labels_file))
     fmap = _field_map(field_map)
     rows = _read_jsonl(file) if fmt == "jsonl" else _read_with_datasets(file, fmt)
-    examples, names = _build(rows, fmap, split, names, names_src, str(file))
+    examples, names, names_src = _build(rows, fmap, split, names, names_src, str(file), rules or LabelRules())
     logger.info("loaded %d examples from %s", len(examples), file)
-    return Dataset(examples, names, file.parent.name if labels_file.is_file() else file.stem, str(file))
+    return Dataset(examples, names, file.parent.name if labels_file.is_file() else file.stem, str(file), names_src)
 
 
 def load_hf_dataset(name_or_dir: str | Path, split: str, *, label_names: list[str] | None = None,
                     field_map: dict[str, str] | None = None, config: str | None = None,
-                    **load_kwargs: Any) -> Dataset:
+                    rules: LabelRules | None = None, **load_kwargs: Any) -> Dataset:
     """Load a split with ``datasets``: ``load_from_disk`` for a ``save_to_disk`` directory, else
     ``load_dataset(name_or_dir, config, split=split)``. Label ``-1`` (HF "no label") becomes None."""
     import datasets as hf  # lazy: slow to import, only needed for non-JSONL sources
     p = Path(name_or_dir)
-    load = (lambda: hf.load_from_disk(str(p))) if any((p / n).is_file() for n in _SAVED_HF) else (
+    load = (lambda: hf.load_from_disk(str(p))) if any((p / n).is_file() for n in SAVED_HF_FILES) else (
         lambda: hf.load_dataset(str(name_or_dir), config, split=split, **load_kwargs))
     obj = _call_hf(load, f"{name_or_dir}: cannot load dataset")
     if isinstance(obj, hf.DatasetDict):
@@ -129,8 +144,8 @@ def load_hf_dataset(name_or_dir: str | Path, split: str, *, label_names: list[st
     names, names_src = _pick_names(label_names, stored, f"{name_or_dir}: ClassLabel feature {col!r}")
     rows = ((f"{source}: row {i}", {**r, col: None} if r.get(col) == -1 else r)
             for i, r in enumerate(obj.to_list(), 1))
-    examples, names = _build(rows, fmap, split, names, names_src, source)
-    return Dataset(examples, names, p.name if p.is_dir() else str(name_or_dir), source)
+    examples, names, names_src = _build(rows, fmap, split, names, names_src, source, rules or LabelRules())
+    return Dataset(examples, names, p.name if p.is_dir() else str(name_or_dir), source, names_src)
 
 
 def _read_json(path: Path) -> Any:
@@ -253,8 +268,8 @@ def _as_int(value: int | str) -> int | None:
 
 
 def _build(rows: Iterable[_Row], fmap: dict[str, str], split: str, names: list[str] | None,
-           names_src: str, source: str) -> tuple[list[InputExample], list[str]]:
-    """Validate rows into examples with label indices; returns (examples, label names)."""
+           names_src: str, source: str, rules: LabelRules) -> tuple[list[InputExample], list[str], str]:
+    """Validate rows into examples with label indices; returns (examples, label names, their source)."""
     extra = {k: c for k, c in fmap.items() if k not in _CORE}
     used = set(fmap.values())
     examples: list[InputExample] = []
@@ -267,23 +282,36 @@ def _build(rows: Iterable[_Row], fmap: dict[str, str], split: str, names: list[s
             _text(row, fmap["text"], where, True) or "", _text(row, fmap["text_b"], where, False),
             None, str(guid) if guid is not None else f"{split}-{len(examples)}", meta))
         raw.append((where, _raw_label(row.get(fmap["label"]), where)))
+        if rules.required and raw[-1][1] is None:
+            raise DataError(f"{where}: no label in field {fmap['label']!r}; every row used for training or evaluation needs one")
     if not examples:
         raise DataError(f"{source}: no examples")
     if names is None:
-        strings = sorted({v for _, v in raw if isinstance(v, str) and _as_int(v) is None})
-        ints = [(w, i) for w, v in raw if v is not None and (i := _as_int(v)) is not None]
-        if strings and ints:
-            raise DataError(f"{ints[0][0]}: integer label {ints[0][1]} mixed with string labels; pass label_names")
-        names = strings or [str(i) for i in range(max((i for _, i in ints), default=-1) + 1)]
-        names_src = "labels inferred from the data"
-        logger.info("%s: label names inferred from the data: %s", source, names)
+        names, names_src = _infer_names(raw, source, rules.hint)
+    elif names_src == "label_names" and rules.names_from:
+        names_src = rules.names_from
     index = {n: i for i, n in enumerate(names)}
     for ex, (where, value) in zip(examples, raw):
         if value is not None:
             label = index[value] if isinstance(value, str) and value in index else _as_int(value)
             if label is None:
-                raise DataError(f"{where}: unknown label {value!r} (labels: {', '.join(names)})")
+                labels = f"labels of {rules.names_from}" if rules.names_from else (
+                    HINTED if names_src == HINTED else "labels")
+                raise DataError(f"{where}: unknown label {value!r} ({labels}: {', '.join(names)})")
             if not 0 <= label < len(names):
                 raise DataError(f"{where}: label {label} out of range for {len(names)} labels in {names_src}")
             ex.label = label
-    return examples, names
+    return examples, names, names_src
+
+
+def _infer_names(raw: list[tuple[str, int | str | None]], source: str, hint: list[str] | None) -> tuple[list[str], str]:
+    """Label names for data without stored names: ``hint`` for string labels, else from the values."""
+    strings = sorted({v for _, v in raw if isinstance(v, str) and _as_int(v) is None})
+    ints = [(w, i) for w, v in raw if v is not None and (i := _as_int(v)) is not None]
+    if strings and ints:
+        raise DataError(f"{ints[0][0]}: integer label {ints[0][1]} mixed with string labels; pass label_names")
+    if strings and hint:
+        return list(hint), HINTED
+    names = strings or [str(i) for i in range(max((i for _, i in ints), default=-1) + 1)]
+    logger.info("%s: label names inferred from the data: %s", source, names)
+    return names, "labels inferred from the data"

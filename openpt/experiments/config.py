@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.loading import HF_DATASETS_PREFIX
+from ..data.sources import form_problem
 from ..errors import ConfigError, SpecError
 from ..model.build import PromptOptions
 from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, parse_yaml, type_ok
@@ -17,7 +18,8 @@ from ..training.loop import TrainConfig
 TOP_KEYS = ("name", "backbone", "backbone_options", "device", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train",
             "zero_shot", "output", "metrics", "methods", "sweep")
 BACKBONE_OPTION_KEYS = ("dtype", "attn_implementation", "device_map", "low_cpu_mem_usage")
-DATA_KEYS = ("path", "dataset_config", "train_split", "eval_split", "k", "seeds", "field_map", "label_names", "max_eval", "protocol")
+DATA_KEYS = ("path", "train", "eval", "holdout", "holdout_seed", "dataset_config", "train_split", "eval_split", "k", "seeds",
+             "field_map", "label_names", "max_eval", "protocol")
 PROTOCOLS = ("lmbff", "split_off_eval")
 DEFAULT_METRICS = ["accuracy", "macro_f1"]
 
@@ -31,10 +33,16 @@ class DataConfig:
     ``eval_split`` and evaluates on the rest. ``max_eval`` caps the evaluation set with a fixed
     random subset (seed 0, dataset order kept). ``path`` is a directory or file, or
     ``datasets:NAME`` to load with ``datasets.load_dataset(NAME, dataset_config)`` (a hub name
-    where a hub is reachable, or a local dataset directory).
+    where a hub is reachable, or a local dataset directory). Instead of ``path``: ``train`` and
+    ``eval`` files. ``holdout`` (rows, or a fraction) evaluates on rows held out of one file (or of
+    ``train_split``) with ``holdout_seed``. See :mod:`openpt.data.sources`.
     """
 
-    path: Path | str
+    path: Path | str | None = None
+    train: Path | None = None
+    eval: Path | None = None
+    holdout: float | None = None
+    holdout_seed: int = 0
     dataset_config: str | None = None
     train_split: str = "train"
     eval_split: str = "test"
@@ -110,10 +118,14 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         return parse_sweep(data, file=file, base_dir=base_dir)
     check_keys(data, TOP_KEYS, ("backbone", "template", "verbalizer", "data"))
     data_map = as_map(data["data"], where="data", file=data.file, line=data.line_of("data"))
-    check_keys(data_map, DATA_KEYS, ("path",), prefix="data.")
+    check_keys(data_map, DATA_KEYS, prefix="data.")
     if base_dir is None and data.file and data.file != "<command line>":
         base_dir = Path(data.file).resolve().parent
-    data_cfg = dataclass_from(DataConfig, data_map, "data.", {"path": lambda v: data_path(str(v), base_dir)})
+    files = {key: (lambda v: None if v is None else resolve_config_path(str(v), base_dir)) for key in ("train", "eval")}
+    data_cfg = dataclass_from(DataConfig, data_map, "data.", {"path": lambda v: None if v is None else data_path(str(v), base_dir), **files})
+    problem = form_problem(data_map)
+    if problem:
+        raise data_map.error(*problem)
     if not isinstance(data_cfg.seeds, list) or not data_cfg.seeds or not all(isinstance(s, int) for s in data_cfg.seeds):
         raise data_map.error("seeds", f"expected a non-empty list of integers, got {data_cfg.seeds!r}")
     if not isinstance(data_cfg.k, int) or data_cfg.k < 1:

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from ..backbone.base import Backbone, load_backbone
-from ..data.loading import Dataset, load_split
+from ..data.loading import Dataset
 from ..data.sampling import lmbff_split, split_off_eval
+from ..data.sources import resolve_data
 from ..errors import SpecError
 from ..fileio import atomic_write
 from ..model.build import build_model, template_spec, verbalizer_spec
@@ -24,7 +25,7 @@ from ..model.saving import save_prompt
 from ..template.spec import TemplateSpec
 from ..template.template import hard_version
 from ..training import distributed
-from ..training.loop import evaluate, train
+from ..training.loop import evaluate, require_trainable, train
 from ..training.state import TrainCheckpointer
 from .config import DataConfig, ExperimentConfig, config_to_dict
 
@@ -134,14 +135,15 @@ class Experiment:
         self.log = log
         self.checkpoint_every = checkpoint_every
         self.resume = resume
+        self.data_info: dict[str, Any] = {}
 
     def load_data(self) -> tuple[Dataset, Dataset]:
-        data = self.config.data
-        def split(name: str) -> Dataset:
-            return load_split(data.path, name, label_names=data.label_names, field_map=data.field_map, dataset_config=data.dataset_config)
-
-        train_set = split(data.train_split)
-        return (train_set, train_set) if data.eval_split == data.train_split else (train_set, split(data.eval_split))
+        """The training pool (K-shot rows are drawn from it) and the evaluation set; see :mod:`openpt.data.sources`."""
+        cfg = self.config
+        hint = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir).label_names
+        resolved = resolve_data(cfg.data, label_hint=hint, given=cfg.raw.get("data") if isinstance(cfg.raw.get("data"), dict) else None)
+        self.data_info = resolved.info
+        return resolved.train_pool, resolved.eval_set
 
     def run(self) -> dict[str, Any]:
         cfg, start = self.config, time.perf_counter()
@@ -152,6 +154,7 @@ class Experiment:
         verbalizer.check_labels(train_set.label_names)
         check_fields(spec, train_set, eval_set)
         backbone = self.backbone or configured_backbone(cfg)
+        require_trainable(build_model(backbone, spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt))
         metrics = metric_names(cfg)
         results: dict[str, Any] = {
             "name": cfg.name,
@@ -159,7 +162,7 @@ class Experiment:
             "versions": versions(),
             "device": str(backbone.input_embeddings().weight.device),
             "data": {"train": len(train_set), "eval": len(cap_eval(eval_set, cfg.data.max_eval)), "eval_split": cfg.data.eval_split,
-                     "k": cfg.data.k, "protocol": cfg.data.protocol},
+                     "k": cfg.data.k, "protocol": cfg.data.protocol, **self.data_info},
             "runs": [],
         }
         if cfg.zero_shot:

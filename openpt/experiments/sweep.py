@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 from ..backbone.base import Backbone
 from ..data.loading import Dataset
+from ..data.sources import source_name
 from ..model.build import template_spec, verbalizer_spec
 from ..template.parser import format_template
 from ..training import distributed
@@ -88,7 +89,8 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
     for cfg in datasets:
         templates = (sweep.templates if sweep and sweep.templates else None) or [cfg.template]
         verbalizers = (sweep.verbalizers if sweep and sweep.verbalizers else None) or [cfg.verbalizer]
-        data = {k: v for k, v in config_to_dict(dataclasses.asdict(cfg.data)).items() if k not in ("k", "seeds", "path")}
+        data = {k: v for k, v in config_to_dict(dataclasses.asdict(cfg.data)).items()
+                if k not in ("k", "seeds", "path", "train", "eval") and not (k.startswith("holdout") and cfg.data.holdout is None)}
         for template in templates:
             t_info = _describe(template, "template", cfg.base_dir)
             for verbalizer in verbalizers:
@@ -99,7 +101,7 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
                             max_eval = sweep.max_eval if sweep and sweep.max_eval is not None else cfg.data.max_eval
                             ms = cfg.methods[method]
                             settings = {
-                                "dataset": cfg.name, "data_dir": Path(cfg.data.path).name, "data": {**data, "max_eval": max_eval},
+                                "dataset": cfg.name, "data_dir": source_name(cfg.data), "data": {**data, "max_eval": max_eval},
                                 "backbone": Path(cfg.backbone).name, "method": method, "k": k, "seed": seed,
                                 "template": t_info, "verbalizer": v_info, "metrics": metric_names(cfg),
                                 "zero_shot_template": config_to_dict(cfg.zero_shot_template),
@@ -112,6 +114,10 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
                             run_id = hashlib.sha256(blob.encode()).hexdigest()[:16]
                             runs.append(RunSpec(cfg, method, k, seed, template, verbalizer, max_eval, settings, run_id))
     return runs
+
+
+def _data_key(cfg: ExperimentConfig) -> str:
+    return json.dumps(config_to_dict(dataclasses.asdict(cfg.data)), sort_keys=True, default=str)
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -184,6 +190,7 @@ class Sweep:
         self.progress = progress
         self._backbones = dict(backbones or {})
         self._data: dict[str, tuple[Dataset, Dataset]] = {}
+        self._data_info: dict[str, dict[str, Any]] = {}  # what each data config resolved to (see openpt.data.sources)
         self._zero_shot: dict[str, dict[str, float]] = {}
         cache_dir = config.sweep.cache_dir if config.sweep and config.sweep.cache_dir else self.output / "features"
         self.features = FeatureCache(cache_dir)
@@ -231,10 +238,16 @@ class Sweep:
         return self._backbones[cfg.backbone]
 
     def data(self, cfg: ExperimentConfig) -> tuple[Dataset, Dataset]:
-        key = json.dumps(config_to_dict(dataclasses.asdict(cfg.data)), sort_keys=True, default=str)
+        key = _data_key(cfg)
         if key not in self._data:
-            self._data[key] = Experiment(cfg, self.output).load_data()
+            experiment = Experiment(cfg, self.output)
+            self._data[key] = experiment.load_data()
+            self._data_info[key] = experiment.data_info
         return self._data[key]
+
+    def data_info(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        """Form, sources and row counts of ``cfg``'s data (after :meth:`data`)."""
+        return self._data_info[_data_key(cfg)]
 
     def execute(self, run: RunSpec) -> dict[str, Any]:
         """Run one cell; never raises except on interruption (the error goes into the record)."""
@@ -267,6 +280,7 @@ class Sweep:
                                            "source": info["source"]}}
         if "note" in info:
             out["note"] = info["note"]
+        out["data_source"] = {k: v for k, v in self.data_info(cfg).items() if k in ("form", "train_source", "eval_source", "holdout")}
         cache_key = None
         if not method.trains:  # zero-shot: same scores for every seed/K with the same evaluation set
             guids = hashlib.sha256("\n".join(e.guid or "" for e in eval_set).encode()).hexdigest()

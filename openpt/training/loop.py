@@ -93,11 +93,23 @@ def evaluate(model: PromptModel, examples: Sequence[InputExample], batch_size: i
     return compute_metrics([e.label for e in examples], predictions, metrics)
 
 
+NOTHING_TO_TRAIN = (
+    "nothing to train: the template has no soft tokens and the verbalizer no parameters; add soft tokens to the "
+    "template (e.g. '[SOFT*20] {text} It was [MASK].'), use a learned verbalizer (type: soft or proto), or set "
+    "prompt.freeze_backbone: false to fine-tune the backbone; to score this template and verbalizer without training: "
+    "openpt eval --backbone DIR --template T --verbalizer V --data D")
+
+
+def require_trainable(model: PromptModel) -> None:
+    """Fail (saying what to add) when ``model`` has no parameter to train."""
+    if not model.trainable_parameters():
+        raise ConfigError(NOTHING_TO_TRAIN, key="train")
+
+
 def make_optimizer(model: PromptModel, config: TrainConfig) -> torch.optim.Optimizer:
+    require_trainable(model)
     prompt = [p for name, p in model.named_trainable_parameters() if not name.startswith("backbone.")]
     backbone = [p for name, p in model.named_trainable_parameters() if name.startswith("backbone.")]
-    if not prompt and not backbone:
-        raise ConfigError("nothing to train: the template has no soft tokens and the verbalizer no parameters", key="train")
     groups = [{"params": prompt, "lr": config.lr}] if prompt else []
     if backbone:
         groups.append({"params": backbone, "lr": config.backbone_lr})

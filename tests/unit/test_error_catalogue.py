@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from openpt.model.saving import CONFIG_NAME, WEIGHTS_NAME, load_prompt, save_prompt
+from openpt.model.zero_shot import zero_shot_model
 from openpt.cli import main
 from openpt.experiments.config import load_config
 from openpt.data.loading import load_split
@@ -97,6 +98,30 @@ CASES: dict[str, Case] = {
                       lambda p, b: ((p / "data" / "train.jsonl").write_bytes(b'{"text": "caf\xe9", "label": 0}\n'), load_split(p / "data", "train"))),
     "data-empty-training-set": (DataError, ("no training examples",),
                                 lambda p, b: train(make_model(b), [], None, TrainConfig(steps=1))),
+    # data forms: which rows are evaluated
+    "data-one-file-for-train-and-eval": (DataError, ("all.jsonl: one file holds every row", "data.holdout", "protocol: split_off_eval"),
+                                         lambda p, b: (copy(p / "data" / "train.jsonl", p / "all.jsonl"),
+                                                       load_data(p, ["data.path=all.jsonl"]))),
+    "data-eval-split-is-train-split": (SpecError, ("config.yaml:5", "eval_split: evaluating on the training split 'train'"),
+                                       lambda p, b: load_config(p / "config.yaml", ["data.eval_split=train"])),
+    "data-train-without-eval": (SpecError, ("train: train and eval name two files and go together: add eval",),
+                                lambda p, b: load_config(p / "config.yaml", ["data.path=null", "data.train=a.jsonl"])),
+    "data-holdout-not-a-size": (SpecError, ("holdout: expected a number of evaluation rows", "got 1.5"),
+                                lambda p, b: load_config(p / "config.yaml", ["data.holdout=1.5"])),
+    "data-holdout-leaves-no-training-rows": (DataError, ("train.jsonl: holdout 12 of 12 rows leaves 0 for training",),
+                                             lambda p, b: load_data(p, ["data.path=data/train.jsonl", "data.holdout=12"])),
+    "data-eval-label-unknown-to-training": (DataError, ("b.jsonl:2: unknown label 'neutral' (labels of the training data",),
+                                            lambda p, b: (labelled(p / "a.jsonl", ["negative", "positive"]),
+                                                          labelled(p / "b.jsonl", ["positive", "neutral"]),
+                                                          load_data(p, ["data.path=null", "data.train=a.jsonl", "data.eval=b.jsonl"]))),
+    "data-row-without-label": (DataError, ("test.jsonl:5: no label in field 'label'",),
+                               lambda p, b: (append(p / "data" / "test.jsonl", {"text": "so so"}), load_data(p, []))),
+    "training-nothing-to-train": (ConfigError, ("nothing to train", "[SOFT*20]", "prompt.freeze_backbone: false"),
+                                  lambda p, b: train(make_model(b, "{text} it was [MASK] ."), examples(), None, TrainConfig(steps=1))),
+    "eval-zero-shot-untrained-parts": (ConfigError, ("template.soft would be untrained",),
+                                       lambda p, b: zero_shot_model(b, "[SOFT*2] {text} it was [MASK] .", str(p / "verbalizer.yaml"))),
+    "eval-without-prompt-or-pair": (OpenPTError, ("needs a saved PROMPT directory, or --backbone, --template and --verbalizer",),
+                                    lambda p, b: main_raising(["eval", "--data", str(p / "data")])),
     # checkpoints (saved prompts and training states)
     "prompt-config-missing": (CheckpointError, ("prompt_config.json: not found",),
                               lambda p, b: (p / "empty").mkdir() or load_prompt(p / "empty")),
@@ -130,6 +155,20 @@ CASES: dict[str, Case] = {
     "backbone-options-bad-dtype": (SpecError, ("dtype", "unknown dtype 'int8'"),
                                    lambda p, b: load_config(p / "config.yaml", ["backbone_options.dtype=int8"])),
 }
+
+
+def load_data(project: Path, overrides: list[str]):
+    from openpt.experiments.runner import Experiment
+
+    return Experiment(load_config(project / "config.yaml", overrides), project / "out").load_data()
+
+
+def copy(source: Path, target: Path) -> None:
+    target.write_text(source.read_text())
+
+
+def labelled(path: Path, labels: list[str]) -> None:
+    path.write_text("".join(json.dumps({"text": f"row {i}", "label": label}) + "\n" for i, label in enumerate(labels)))
 
 
 def append(path: Path, row: dict) -> None:

@@ -67,6 +67,7 @@ def test_sweep_records_stratified_reproducible_samples(project):
     labels = [y for _, y in ROWS]
     for record in records:
         assert record["status"] == "ok" and record["protocol"] == "lmbff" and record["versions"]["torch"]
+        assert record["data_source"] == {"form": "splits", "train_source": "data [train]", "eval_source": "data [test]"}
         sampled = record["sampled"]
         assert Counter(labels[i] for i in sampled["train_indices"]) == {0: 2, 1: 2}
         assert Counter(labels[i] for i in sampled["dev_indices"]) == {0: 2, 1: 2}
