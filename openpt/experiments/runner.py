@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import platform
@@ -27,6 +28,8 @@ from ..training import distributed
 from ..training.loop import evaluate, train
 from ..training.state import TrainCheckpointer
 from .config import DataConfig, ExperimentConfig, config_to_dict
+from .records import RESULTS_NAME, portable, write_records
+from .report import write_report
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +199,9 @@ class Experiment:
         stable, timing = split_timing(results)  # results.json: identical for the same config and seed
         atomic_write(self.output / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(stable, indent=2) + "\n"))
         atomic_write(self.output / TIMING_NAME, lambda tmp: Path(tmp).write_text(json.dumps(timing, indent=2) + "\n"))
+        write_records(self.output / RESULTS_NAME, result_rows(cfg, results, spec.name, getattr(verbalizer, "name", None)))
+        if distributed.current().is_main:
+            write_report(self.output / RESULTS_NAME, plots=False)
         return results
 
     def run_seed(self, backbone: Backbone, spec, train_set: Dataset, eval_set: Dataset, seed: int, metrics: list[str]) -> dict[str, Any]:
@@ -231,6 +237,25 @@ class Experiment:
 
 
 TIMING_NAME = "timing.json"
+
+
+def result_rows(cfg: ExperimentConfig, results: dict[str, Any], template: str | None, verbalizer: str | None) -> list[dict[str, Any]]:
+    """The rows a sweep of one would append for ``results``: zero-shot (the same scores for every seed) and
+    prompt tuning per seed, in the sweep's record format (``openpt report`` reads both)."""
+    base = {"dataset": cfg.name, "k": cfg.data.k, "template": template, "verbalizer": verbalizer, "backbone": cfg.backbone,
+            "primary_metric": cfg.primary_metric, "status": "ok", "versions": results["versions"], "eval_split": cfg.data.eval_split,
+            "eval_size": results["data"]["eval"]}
+    rows = []
+    for run in results["runs"]:
+        if "zero_shot" in results:
+            rows.append({**base, "method": "zero_shot", "seed": run["seed"], "metrics": results["zero_shot"]})
+        rows.append({**base, "method": "prompt_tuning", "seed": run["seed"], "metrics": run["eval"], "sampled": run["sampled"],
+                     **{key: run[key] for key in ("best_dev_accuracy", "best_step", "steps", "train_seconds", "prompt")}})
+    config = config_to_dict(cfg.raw)
+    for row in rows:  # one id per (config, method, seed); "openpt run" marks them apart from a sweep's runs
+        blob = json.dumps([config, row["method"], row["seed"], "openpt run"], sort_keys=True, default=str)
+        row["run_id"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return [portable(row, [cfg.backbone, str(cfg.data.path)], cfg.base_dir) for row in rows]
 
 
 def split_timing(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -17,7 +17,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 import traceback
@@ -35,12 +34,13 @@ from ..verbalizer import verbalizer_config
 from . import grid
 from .config import ExperimentConfig, config_to_dict
 from .grid import SweepCell
+from .report import write_report
+from .records import RESULTS_NAME, append_record, portable, read_records
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
 from .runner import Experiment, check_fields, fewshot_sets, metric_names, sampling_pool, versions
 
 logger = logging.getLogger(__name__)
-RESULTS_NAME = "results.jsonl"
 
 
 @dataclass
@@ -145,44 +145,6 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
     return runs
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a results file; unreadable lines (a write cut short) are skipped with a warning."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            logger.warning("%s:%d: skipping an unreadable line (interrupted write?)", path, lineno)
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-def append_record(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it (a partial last line from a crash is terminated first).
-
-    In a data-parallel run only the main process writes.
-    """
-    if not distributed.current().is_main:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        handle.seek(0, os.SEEK_END)
-        if handle.tell():
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                handle.write(b"\n")
-        handle.write((json.dumps(record, default=str) + "\n").encode())
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 @dataclass
 class SweepSummary:
     """What one invocation did."""
@@ -244,6 +206,8 @@ class Sweep:
             else:
                 failed += 1
                 self.log(f"run {run.label} failed: {record['error']}")
+        if distributed.current().is_main:
+            write_report(self.results, plots=False)
         return SweepSummary(total, skipped, finished, failed, self.results, round(time.perf_counter() - start, 2))
 
     def _progress(self, runs: list[RunSpec], total: int, done: int) -> Iterator[RunSpec]:
@@ -286,7 +250,7 @@ class Sweep:
                           traceback=traceback.format_exc(limit=-3).strip().splitlines()[-6:])
         record.update(wall_seconds=round(time.perf_counter() - start, 2), versions=self.versions,
                       finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), config=run.settings)
-        return record
+        return portable(record, [run.config.backbone, str(run.config.data.path)], run.config.base_dir)
 
     def _execute(self, run: RunSpec) -> dict[str, Any]:
         cfg, method = run.config, METHODS.get(run.method)
