@@ -54,15 +54,21 @@ def latest_ok(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(by_id.values())
 
 
+def variant_of(record: dict[str, Any]) -> str:
+    """Template, verbalizer and swept values of a record (cells never mix them)."""
+    axes = "".join(f" · {k}={v}" for k, v in sorted((record.get("axes") or {}).items()))
+    return f"{record.get('template')} · {record.get('verbalizer')}{axes}"
+
+
 def cells(records: Iterable[dict[str, Any]]) -> list[Cell]:
     """Group ok records by dataset, template/verbalizer variant, method and K."""
     records = latest_ok(records)
     variants: dict[str, set[str]] = defaultdict(set)
     for r in records:
-        variants[r["dataset"]].add(f"{r.get('template')} · {r.get('verbalizer')}")
+        variants[r["dataset"]].add(variant_of(r))
     groups: dict[tuple[str, str, str, int], Cell] = {}
     for r in records:
-        variant = f"{r.get('template')} · {r.get('verbalizer')}" if len(variants[r["dataset"]]) > 1 else ""
+        variant = variant_of(r) if len(variants[r["dataset"]]) > 1 else ""
         metric = r.get("primary_metric") or "accuracy"
         key = (r["dataset"], variant, r["method"], int(r["k"]))
         cell = groups.setdefault(key, Cell(r["dataset"], variant, r["method"], int(r["k"]), metric, [], []))
@@ -188,7 +194,7 @@ def write_report(results: str | Path, directory: str | Path | None = None, *, k:
         table = pivot_markdown(latest_ok(records), list(rows or []), list(cols or []), refs=ref_filters, metric=metric)
     else:
         table = markdown_table(records, k)
-    if not plots:
+    if not plots or (rows or cols) and not x:
         figures: list[Path] = []
     elif x:
         figures = plot_pivot(latest_ok(records), x, hue, directory, refs=ref_filters, metric=metric)
