@@ -155,7 +155,7 @@ def pivot_markdown(records: list[dict[str, Any]], rows: list[str], cols: list[st
             lines.append("| " + " | ".join(row_value) + " | " + " | ".join(cells) + " |")
         lines.append("")
     if ref:
-        keys, groups = group(ref, [k for f in refs or [] for k in f])
+        keys, groups = group(ref, list(dict.fromkeys(k for f in refs or [] for k in f)))
         lines += ["References:", "", "| " + " | ".join(keys) + " | value |", "|" + "---|" * (len(keys) + 1)]
         lines += ["| " + " | ".join(k) + f" | {cell_text(g, metric)} |" for k, g in sorted(groups.items())]
         lines.append("")
@@ -186,7 +186,7 @@ def plot_pivot(records: list[dict[str, Any]], x: str, hue: str | None, directory
                         label=f"{hue}={h}" if hue else None)
         where = dict(zip(facet_keys, facet))
         for key, rs in sorted(group([r for r in ref if all(label(value_of(r, k)) == v for k, v in where.items() if k in FIELDS)],
-                                    [k for f in refs or [] for k in f])[1].items()):
+                                    list(dict.fromkeys(k for f in refs or [] for k in f)))[1].items()):
             mean = summary(rs, metric)[0]
             ax.axhline(mean, linestyle="--", linewidth=1.1, color="grey", alpha=0.8)
             ax.annotate(f"{' '.join(key)} {mean:.1f}", (0.01, mean), xycoords=("axes fraction", "data"), fontsize=7, color="dimgrey")
