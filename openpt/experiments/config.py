@@ -221,7 +221,7 @@ DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", 
 
 @dataclass
 class SweepConfig:
-    """A grid of runs: every dataset x template x verbalizer x K x seed x method.
+    """A grid of runs: every dataset x grid point x template x verbalizer x K x seed x method.
 
     Attributes:
         datasets: one validated config per dataset (its data, template, verbalizer, metrics; the

@@ -71,7 +71,7 @@ def _block_points(block: YamlMap, where: str) -> list[Point]:
 def parse_points(sweep_map: YamlMap) -> tuple[list[Point], list[YamlMap]]:
     """The points of ``sweep.grid`` / ``sweep.zip`` (one empty point without them) and the ``exclude`` entries."""
     grid = sweep_map.get("grid")
-    if grid is not None and not isinstance(grid, (dict, list)) or isinstance(grid, list) and not grid:
+    if (grid is not None and not isinstance(grid, (dict, list))) or (isinstance(grid, list) and not grid):
         raise ConfigError(f"expected a mapping of key: [values] or a non-empty list of such mappings, got {grid!r}",
                           file=sweep_map.file, line=sweep_map.line_of("grid"), key="sweep.grid")
     blocks = grid if isinstance(grid, list) else [grid if grid is not None else YamlMap()]

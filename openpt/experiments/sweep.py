@@ -1,13 +1,15 @@
-"""Sweeps: a grid of runs (dataset x template x verbalizer x K x seed x method), one JSON line each.
+"""Sweeps: a grid of runs (dataset x grid point x template x verbalizer x K x seed x method), one JSON line each.
 
-Every finished run is appended to ``<output>/results.jsonl`` with its run id (a hash of every
-setting that affects the result), status, metrics, sampled example indices, package versions
-and wall time. Runs whose id already has an ``ok`` line are skipped, so an interrupted sweep
-resumes where it stopped; a run that raises is recorded with ``status: error`` and the sweep
-goes on (it is retried on the next start).
+Grid points come from ``sweep.grid`` / ``sweep.zip`` over any config key or ``vars`` name (see
+:mod:`openpt.experiments.grid`). Every finished run is appended to ``<output>/results.jsonl`` with
+its run id (a hash of every setting that affects the result, the swept values included), status,
+metrics, the swept values (``axes``), sampled example indices, package versions and wall time.
+Runs whose id already has an ``ok`` line are skipped, so an interrupted sweep resumes where it
+stopped; a run that raises is recorded with ``status: error`` and the sweep goes on (it is retried
+on the next start). After the runs, ``<output>/report/report.md`` is rewritten.
 
 Example:
-    >>> config = load_config("examples/lmbff_sweep.yaml")
+    >>> config = load_config("examples/lmbff_all.yaml")
     >>> summary = Sweep(config, "runs/lmbff").run()
 """
 from __future__ import annotations
