@@ -35,7 +35,8 @@ def _run(args: argparse.Namespace) -> int:
         return _run_sweep(config, output, progress=not args.no_progress)
     results = Experiment(config, output, checkpoint_every=args.checkpoint_every, resume=args.resume).run()
     print(results_table(results))
-    print(f"\nwrote {Path(output) / 'results.json'} and {Path(output) / 'prompt'}/ ({results['wall_seconds']:.1f}s)")
+    print(f"\nwrote {Path(output) / 'results.json'}, {Path(output) / 'results.jsonl'}, {Path(output) / 'report' / 'report.md'} "
+          f"and {Path(output) / 'prompt'}/ ({results['wall_seconds']:.1f}s)")
     return 0
 
 
@@ -68,7 +69,9 @@ def _report(args: argparse.Namespace) -> int:
 
     if not Path(args.results).is_file():
         raise OpenPTError(f"{args.results}: no such results file")
-    table, written = write_report(args.results, args.output, k=args.k)
+    split = lambda text: [k.strip() for k in text.split(",") if k.strip()] if text else None  # noqa: E731
+    table, written = write_report(args.results, args.output, k=args.k, rows=split(args.rows), cols=split(args.cols), x=args.x, hue=args.hue,
+                                  where=args.where, refs=args.ref, metric=args.metric)
     print(table)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -231,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", help="results.jsonl written by a sweep")
     report.add_argument("--output", "-o", help="directory for report.md and PNGs (default: <results dir>/report)")
     report.add_argument("--k", type=int, help="only this K in the table")
+    report.add_argument("--rows", metavar="KEYS", help="pivot: comma-separated keys for table rows (fields such as dataset, method, k, "
+                        "or swept keys such as train.lr)")
+    report.add_argument("--cols", metavar="KEYS", help="pivot: comma-separated keys for table columns")
+    report.add_argument("--x", metavar="KEY", help="plot the metric against this key (one PNG per remaining setting)")
+    report.add_argument("--hue", metavar="KEY", help="one line per value of this key in the --x plots")
+    report.add_argument("--where", action="append", metavar="KEY=VALUE[,...]", help="keep only records with these values")
+    report.add_argument("--ref", action="append", metavar="KEY=VALUE[,...]",
+                        help="records matching are references: a table of their own and horizontal lines in plots (repeatable)")
+    report.add_argument("--metric", help="metric to show (default: each record's primary metric)")
     report.set_defaults(func=_report)
 
     for name, func, help_text in (("eval", _eval, "evaluate a saved prompt, or a template + verbalizer zero-shot, on a labeled split"),

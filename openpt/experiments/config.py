@@ -14,13 +14,15 @@ from ..errors import ConfigError, SpecError
 from ..model.build import PromptOptions
 from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, parse_yaml, type_ok
 from ..training.loop import TrainConfig
+from .grid import SweepCell, resolve_variables, sweep_cells
 
 TOP_KEYS = ("name", "backbone", "backbone_options", "device", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train",
-            "zero_shot", "output", "metrics", "methods", "sweep")
+            "zero_shot", "output", "metrics", "methods", "sweep", "vars")
 BACKBONE_OPTION_KEYS = ("dtype", "attn_implementation", "device_map", "low_cpu_mem_usage")
 DATA_KEYS = ("path", "train", "eval", "holdout", "holdout_seed", "dataset_config", "train_split", "eval_split", "k", "seeds",
-             "field_map", "label_names", "max_eval", "protocol")
-PROTOCOLS = ("lmbff", "split_off_eval")
+             "field_map", "label_names", "max_eval", "protocol", "eval_pick")
+PROTOCOLS = ("lmbff", "split_off_eval", "held_out_eval")
+EVAL_PICKS = ("random", "first")
 DEFAULT_METRICS = ["accuracy", "macro_f1"]
 
 
@@ -30,8 +32,10 @@ class DataConfig:
 
     ``protocol``: ``lmbff`` draws K-shot train and dev sets from ``train_split`` and evaluates on
     all of ``eval_split``; ``split_off_eval`` (sets without a train split) draws them from
-    ``eval_split`` and evaluates on the rest. ``max_eval`` caps the evaluation set with a fixed
-    random subset (seed 0, dataset order kept). ``path`` is a directory or file, or
+    ``eval_split`` and evaluates on the rest; ``held_out_eval`` (also without a train split) fixes
+    the evaluation set first (``max_eval`` examples of ``eval_split``) and draws them from the
+    examples outside it. ``max_eval`` caps the evaluation set with a fixed random subset (seed 0,
+    dataset order kept), or its first ``max_eval`` examples with ``eval_pick: first``. ``path`` is a directory or file, or
     ``datasets:NAME`` to load with ``datasets.load_dataset(NAME, dataset_config)`` (a hub name
     where a hub is reachable, or a local dataset directory). Instead of ``path``: ``train`` and
     ``eval`` files. ``holdout`` (rows, or a fraction) evaluates on rows held out of one file (or of
@@ -52,6 +56,7 @@ class DataConfig:
     label_names: list[str] | None = None
     max_eval: int | None = None
     protocol: str = "lmbff"
+    eval_pick: str = "random"
 
 
 @dataclass
@@ -117,6 +122,8 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
             base_dir = Path(data.file).resolve().parent
         return parse_sweep(data, file=file, base_dir=base_dir)
     check_keys(data, TOP_KEYS, ("backbone", "template", "verbalizer", "data"))
+    if "vars" in data:
+        data = resolve_variables(data)
     data_map = as_map(data["data"], where="data", file=data.file, line=data.line_of("data"))
     check_keys(data_map, DATA_KEYS, prefix="data.")
     if base_dir is None and data.file and data.file != "<command line>":
@@ -132,8 +139,12 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         raise data_map.error("k", f"expected a positive integer, got {data_cfg.k!r}")
     if data_cfg.protocol not in PROTOCOLS:
         raise data_map.error("protocol", f"expected one of {', '.join(PROTOCOLS)}, got {data_cfg.protocol!r}")
-    if data_cfg.protocol == "split_off_eval" and data_cfg.train_split != data_cfg.eval_split:
-        raise data_map.error("protocol", f"split_off_eval draws from the eval split: set train_split to {data_cfg.eval_split!r}")
+    if data_cfg.protocol in ("split_off_eval", "held_out_eval") and data_cfg.train_split != data_cfg.eval_split:
+        raise data_map.error("protocol", f"{data_cfg.protocol} draws from the eval split: set train_split to {data_cfg.eval_split!r}")
+    if data_cfg.protocol == "held_out_eval" and data_cfg.max_eval is None:
+        raise data_map.error("protocol", "held_out_eval needs max_eval (the size of the fixed evaluation set)")
+    if data_cfg.eval_pick not in EVAL_PICKS:
+        raise data_map.error("eval_pick", f"expected one of {', '.join(EVAL_PICKS)}, got {data_cfg.eval_pick!r}")
     metrics = parse_metrics(data)
     prompt = dataclass_from(PromptOptions, as_map(data.get("prompt") or {}, where="prompt", file=data.file), "prompt.")
     train = dataclass_from(TrainConfig, as_map(data.get("train") or {}, where="train", file=data.file), "train.")
@@ -241,13 +252,15 @@ def _override(cls: type, base: Any, value: Any, prefix: str, parent: YamlMap) ->
     return dataclasses.replace(base, **dict(mapping))
 
 
-SWEEP_KEYS = ("datasets", "methods", "k", "seeds", "templates", "verbalizers", "max_eval", "cache_dir", "save_prompts")
-DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics")
+SWEEP_KEYS = ("datasets", "methods", "k", "seeds", "templates", "verbalizers", "max_eval", "cache_dir", "save_prompts", "grid", "zip",
+              "exclude")
+DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "vars")
+
 
 
 @dataclass
 class SweepConfig:
-    """A grid of runs: every dataset x template x verbalizer x K x seed x method.
+    """A grid of runs: every dataset x grid point x template x verbalizer x K x seed x method.
 
     Attributes:
         datasets: one validated config per dataset (its data, template, verbalizer, metrics; the
@@ -260,6 +273,9 @@ class SweepConfig:
         max_eval: cap of every evaluation set (``None``: a dataset's own ``data.max_eval``).
         cache_dir: where frozen features are cached (default ``<output>/features``).
         save_prompts: save trained prompts of methods that allow it.
+        cells: every dataset at every grid point (one per dataset without ``grid``/``zip``).
+        axes: the swept keys, in order of appearance.
+        exclude: ``exclude`` entries (runs matching one are left out).
     """
 
     datasets: list[ExperimentConfig]
@@ -271,6 +287,9 @@ class SweepConfig:
     max_eval: int | None = None
     cache_dir: Path | None = None
     save_prompts: bool = True
+    cells: list[SweepCell] = field(default_factory=list)
+    axes: list[str] = field(default_factory=list)
+    exclude: list[Any] = field(default_factory=list)
 
 
 def _int_list(mapping: YamlMap, key: str, default: list[int], minimum: int) -> list[int]:
@@ -305,7 +324,7 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
     """
     sweep_map = as_map(data["sweep"], where="sweep", file=data.file, line=data.line_of("sweep"))
     check_keys(sweep_map, SWEEP_KEYS, prefix="sweep.")
-    shared = YamlMap({k: v for k, v in data.items() if k not in DATASET_KEYS and k != "sweep"})
+    shared = YamlMap({k: v for k, v in data.items() if (k not in DATASET_KEYS or k == "vars") and k != "sweep"})
     shared.file, shared.line, shared.key_lines = data.file, data.line, dict(data.key_lines)
     if isinstance(shared.get("backbone"), str):
         shared["backbone"] = _absolute(shared["backbone"], base_dir)
@@ -324,20 +343,19 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
             items.append((submap(loaded, list(DATASET_KEYS)), path.parent, str(path)))
         else:
             mapping = as_map(item, where="sweep.datasets", file=sweep_map.file, line=sweep_map.line_of("datasets"))
-            check_keys(mapping, DATASET_KEYS, ("data", "template", "verbalizer"), prefix="sweep.datasets[].")
+            check_keys(mapping, DATASET_KEYS, ("data",), prefix="sweep.datasets[].")
             items.append((mapping, base_dir, str(file) if file else None))
-    configs = []
-    for mapping, item_dir, item_file in items:
-        merged = YamlMap({**mapping, **shared})
-        merged.file, merged.line = mapping.file, mapping.line
-        merged.key_lines = {**shared.key_lines, **mapping.key_lines}
-        config = parse_config(merged, file=item_file, base_dir=item_dir)
-        config.name = str(mapping.get("name") or (Path(item_file).stem if item_file else config.name))
-        configs.append(config)
-    names = [c.name for c in configs]
-    if len(set(names)) < len(names):
-        raise _sweep_error(sweep_map, "datasets", f"dataset names must be distinct, got {names}")
+    if raw_items is not None:  # the file's own template, verbalizer, ... are defaults for dataset items without them
+        defaults = [k for k in DATASET_KEYS if k in data and k not in ("name", "data", "vars")]
+        for mapping, _, _ in items:
+            for key in defaults:
+                if key not in mapping:
+                    mapping[key] = data[key]
+                    mapping.key_lines[key] = data.line_of(key)
     from .methods import METHODS
+
+    cells, axes, exclude = sweep_cells(items, shared, sweep_map, parse_config, TOP_KEYS, METHODS.names())
+    configs = list({c.config.name: c.config for c in reversed(cells)}.values())[::-1]  # each dataset's first cell
 
     methods = sweep_map.get("methods", ["zero_shot", "prompt_tuning"])
     if not isinstance(methods, list) or not methods:
@@ -370,7 +388,12 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
         max_eval=max_eval,
         cache_dir=resolve_config_path(cache_dir, base_dir) if cache_dir else None,
         save_prompts=sweep_map.get("save_prompts", True),
+        cells=cells,
+        axes=axes,
+        exclude=exclude,
     )
+    for cell in cells:  # every run of a dataset sees the sweep's K values and seeds (caches shared across seeds)
+        cell.config.data = dataclasses.replace(cell.config.data, k=sweep.k[0], seeds=list(sweep.seeds))
     return dataclasses.replace(first, data=dataclasses.replace(first.data, k=sweep.k[0], seeds=list(sweep.seeds)), sweep=sweep,
                                name=str(data.get("name") or (Path(str(file)).stem if file else "sweep")), output=data.get("output"), raw=data)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..fileio import atomic_write
-from .sweep import read_records
+from .pivot import Filters, matches, parse_filters, pivot_markdown, plot_pivot, pyplot, save_figure, slug
+from .records import read_records
 
 METHOD_ORDER = ("zero_shot", "prompt_tuning", "prompt_finetune", "finetune", "linear_probe")
 METHOD_TITLES = {"zero_shot": "zero-shot", "prompt_tuning": "prompt-only tuning", "prompt_finetune": "prompt-based FT",
@@ -53,15 +54,21 @@ def latest_ok(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(by_id.values())
 
 
+def variant_of(record: dict[str, Any]) -> str:
+    """Template, verbalizer and swept values of a record (cells never mix them)."""
+    axes = "".join(f" · {k}={v}" for k, v in sorted((record.get("axes") or {}).items()))
+    return f"{record.get('template')} · {record.get('verbalizer')}{axes}"
+
+
 def cells(records: Iterable[dict[str, Any]]) -> list[Cell]:
     """Group ok records by dataset, template/verbalizer variant, method and K."""
     records = latest_ok(records)
     variants: dict[str, set[str]] = defaultdict(set)
     for r in records:
-        variants[r["dataset"]].add(f"{r.get('template')} · {r.get('verbalizer')}")
+        variants[r["dataset"]].add(variant_of(r))
     groups: dict[tuple[str, str, str, int], Cell] = {}
     for r in records:
-        variant = f"{r.get('template')} · {r.get('verbalizer')}" if len(variants[r["dataset"]]) > 1 else ""
+        variant = variant_of(r) if len(variants[r["dataset"]]) > 1 else ""
         metric = r.get("primary_metric") or "accuracy"
         key = (r["dataset"], variant, r["method"], int(r["k"]))
         cell = groups.setdefault(key, Cell(r["dataset"], variant, r["method"], int(r["k"]), metric, [], []))
@@ -106,11 +113,7 @@ def markdown_table(records: Iterable[dict[str, Any]], k: int | None = None) -> s
 
 def plot_k_curves(records: Iterable[dict[str, Any]], directory: Path) -> list[Path]:
     """Per dataset with more than one K: primary metric vs K, one line per method, ±std band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     found = cells(records)
     written = []
     for dataset, variant in sorted({(c.dataset, c.variant) for c in found}):
@@ -132,18 +135,14 @@ def plot_k_curves(records: Iterable[dict[str, Any]], directory: Path) -> list[Pa
         ax.set_title(f"{dataset}{' ' + variant if variant else ''}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        written.append(_save(fig, directory / f"{_slug(dataset + variant)}_vs_k.png"))
+        written.append(save_figure(fig, directory / f"{slug(dataset + variant)}_vs_k.png"))
         plt.close(fig)
     return written
 
 
 def plot_methods(records: Iterable[dict[str, Any]], directory: Path) -> list[Path]:
     """Per K: grouped bars (datasets x methods) with std error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     found = cells(records)
     written = []
     for k in sorted({c.k for c in found}):
@@ -168,30 +167,39 @@ def plot_methods(records: Iterable[dict[str, Any]], directory: Path) -> list[Pat
         ax.set_ylim(low, high + 0.2 * (high - low))  # room for the legend
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, ncol=min(len(methods), 5))
-        written.append(_save(fig, directory / f"methods_k{k}.png"))
+        written.append(save_figure(fig, directory / f"methods_k{k}.png"))
         plt.close(fig)
     return written
 
 
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text).strip("_")
+def write_report(results: str | Path, directory: str | Path | None = None, *, k: int | None = None, rows: list[str] | None = None,
+                 cols: list[str] | None = None, x: str | None = None, hue: str | None = None, where: list[str] | None = None,
+                 refs: list[str] | None = None, metric: str | None = None, plots: bool = True) -> tuple[str, list[Path]]:
+    """Write ``report.md`` and the PNG plots for ``results`` into ``directory`` (default: beside it).
 
-
-def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    return path
-
-
-def write_report(results: str | Path, directory: str | Path | None = None, *, k: int | None = None) -> tuple[str, list[Path]]:
-    """Write ``report.md`` and the PNG plots for ``results`` into ``directory`` (default: beside it)."""
+    Without ``rows``/``cols`` the table is datasets x methods per K and the plots are K curves and
+    method bars; with them (or ``x``) the records are pivoted (see :mod:`openpt.experiments.pivot`).
+    ``where``: ``KEY=VALUE[,...]`` filters; ``refs``: filters of reference records (one per item);
+    ``plots=False``: the markdown only (what ``openpt run`` writes after every run).
+    """
     results = Path(results)
     records = read_records(results)
+    chosen: Filters = parse_filters(where)
+    ref_filters = [parse_filters([item]) for item in refs or []]
+    if chosen:
+        records = [r for r in records if r.get("status") != "ok" or matches(r, chosen) or any(matches(r, f) for f in ref_filters)]
     directory = Path(directory) if directory is not None else results.parent / "report"
     directory.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(records, k)
-    plots = plot_k_curves(records, directory) + plot_methods(records, directory)
-    body = f"# Results: {results.name}\n\n{table}\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
+    if rows or cols:
+        table = pivot_markdown(latest_ok(records), list(rows or []), list(cols or []), refs=ref_filters, metric=metric)
+    else:
+        table = markdown_table(records, k)
+    if not plots or (rows or cols) and not x:
+        figures: list[Path] = []
+    elif x:
+        figures = plot_pivot(latest_ok(records), x, hue, directory, refs=ref_filters, metric=metric)
+    else:
+        figures = plot_k_curves(records, directory) + plot_methods(records, directory)
+    body = f"# Results: {results.name}\n\n{table}\n" + "".join(f"![{p.stem}]({p.name})\n" for p in figures)
     atomic_write(directory / "report.md", lambda tmp: Path(tmp).write_text(body))
-    return table, [directory / "report.md", *plots]
+    return table, [directory / "report.md", *figures]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import platform
@@ -28,6 +29,8 @@ from ..training import distributed
 from ..training.loop import evaluate, require_trainable, train
 from ..training.state import TrainCheckpointer
 from .config import DataConfig, ExperimentConfig, config_to_dict
+from .records import RESULTS_NAME, portable, write_records
+from .report import write_report
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +52,34 @@ def configured_backbone(cfg: ExperimentConfig) -> Backbone:
     return load_backbone(cfg.backbone, device=device, **cfg.backbone_options)
 
 
-def cap_eval(dataset: Dataset, max_eval: int | None) -> Dataset:
-    """At most ``max_eval`` examples: a fixed random subset (seed 0) in dataset order.
+def eval_indices(size: int, max_eval: int | None, pick: str = "random") -> list[int]:
+    """Indices of the evaluated examples: all, the first ``max_eval``, or a fixed random subset (seed 0) in order.
 
-    A random subset, not the first rows: some evaluation files are sorted by label (MR, Subj).
+    A random subset by default, not the first rows: some evaluation files are sorted by label (MR, Subj).
     """
+    if max_eval is None or size <= max_eval:
+        return list(range(size))
+    if pick == "first":
+        return list(range(max_eval))
+    return sorted(np.random.default_rng(0).choice(size, size=max_eval, replace=False).tolist())
+
+
+def cap_eval(dataset: Dataset, max_eval: int | None, pick: str = "random") -> Dataset:
+    """At most ``max_eval`` examples of ``dataset`` (see :func:`eval_indices`)."""
     if max_eval is None or len(dataset) <= max_eval:
         return dataset
-    keep = sorted(np.random.default_rng(0).choice(len(dataset), size=max_eval, replace=False).tolist())
-    return dataset.subset(keep)
+    return dataset.subset(eval_indices(len(dataset), max_eval, pick))
+
+
+def sampling_pool(data: DataConfig, train_set: Dataset, eval_set: Dataset, max_eval: int | None = None) -> Dataset:
+    """The examples K-shot sets are drawn from: the train split, or (``held_out_eval``) the eval
+    examples outside the fixed evaluation subset, or (``split_off_eval``) the whole eval split."""
+    if data.protocol == "lmbff":
+        return train_set
+    if data.protocol == "split_off_eval":
+        return eval_set
+    taken = set(eval_indices(len(eval_set), max_eval if max_eval is not None else data.max_eval, data.eval_pick))
+    return eval_set.subset([i for i in range(len(eval_set)) if i not in taken])
 
 
 def fewshot_sets(data: DataConfig, train_set: Dataset, eval_set: Dataset, k: int, seed: int,
@@ -65,15 +87,20 @@ def fewshot_sets(data: DataConfig, train_set: Dataset, eval_set: Dataset, k: int
     """K-shot train and dev sets and the evaluation set of one seed, by ``data.protocol``.
 
     ``lmbff``: both drawn from ``train_set``, evaluation on ``eval_set``; ``split_off_eval``: both
-    drawn from ``eval_set`` and evaluation on the rest. The evaluation set is then capped at
-    ``max_eval`` (default ``data.max_eval``). ``info`` records the protocol and sampled indices.
+    drawn from ``eval_set`` and evaluation on the rest; ``held_out_eval``: a fixed evaluation subset
+    of ``eval_set``, both drawn from the rest. The evaluation set is capped at ``max_eval``
+    (default ``data.max_eval``). ``info`` records the protocol and sampled indices (into the pool).
     """
+    cap = max_eval if max_eval is not None else data.max_eval
     if data.protocol == "split_off_eval":
         few_train, few_dev, rest, info = split_off_eval(eval_set, k, seed)
+    elif data.protocol == "held_out_eval":
+        pool = sampling_pool(data, train_set, eval_set, cap)
+        (few_train, few_dev, info), rest = lmbff_split(pool, k, seed), eval_set
+        info = {**info, "protocol": "held_out_eval", "pool_size": len(pool)}
     else:
         (few_train, few_dev, info), rest = lmbff_split(train_set, k, seed), eval_set
-    cap = max_eval if max_eval is not None else data.max_eval
-    evaluated = cap_eval(rest, cap)
+    evaluated = cap_eval(rest, cap, data.eval_pick)
     info = {**info, "eval_split": data.eval_split, "eval_size": len(evaluated)}
     if len(evaluated) < len(rest):
         info["eval_capped_from"] = len(rest)
@@ -161,7 +188,7 @@ class Experiment:
             "config": config_to_dict(cfg.raw),
             "versions": versions(),
             "device": str(backbone.input_embeddings().weight.device),
-            "data": {"train": len(train_set), "eval": len(cap_eval(eval_set, cfg.data.max_eval)), "eval_split": cfg.data.eval_split,
+            "data": {"train": len(train_set), "eval": len(cap_eval(eval_set, cfg.data.max_eval, cfg.data.eval_pick)), "eval_split": cfg.data.eval_split,
                      "k": cfg.data.k, "protocol": cfg.data.protocol, **self.data_info},
             "runs": [],
         }
@@ -169,7 +196,7 @@ class Experiment:
             zs_spec = hard_version(spec) if cfg.zero_shot_template is None else template_spec(cfg.zero_shot_template, base_dir=cfg.base_dir)
             zs_model = build_model(backbone, zs_spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt)
             use_unlabeled(zs_model, train_set)
-            results["zero_shot"] = evaluate(zs_model, cap_eval(eval_set, cfg.data.max_eval).examples, cfg.train.eval_batch_size, metrics)
+            results["zero_shot"] = evaluate(zs_model, cap_eval(eval_set, cfg.data.max_eval, cfg.data.eval_pick).examples, cfg.train.eval_batch_size, metrics)
             self.log(f"zero-shot ({cfg.name}): accuracy {results['zero_shot']['accuracy']:.4f}")
         for seed in cfg.data.seeds:
             results["runs"].append(self.run_seed(backbone, spec, train_set, eval_set, seed, metrics))
@@ -184,6 +211,9 @@ class Experiment:
         stable, timing = split_timing(results)  # results.json: identical for the same config and seed
         atomic_write(self.output / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(stable, indent=2) + "\n"))
         atomic_write(self.output / TIMING_NAME, lambda tmp: Path(tmp).write_text(json.dumps(timing, indent=2) + "\n"))
+        write_records(self.output / RESULTS_NAME, result_rows(cfg, results, spec.name, getattr(verbalizer, "name", None)))
+        if distributed.current().is_main:
+            write_report(self.output / RESULTS_NAME, plots=False)
         return results
 
     def run_seed(self, backbone: Backbone, spec, train_set: Dataset, eval_set: Dataset, seed: int, metrics: list[str]) -> dict[str, Any]:
@@ -219,6 +249,25 @@ class Experiment:
 
 
 TIMING_NAME = "timing.json"
+
+
+def result_rows(cfg: ExperimentConfig, results: dict[str, Any], template: str | None, verbalizer: str | None) -> list[dict[str, Any]]:
+    """The rows a sweep of one would append for ``results``: zero-shot (the same scores for every seed) and
+    prompt tuning per seed, in the sweep's record format (``openpt report`` reads both)."""
+    base = {"dataset": cfg.name, "k": cfg.data.k, "template": template, "verbalizer": verbalizer, "backbone": cfg.backbone,
+            "primary_metric": cfg.primary_metric, "status": "ok", "versions": results["versions"], "eval_split": cfg.data.eval_split,
+            "eval_size": results["data"]["eval"]}
+    rows = []
+    for run in results["runs"]:
+        if "zero_shot" in results:
+            rows.append({**base, "method": "zero_shot", "seed": run["seed"], "metrics": results["zero_shot"]})
+        rows.append({**base, "method": "prompt_tuning", "seed": run["seed"], "metrics": run["eval"], "sampled": run["sampled"],
+                     **{key: run[key] for key in ("best_dev_accuracy", "best_step", "steps", "train_seconds", "prompt")}})
+    config = config_to_dict(cfg.raw)
+    for row in rows:  # one id per (config, method, seed); "openpt run" marks them apart from a sweep's runs
+        blob = json.dumps([config, row["method"], row["seed"], "openpt run"], sort_keys=True, default=str)
+        row["run_id"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return [portable(row, [cfg.backbone, str(cfg.data.path)], cfg.base_dir) for row in rows]
 
 
 def split_timing(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,13 +1,15 @@
-"""Sweeps: a grid of runs (dataset x template x verbalizer x K x seed x method), one JSON line each.
+"""Sweeps: a grid of runs (dataset x grid point x template x verbalizer x K x seed x method), one JSON line each.
 
-Every finished run is appended to ``<output>/results.jsonl`` with its run id (a hash of every
-setting that affects the result), status, metrics, sampled example indices, package versions
-and wall time. Runs whose id already has an ``ok`` line are skipped, so an interrupted sweep
-resumes where it stopped; a run that raises is recorded with ``status: error`` and the sweep
-goes on (it is retried on the next start).
+Grid points come from ``sweep.grid`` / ``sweep.zip`` over any config key or ``vars`` name (see
+:mod:`openpt.experiments.grid`). Every finished run is appended to ``<output>/results.jsonl`` with
+its run id (a hash of every setting that affects the result, the swept values included), status,
+metrics, the swept values (``axes``), sampled example indices, package versions and wall time.
+Runs whose id already has an ``ok`` line are skipped, so an interrupted sweep resumes where it
+stopped; a run that raises is recorded with ``status: error`` and the sweep goes on (it is retried
+on the next start). After the runs, ``<output>/report/report.md`` is rewritten.
 
 Example:
-    >>> config = load_config("examples/lmbff_sweep.yaml")
+    >>> config = load_config("examples/lmbff_all.yaml")
     >>> summary = Sweep(config, "runs/lmbff").run()
 """
 from __future__ import annotations
@@ -17,7 +19,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 import traceback
@@ -33,13 +34,16 @@ from ..model.build import template_spec, verbalizer_spec
 from ..template.parser import format_template
 from ..training import distributed
 from ..verbalizer import verbalizer_config
+from . import grid
 from .config import ExperimentConfig, config_to_dict
+from .grid import SweepCell
+from .report import write_report
+from .records import RESULTS_NAME, append_record, portable, read_records
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
-from .runner import Experiment, check_fields, configured_backbone, fewshot_sets, metric_names, versions
+from .runner import Experiment, check_fields, configured_backbone, fewshot_sets, metric_names, sampling_pool, versions
 
 logger = logging.getLogger(__name__)
-RESULTS_NAME = "results.jsonl"
 
 
 @dataclass
@@ -55,6 +59,7 @@ class RunSpec:
     max_eval: int | None
     settings: dict[str, Any]
     run_id: str
+    axes: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -81,23 +86,46 @@ def _describe(value: Any, kind: str, base_dir: Path | None) -> dict[str, Any]:
     return {"name": getattr(verbalizer, "name", None), **config_to_dict(verbalizer_config(verbalizer))}
 
 
+# Settings added after results were published: hashed only when not at their default, so the run
+# ids of earlier results stay valid (a restarted sweep still skips them).
+ADDED_DEFAULTS = {("data", "eval_pick"): "random", ("options", "vocab_corpus"): None}
+
+
+def drop_added_defaults(settings: dict[str, Any]) -> None:
+    """Remove :data:`ADDED_DEFAULTS` entries that are at their default from ``settings``."""
+    for (section, key), default in ADDED_DEFAULTS.items():
+        if isinstance(settings.get(section), dict) and key in settings[section] and settings[section][key] == default:
+            del settings[section][key]
+
+
 def expand(config: ExperimentConfig) -> list[RunSpec]:
-    """Every run of a sweep config (a plain config is a sweep over its seeds, zero_shot + prompt_tuning)."""
+    """Every run of a sweep config (a plain config is a sweep over its seeds, zero_shot + prompt_tuning).
+
+    Runs go dataset by dataset, grid point by grid point, then template, verbalizer, K, seed and
+    method; ``exclude`` entries drop runs, and a run whose settings equal an earlier one's (same id)
+    is listed once.
+    """
     sweep = config.sweep
-    datasets = sweep.datasets if sweep else [config]
+    cells = sweep.cells if sweep and sweep.cells else [SweepCell(c, {}) for c in (sweep.datasets if sweep else [config])]
     runs: list[RunSpec] = []
-    for cfg in datasets:
+    seen: set[str] = set()
+    for cell in cells:
+        cfg = cell.config
         templates = (sweep.templates if sweep and sweep.templates else None) or [cfg.template]
         verbalizers = (sweep.verbalizers if sweep and sweep.verbalizers else None) or [cfg.verbalizer]
         data = {k: v for k, v in config_to_dict(dataclasses.asdict(cfg.data)).items()
                 if k not in ("k", "seeds", "path", "train", "eval") and not (k.startswith("holdout") and cfg.data.holdout is None)}
+        methods = cell.methods or (sweep.methods if sweep else ["zero_shot", "prompt_tuning"])
         for template in templates:
             t_info = _describe(template, "template", cfg.base_dir)
             for verbalizer in verbalizers:
                 v_info = _describe(verbalizer, "verbalizer", cfg.base_dir)
                 for k in sweep.k if sweep else [cfg.data.k]:
                     for seed in sweep.seeds if sweep else cfg.data.seeds:
-                        for method in sweep.methods if sweep else ["zero_shot", "prompt_tuning"]:
+                        for method in methods:
+                            where = {"dataset": cfg.name, "method": method, "k": k, "seed": seed, **cell.axes}
+                            if sweep and grid.excluded(where, sweep.exclude):
+                                continue
                             max_eval = sweep.max_eval if sweep and sweep.max_eval is not None else cfg.data.max_eval
                             ms = cfg.methods[method]
                             settings = {
@@ -108,54 +136,21 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
                                 "train": dataclasses.asdict(ms.train), "prompt": dataclasses.asdict(ms.prompt),
                                 "options": config_to_dict(dataclasses.asdict(ms.options)),
                             }
+                            drop_added_defaults(settings)
+                            if cell.axes:  # swept values count even where the settings above do not show them
+                                settings["axes"] = config_to_dict(cell.axes)
                             if not METHODS.get(method).trains:  # only what changes the scores
                                 settings.pop("train")
                             blob = json.dumps(settings, sort_keys=True, default=str)
                             run_id = hashlib.sha256(blob.encode()).hexdigest()[:16]
-                            runs.append(RunSpec(cfg, method, k, seed, template, verbalizer, max_eval, settings, run_id))
+                            if run_id not in seen:
+                                seen.add(run_id)
+                                runs.append(RunSpec(cfg, method, k, seed, template, verbalizer, max_eval, settings, run_id, cell.axes))
     return runs
 
 
 def _data_key(cfg: ExperimentConfig) -> str:
     return json.dumps(config_to_dict(dataclasses.asdict(cfg.data)), sort_keys=True, default=str)
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a results file; unreadable lines (a write cut short) are skipped with a warning."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            logger.warning("%s:%d: skipping an unreadable line (interrupted write?)", path, lineno)
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-def append_record(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it (a partial last line from a crash is terminated first).
-
-    In a data-parallel run only the main process writes.
-    """
-    if not distributed.current().is_main:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        handle.seek(0, os.SEEK_END)
-        if handle.tell():
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                handle.write(b"\n")
-        handle.write((json.dumps(record, default=str) + "\n").encode())
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 @dataclass
@@ -220,6 +215,8 @@ class Sweep:
             else:
                 failed += 1
                 self.log(f"run {run.label} failed: {record['error']}")
+        if distributed.current().is_main:
+            write_report(self.results, plots=False)
         return SweepSummary(total, skipped, finished, failed, self.results, round(time.perf_counter() - start, 2))
 
     def _progress(self, runs: list[RunSpec], total: int, done: int) -> Iterator[RunSpec]:
@@ -257,6 +254,8 @@ class Sweep:
             "template": run.settings["template"]["name"], "verbalizer": run.settings["verbalizer"]["name"],
             "backbone": run.config.backbone, "primary_metric": run.config.primary_metric,
         }
+        if run.axes:
+            record["axes"] = config_to_dict(run.axes)
         try:
             record.update(self._execute(run))
             record["status"] = "ok"
@@ -266,7 +265,7 @@ class Sweep:
                           traceback=traceback.format_exc(limit=-3).strip().splitlines()[-6:])
         record.update(wall_seconds=round(time.perf_counter() - start, 2), versions=self.versions,
                       finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), config=run.settings)
-        return record
+        return portable(record, [run.config.backbone, str(run.config.data.path)], run.config.base_dir)
 
     def _execute(self, run: RunSpec) -> dict[str, Any]:
         cfg, method = run.config, METHODS.get(run.method)
@@ -275,6 +274,7 @@ class Sweep:
         verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir).check_labels(train_full.label_names)
         check_fields(spec, train_full, eval_full)
         few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval)
+        pool = sampling_pool(cfg.data, train_full, eval_full, run.max_eval)
         out: dict[str, Any] = {"protocol": info["protocol"], "eval_split": info["eval_split"], "eval_size": info["eval_size"],
                                "sampled": {"train_indices": info["train_indices"], "dev_indices": info["dev_indices"],
                                            "source": info["source"]}}
@@ -292,7 +292,7 @@ class Sweep:
         context = RunContext(
             config=cfg, backbone=self.backbone(cfg), template=spec, verbalizer=run.verbalizer,
             settings=cfg.methods[run.method], train_set=few_train, dev_set=few_dev, eval_set=eval_set, seed=run.seed,
-            metrics=metric_names(cfg), output=run_dir if save else None, features=self.features,
+            metrics=metric_names(cfg), output=run_dir if save else None, features=self.features, pool=pool, k=run.k,
         )
         outcome = method.run(context)
         out["metrics"] = outcome.pop("eval")

@@ -38,6 +38,10 @@ def test_valid_config_runs(project, capsys):
     assert code == 0, capsys.readouterr().err
     results = json.loads((project / "out" / "results.json").read_text())
     assert results["runs"][0]["steps"] == 2 and (project / "out" / "prompt" / "prompt.safetensors").exists()
+    rows = [json.loads(line) for line in (project / "out" / "results.jsonl").read_text().splitlines()]  # as a sweep of one
+    assert [(r["method"], r["seed"], r["status"]) for r in rows] == [("zero_shot", 1, "ok"), ("prompt_tuning", 1, "ok")]
+    assert rows[1]["metrics"] == results["runs"][0]["eval"] and rows[0]["metrics"] == results["zero_shot"]
+    assert "| config (accuracy) | 50.0 ± 0.0 (1) | 50.0 ± 0.0 (1) |" in (project / "out" / "report" / "report.md").read_text()
 
 
 def test_malformed_template_names_file_line_column(project, capsys):

@@ -65,6 +65,18 @@ CASES: dict[str, Case] = {
                                         load_config(p / "config.yaml"))),
     "config-not-a-mapping": (ConfigError, ("config.yaml", "expected a mapping at the top level"),
                              lambda p, b: ((p / "config.yaml").write_text("- a\n- b\n"), load_config(p / "config.yaml"))),
+    # sweeps and variables
+    "config-variable-cycle": (ConfigError, ("template", "variables refer to each other in a cycle"),
+                              lambda p, b: load_config(p / "config.yaml", ["vars={a: '${b}', b: '${a}'}", "template=${a}"])),
+    "config-held-out-needs-max-eval": (SpecError, ("protocol", "held_out_eval needs max_eval"),
+                                       lambda p, b: load_config(p / "config.yaml", ["data.protocol=held_out_eval", "data.train_split=test",
+                                                                                    "data.eval_split=test"])),
+    "config-bad-eval-pick": (SpecError, ("eval_pick", "expected one of random, first, got 'last'"),
+                             lambda p, b: load_config(p / "config.yaml", ["data.eval_pick=last"])),
+    "config-bad-vocab-corpus": (ConfigError, ("vocab_corpus", "expected pool or null, got 'train'"),
+                                lambda p, b: load_config(p / "config.yaml", ["methods.prompt_tuning.vocab_corpus=train"])),
+    "method-verbalizer-fit-without-pool": (ConfigError, ("verbalizer fitting needs the sampling pool",),
+                                           lambda p, b: verbalizer_fit_without_pool()),
     # templates
     "template-unclosed-placeholder": (SpecError, ("line 1:1", "unclosed placeholder"), lambda p, b: parse_template("{text It was [MASK].")),
     "template-soft-length": (SpecError, ("line 1:", "soft length must be a whole number 1..4096"), lambda p, b: parse_template("[SOFT*0] {text} [MASK]")),
@@ -180,6 +192,14 @@ def examples():
     from openpt.types import InputExample
 
     return [InputExample(t, label=y) for t, y in ROWS[:4]]
+
+
+def verbalizer_fit_without_pool() -> None:
+    from types import SimpleNamespace
+
+    from openpt.experiments.methods.verbalizer_fit import cached_sets
+
+    cached_sets(SimpleNamespace(pool=None, k=0), lambda: None)
 
 
 def backbone_of(path: Path, **options):

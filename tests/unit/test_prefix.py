@@ -194,18 +194,15 @@ def test_finetune_trains_the_backbone_at_its_own_rate_and_saves_it(tiny_bert_dir
 
 
 def test_study_configs_validate():
-    import yaml
-
     from openpt.experiments.config import load_config
+    from openpt.experiments.sweep import expand
 
     root = Path(__file__).resolve().parents[2] / "examples" / "study"
     assert load_config(root / "sst2_prefix_tuning.yaml").prompt.prefix["length"] == 20
     assert load_config(root / "sst2_ptuning.yaml").prompt.soft_encoder == {"type": "lstm"}
-    study = yaml.safe_load((root / "study.yaml").read_text())
-    for task in study["tasks"].values():
-        template_spec_from_text(task["manual"])
-        for text in task["placements"].values():
-            for length in study["axes"]["length"]:
-                template_spec_from_text(text.replace("$N", str(length)))
-    for name in ("inits", "regularizations"):  # every axis value has its settings
-        assert set(study[name]) == set(study["axes"][{"inits": "init", "regularizations": "regularization"}[name]])
+    runs = expand(load_config(root / "study.yaml"))  # every cell validated, every template parsed
+    assert len(runs) == 2 * 5 * (30 + 3) + 2 * 5
+    ablation = {(r.axes["init"], r.axes["length"]) for r in runs if r.axes["setting"] == "ablation"}
+    assert ablation == {(i, n) for i in ("uniform", "normal", "vocab_sample", "text", "label_words") for n in (1, 5, 20, 50, 100)}
+    texts = {r.settings["template"]["text"] for r in runs if r.config.name == "trec" and r.axes["placement"] == "infix"}
+    assert texts == {"[MASK] : [SOFT*20] {text}"}

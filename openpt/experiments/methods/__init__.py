@@ -7,10 +7,12 @@
 | ``prompt_finetune`` | every backbone weight (LM-BFF prompt-based fine-tuning) | manual template + verbalizer |
 | ``finetune`` | backbone + a new classification head | ``[CLS]`` state -> linear |
 | ``linear_probe`` | scikit-learn logistic regression | frozen pooled sentence features |
+| ``verbalizer_fit`` | the verbalizer's tensors, on cached mask states | hard template + verbalizer (+ calibration) |
+| ``verbalizer_zero_shot`` | nothing (label-free preparation + calibration) | hard template + verbalizer (+ calibration) |
 """
 from __future__ import annotations
 
-from . import finetune, linear_probe, prompt_finetune, prompt_tuning, zero_shot  # noqa: F401  register
+from . import finetune, linear_probe, prompt_finetune, prompt_tuning, verbalizer_fit, zero_shot  # noqa: F401  register
 from .base import METHODS, Method, MethodSettings, RunContext, fresh_backbone, register_method
 
 __all__ = ["METHODS", "Method", "MethodSettings", "RunContext", "fresh_backbone", "register_method"]

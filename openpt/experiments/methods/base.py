@@ -85,6 +85,8 @@ class RunContext:
         metrics: metric names to report (first = primary).
         output: a directory for artifacts (saved prompts), or ``None`` to save nothing.
         features: cache of frozen sentence features (linear probe), or ``None``.
+        pool: the examples the K-shot sets were drawn from (unlabeled inputs, vocabulary counts), or ``None``.
+        k: examples per class of the K-shot sets (0: unknown).
     """
 
     config: ExperimentSettings
@@ -99,6 +101,8 @@ class RunContext:
     metrics: list[str]
     output: Path | None = None
     features: "FeatureCache | None" = None
+    pool: Dataset | None = None
+    k: int = 0
 
     def new_verbalizer(self) -> Verbalizer:
         """A fresh (unbound) verbalizer for a new model."""
