@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from .loading import Dataset
-from .sources import SPLIT_OFF_EVAL, ResolvedData
+from .sources import HELD_OUT_EVAL, SPLIT_OFF_EVAL, ResolvedData
 
 FORMS = {
     "splits": "named splits: K-shot rows from one split, evaluation on another",
     "files": "a training file and an evaluation file",
     "holdout": "evaluation rows held out of the training data",
     SPLIT_OFF_EVAL: "K-shot rows drawn from the evaluation data per seed, the rest evaluated",
+    HELD_OUT_EVAL: "a fixed evaluation subset of the split; K-shot rows drawn from the rest",
 }
 
 

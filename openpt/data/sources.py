@@ -31,6 +31,7 @@ from .loading import HF_DATASETS_PREFIX, Dataset, LabelRules, load_split
 logger = logging.getLogger(__name__)
 
 SPLIT_OFF_EVAL = "split_off_eval"
+HELD_OUT_EVAL = "held_out_eval"  # a fixed evaluation subset of the split; K-shot rows come from the rest
 FILES_EXAMPLE = "data: {train: train.csv, eval: test.csv}"
 
 
@@ -111,7 +112,7 @@ def form_problem(given: Mapping[str, Any]) -> tuple[str, str] | None:
     if _given(given, "holdout_seed"):
         return "holdout_seed", "applies only with holdout; add holdout (evaluation rows held out of the training data)"
     split = given.get("train_split", "train")
-    if protocol != SPLIT_OFF_EVAL and split == given.get("eval_split", "test"):
+    if protocol not in (SPLIT_OFF_EVAL, HELD_OUT_EVAL) and split == given.get("eval_split", "test"):
         return "eval_split", (f"evaluating on the training split {split!r} would score rows used for training; name another split, "
                               f"set holdout (evaluation rows held out of {split!r}) or use protocol: split_off_eval")
     return None
@@ -172,6 +173,11 @@ def resolve_data(spec: DataSpec, *, label_hint: list[str] | None = None, given: 
             pool = evaluated = load(spec.path, spec.eval_split)
             where = shown("path") if table else f"{shown('path')} [{spec.eval_split}]"
             info.update(form=SPLIT_OFF_EVAL, train_source=where, eval_source=f"{where} minus each seed's K-shot train and dev rows")
+        elif spec.protocol == HELD_OUT_EVAL:
+            pool = evaluated = load(spec.path, spec.eval_split)
+            where = shown("path") if table else f"{shown('path')} [{spec.eval_split}]"
+            info.update(form=HELD_OUT_EVAL, train_source=f"{where} minus the fixed evaluation subset",
+                        eval_source=f"{where}: a fixed subset of max_eval rows")
         elif table:
             raise DataError(
                 f"{spec.path}: one file holds every row, so evaluation would score rows used for training; set data.holdout "
