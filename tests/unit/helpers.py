@@ -72,6 +72,16 @@ def sharpen(backbone, std: float = 0.3) -> None:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
 
 
+def sharpened_copy(model_dir: Path, directory: Path) -> Path:
+    """A copy of the backbone in ``model_dir`` with :func:`sharpen` applied, saved to ``directory``
+    (so a saved prompt that records it reloads the same weights)."""
+    backbone = load_backbone(model_dir)
+    sharpen(backbone)
+    backbone.model.save_pretrained(directory)
+    backbone.tokenizer.save_pretrained(directory)
+    return directory
+
+
 def make_model(model_dir: Path, template: str | dict = "[SOFT*4] {text} it was [MASK] .", *, max_length: int = 64,
                labels: dict | None = None, seed: int = 0, sharp: bool = False, **options) -> PromptModel:
     """A PromptModel on a tiny backbone with a great/terrible verbalizer (``sharp``: see :func:`sharpen`)."""

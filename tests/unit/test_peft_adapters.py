@@ -12,7 +12,7 @@ from openpt.integrations.peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS, export_pef
 from openpt.model.saving import WEIGHTS_NAME, load_prompt, save_prompt
 from openpt.types import InputExample
 
-from .helpers import SENTIMENT, make_model, sharpen
+from .helpers import SENTIMENT, make_model, sharpened_copy
 
 peft = pytest.importorskip("peft")
 
@@ -30,17 +30,12 @@ def peft_model(adapter_dir: Path, backbone_dir: Path, kind: str):
     return peft.PeftModel.from_pretrained(base, adapter_dir).eval()
 
 
-def sharpened_model(model_dir: Path, template: str = PEFT_TEMPLATE, **kwargs):
-    model = make_model(model_dir, template, sharp=True, **kwargs)
+def sharpened_model(model_dir: Path, directory: Path, template: str | dict = PEFT_TEMPLATE, **kwargs):
+    """A model on a sharpened copy of the backbone (saved in ``directory``) with a random prompt."""
+    model = make_model(sharpened_copy(model_dir, directory), template, **kwargs)
     with torch.no_grad():  # a prompt that differs from its initialisation
         model.template.soft.weight.normal_(0, 1, generator=torch.Generator().manual_seed(1))
     return model.eval()
-
-
-def save_sharpened_backbone(model, directory: Path) -> Path:
-    model.backbone.model.save_pretrained(directory)
-    model.backbone.tokenizer.save_pretrained(directory)
-    return directory
 
 
 def peft_mask_logits(model, peft_net, examples) -> torch.Tensor:
@@ -88,8 +83,8 @@ def test_template_soft_placement_needs_a_leading_soft_run():
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
 def test_export_peft_mlm_gives_openpt_mask_logits(kind, tiny_backbone_factory, tmp_path):
     model_dir = tiny_backbone_factory(kind, tmp_path / kind)
-    model = sharpened_model(model_dir, template={"text": PEFT_TEMPLATE, "soft_placement": "before_special"})
-    base = save_sharpened_backbone(model, tmp_path / "base")
+    model = sharpened_model(model_dir, tmp_path / "base", template={"text": PEFT_TEMPLATE, "soft_placement": "before_special"})
+    base = Path(model.backbone.name_or_path)
     save_prompt(model, tmp_path / "prompt")
     summary = export_peft(tmp_path / "prompt", tmp_path / "adapter")
     assert "3 virtual tokens" in summary.exported and "it was" in summary.stays
@@ -105,9 +100,9 @@ def test_export_peft_mlm_gives_openpt_mask_logits(kind, tiny_backbone_factory, t
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_export_peft_causal_gives_openpt_word_logprobs(kind, tiny_backbone_factory, tmp_path):
     model_dir = tiny_backbone_factory(kind, tmp_path / kind)
-    model = sharpened_model(model_dir, template={"text": "[SOFT*3] {text} it was [MASK]", "soft_placement": "before_special"},
+    model = sharpened_model(model_dir, tmp_path / "base", template={"text": "[SOFT*3] {text} it was [MASK]", "soft_placement": "before_special"},
                             labels={"negative": ["terrible"], "positive": ["great"]})
-    base = save_sharpened_backbone(model, tmp_path / "base")
+    base = Path(model.backbone.name_or_path)
     save_prompt(model, tmp_path / "prompt")
     export_peft(tmp_path / "prompt", tmp_path / "adapter")
     net = peft_model(tmp_path / "adapter", base, "causal")
@@ -119,8 +114,8 @@ def test_export_peft_causal_gives_openpt_word_logprobs(kind, tiny_backbone_facto
 
 
 def test_export_peft_t5_gives_openpt_word_logprobs(tiny_t5_dir, tmp_path):
-    model = sharpened_model(tiny_t5_dir, template={"text": PEFT_TEMPLATE, "soft_placement": "before_special"})
-    base = save_sharpened_backbone(model, tmp_path / "base")
+    model = sharpened_model(tiny_t5_dir, tmp_path / "base", template={"text": PEFT_TEMPLATE, "soft_placement": "before_special"})
+    base = Path(model.backbone.name_or_path)
     save_prompt(model, tmp_path / "prompt")
     export_peft(tmp_path / "prompt", tmp_path / "adapter")
     assert json.loads((tmp_path / "adapter" / ADAPTER_CONFIG).read_text())["num_transformer_submodules"] == 1
@@ -142,8 +137,8 @@ def test_export_peft_t5_gives_openpt_word_logprobs(tiny_t5_dir, tmp_path):
 
 
 def test_import_peft_gives_peft_mask_logits_and_round_trips_bytes(tiny_bert_dir, tmp_path):
-    model = sharpened_model(tiny_bert_dir, template={"text": PEFT_TEMPLATE, "soft_placement": "before_special"})
-    base = save_sharpened_backbone(model, tmp_path / "base")
+    model = sharpened_model(tiny_bert_dir, tmp_path / "base", template={"text": PEFT_TEMPLATE, "soft_placement": "before_special"})
+    base = Path(model.backbone.name_or_path)
     save_prompt(model, tmp_path / "prompt")
     export_peft(tmp_path / "prompt", tmp_path / "adapter")
     import_peft(tmp_path / "adapter", tmp_path / "imported", backbone=base)  # template/verbalizer from the record
@@ -192,3 +187,22 @@ def test_export_peft_refuses_learned_verbalizer(tiny_bert_dir, tmp_path):
     save_prompt(soft, tmp_path / "prompt")
     with pytest.raises(OpenPTError, match="learned verbalizer.*no PEFT counterpart"):
         export_peft(tmp_path / "prompt", tmp_path / "adapter")
+
+
+def test_cli_export_import_and_refusal(tiny_bert_dir, tmp_path, capsys):
+    from openpt.cli import main
+
+    from .test_cli_errors import assert_one_line_error, run_cli
+
+    model = make_model(tiny_bert_dir, {"text": PEFT_TEMPLATE, "soft_placement": "before_special"})
+    save_prompt(model, tmp_path / "prompt")
+    assert main(["export", str(tmp_path / "prompt"), "--to", "peft", "--output", str(tmp_path / "adapter")]) == 0
+    out = capsys.readouterr().out
+    assert "exported: 3 virtual tokens" in out and "stays in openpt: template text" in out
+    assert main(["import", "peft", str(tmp_path / "adapter"), "--output", str(tmp_path / "back")]) == 0
+    assert (tmp_path / "back" / WEIGHTS_NAME).read_bytes() == (tmp_path / "prompt" / WEIGHTS_NAME).read_bytes()
+    save_prompt(make_model(tiny_bert_dir), tmp_path / "plain")
+    code, err = run_cli(["export", tmp_path / "plain", "--to", "peft", "-o", tmp_path / "x"], capsys)
+    assert_one_line_error(code, err, "cannot export to PEFT", "soft_placement: before_special")
+    code, err = run_cli(["import", "peft", tmp_path / "prompt", "-o", tmp_path / "y"], capsys)
+    assert_one_line_error(code, err, "adapter_config.json: not found")
