@@ -202,6 +202,7 @@ def test_cli_export_import_and_refusal(tiny_bert_dir, tmp_path, capsys):
     assert main(["import", "peft", str(tmp_path / "adapter"), "--output", str(tmp_path / "back")]) == 0
     assert (tmp_path / "back" / WEIGHTS_NAME).read_bytes() == (tmp_path / "prompt" / WEIGHTS_NAME).read_bytes()
     save_prompt(make_model(tiny_bert_dir), tmp_path / "plain")
+    capsys.readouterr()
     code, err = run_cli(["export", tmp_path / "plain", "--to", "peft", "-o", tmp_path / "x"], capsys)
     assert_one_line_error(code, err, "cannot export to PEFT", "soft_placement: before_special")
     code, err = run_cli(["import", "peft", tmp_path / "prompt", "-o", tmp_path / "y"], capsys)
