@@ -122,15 +122,35 @@ def load_hf_dataset(name_or_dir: str | Path, split: str, *, label_names: list[st
         if split not in obj:
             raise DataError(f"{name_or_dir}: no split {split!r}; available splits: {', '.join(obj)}")
         obj = obj[split]
+    return from_hf_dataset(obj, split=split, label_names=label_names, field_map=field_map, source=f"{name_or_dir}[{split}]",
+                           name=p.name if p.is_dir() else str(name_or_dir))
+
+
+def from_hf_dataset(obj: Any, *, split: str = "data", label_names: list[str] | None = None, field_map: dict[str, str] | None = None,
+                    source: str = "datasets.Dataset", name: str = "dataset") -> Dataset:
+    """An openpt :class:`Dataset` from a ``datasets.Dataset`` object (``field_map`` as in :func:`load_split`)."""
+    import datasets as hf
     fmap = _field_map(field_map)
-    source, col = f"{name_or_dir}[{split}]", fmap["label"]
+    col = fmap["label"]
     feature = obj.features.get(col)
     stored = list(feature.names) if isinstance(feature, hf.ClassLabel) else None
-    names, names_src = _pick_names(label_names, stored, f"{name_or_dir}: ClassLabel feature {col!r}")
+    names, names_src = _pick_names(label_names, stored, f"{source}: ClassLabel feature {col!r}")
     rows = ((f"{source}: row {i}", {**r, col: None} if r.get(col) == -1 else r)
             for i, r in enumerate(obj.to_list(), 1))
     examples, names = _build(rows, fmap, split, names, names_src, source)
-    return Dataset(examples, names, p.name if p.is_dir() else str(name_or_dir), source)
+    return Dataset(examples, names, name, source)
+
+
+def as_examples(data: Any, *, field_map: dict[str, str] | None = None, label_names: list[str] | None = None) -> list[InputExample]:
+    """Examples from a sequence of :class:`InputExample`, an openpt :class:`Dataset` or a ``datasets.Dataset``
+    (columns renamed by ``field_map``: openpt field -> column; labels checked against ``label_names``)."""
+    if isinstance(data, Dataset):
+        return data.examples
+    if hasattr(data, "features") and hasattr(data, "to_list"):  # a datasets.Dataset, without importing datasets for lists
+        return from_hf_dataset(data, label_names=label_names, field_map=field_map).examples
+    if field_map:
+        raise DataError("field_map applies to datasets.Dataset objects; these are already InputExamples")
+    return data if isinstance(data, list) else list(data)
 
 
 def _read_json(path: Path) -> Any:
