@@ -11,6 +11,8 @@ Each measurement runs in its own process; peak RSS is that process's ``ru_maxrss
   that part alone;
 * ``batched``: the same rows loaded into memory, then ``PromptModel.scores(examples, batch_size)``
   (globally length-sorted batches); rows/s over the scoring call alone;
+* ``interleaved``: the rate comparison: both paths in one process over the same rows, block by
+  block (``--blocks``), so that load from other processes on a shared machine falls on both alike;
 * ``cli``: the ``openpt predict`` command itself on the small file, end to end (wall time, written rows).
 
     python benchmarks/predict_bench.py --out benchmarks/results/predict_bench.json
@@ -41,7 +43,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/predict_bench.json")
-    parser.add_argument("--child", choices=["batched", "stream"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["batched", "stream", "interleaved"], help=argparse.SUPPRESS)
+    parser.add_argument("--blocks", type=int, default=10, help="blocks of the interleaved rate comparison")
     parser.add_argument("--prompt", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -69,33 +72,61 @@ def run_child(command: list[str], env: dict[str, str]) -> dict:
     return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout": out.strip().splitlines()[-1:]}
 
 
+def stream_rows(model, path: str, batch_size: int) -> tuple[int, list[float]]:
+    """What ``openpt predict --file PATH --format jsonl -o PATH.out`` does after loading the prompt."""
+    from openpt.data.streaming import iter_rows, row_example
+    from openpt.predict import PredictionWriter, predict_stream
+
+    fields = model.template.spec.fields
+    rows = ((line, row_example(row, fields, {}, f"{path}:{line}")) for line, row in iter_rows(path))
+    with open(path + ".out", "w", encoding="utf-8") as handle:
+        writer = PredictionWriter(handle, "jsonl", model.verbalizer.label_names)
+        count = predict_stream(model, rows, writer.write, batch_size=batch_size)
+        writer.close()
+    with open(path + ".out", encoding="utf-8") as handle:
+        return count, list(json.loads(handle.readline())["probabilities"].values())
+
+
+def batched_rows(model, path: str, batch_size: int) -> tuple[int, list[float], float]:
+    """In-memory batched inference: rows loaded first (untimed), then one timed ``scores`` call."""
+    import torch
+
+    from openpt.data.loading import load_split
+
+    examples = load_split(path, "rows").examples
+    start = time.perf_counter()
+    probs = torch.softmax(model.scores(examples, batch_size), -1)
+    return len(examples), probs[0].tolist(), time.perf_counter() - start
+
+
 def child(args: argparse.Namespace) -> None:
     """One timed measurement over the rows of ``--file`` (prints a JSON line)."""
     import torch
 
-    from openpt.data.loading import load_split
-    from openpt.data.streaming import iter_rows, row_example
     from openpt.model.saving import load_prompt
-    from openpt.predict import PredictionWriter, predict_stream
 
     torch.set_num_threads(args.threads)
     model = load_prompt(args.prompt)
+    if args.child == "interleaved":  # both paths block by block, so load changes on a shared machine hit both alike
+        lines = Path(args.file).read_text(encoding="utf-8").splitlines(keepends=True)
+        size = -(-len(lines) // args.blocks)
+        stream_s = batched_s = 0.0
+        for block in range(args.blocks):
+            path = f"{args.file}.block{block}.jsonl"
+            Path(path).write_text("".join(lines[block * size:(block + 1) * size]), encoding="utf-8")
+            start = time.perf_counter()
+            stream_rows(model, path, args.batch_size)
+            stream_s += time.perf_counter() - start
+            batched_s += batched_rows(model, path, args.batch_size)[2]
+        print(json.dumps({"rows": len(lines), "blocks": args.blocks, "stream_s": round(stream_s, 2), "batched_s": round(batched_s, 2),
+                          "stream_rows_per_s": round(len(lines) / stream_s, 1), "batched_rows_per_s": round(len(lines) / batched_s, 1)}))
+        return
+    start = time.perf_counter()
     if args.child == "batched":
-        examples = load_split(args.file, "rows").examples
-        start = time.perf_counter()
-        probs = torch.softmax(model.scores(examples, args.batch_size), -1)
-        count, first = len(examples), probs[0].tolist()
+        count, first, seconds = batched_rows(model, args.file, args.batch_size)
     else:
-        fields = model.template.spec.fields
-        rows = ((line, row_example(row, fields, {}, f"{args.file}:{line}")) for line, row in iter_rows(args.file))
-        start = time.perf_counter()
-        with open(args.file + ".out", "w", encoding="utf-8") as handle:
-            writer = PredictionWriter(handle, "jsonl", model.verbalizer.label_names)
-            count = predict_stream(model, rows, writer.write, batch_size=args.batch_size)
-            writer.close()
-        with open(args.file + ".out", encoding="utf-8") as handle:
-            first = list(json.loads(handle.readline())["probabilities"].values())
-    seconds = time.perf_counter() - start
+        count, first = stream_rows(model, args.file, args.batch_size)
+        seconds = time.perf_counter() - start
     print(json.dumps({"rows": count, "timed_s": round(seconds, 2), "rows_per_s": round(count / seconds, 1), "first_probs": first}))
 
 
@@ -131,12 +162,12 @@ def main() -> None:
             results["model"] = "tiny random BERT (tests/conftest.py build_tiny_backbone('bert'))"
         prompt = save_bench_prompt(model, tmp_path / "prompt")
         source = Path(args.data) / "train.jsonl"
-        for name, count in (("stream", args.small_rows), ("stream", args.rows), ("batched", args.rows)):
+        for name, count in (("stream", args.small_rows), ("stream", args.rows), ("batched", args.rows), ("interleaved", args.rows)):
             rows = tmp_path / f"rows-{count}.jsonl"
             if not rows.exists():
                 write_rows(source, rows, count)
             run = run_child([sys.executable, str(Path(__file__).resolve()), "--child", name, "--prompt", str(prompt), "--file", str(rows),
-                             "--batch-size", str(args.batch_size), "--threads", str(args.threads)], env)
+                             "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--blocks", str(args.blocks)], env)
             run.update(json.loads(run.pop("stdout")[0]))
             results["runs"][f"{name}_{count}"] = run
             print(json.dumps({f"{name}_{count}": run}), flush=True)
@@ -149,7 +180,9 @@ def main() -> None:
     batched = results["runs"][f"batched_{args.rows}"]
     results["same_first_row"] = max(abs(a - b) for a, b in zip(results["runs"][f"stream_{args.rows}"]["first_probs"], batched["first_probs"])) < 1e-5
     large, small = results["runs"][f"stream_{args.rows}"], results["runs"][f"stream_{args.small_rows}"]
-    results["predict_vs_batched_rows_per_s"] = round(large["rows_per_s"] / batched["rows_per_s"], 3)
+    mixed = results["runs"][f"interleaved_{args.rows}"]
+    results["predict_vs_batched_rows_per_s"] = round(mixed["stream_rows_per_s"] / mixed["batched_rows_per_s"], 3)
+    results["predict_vs_batched_rows_per_s_separate_runs"] = round(large["rows_per_s"] / batched["rows_per_s"], 3)
     results["predict_peak_rss_ratio_large_vs_small"] = round(large["peak_rss_mb"] / small["peak_rss_mb"], 3)
     results["wall_s"] = round(time.perf_counter() - started, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +195,8 @@ def markdown(results: dict) -> str:
     """The results as a markdown table."""
     lines = ["| run | rows | wall s | rows/s | peak RSS MB |", "|---|---|---|---|---|"]
     for name, run in results["runs"].items():
-        lines.append(f"| {name} | {run.get('rows', 1)} | {run['wall_s']} | {run.get('rows_per_s', '')} | {run['peak_rss_mb']} |")
+        rate = run.get("rows_per_s") or f"{run.get('stream_rows_per_s')} stream / {run.get('batched_rows_per_s')} batched"
+        lines.append(f"| {name} | {run.get('rows', 1)} | {run['wall_s']} | {rate} | {run['peak_rss_mb']} |")
     lines.append(f"\npredict / batched rows/s: {results['predict_vs_batched_rows_per_s']}; "
                  f"predict peak RSS large / small file: {results['predict_peak_rss_ratio_large_vs_small']}")
     return "\n".join(lines)

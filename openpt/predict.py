@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import IO, Callable, Iterable, Iterator, Sequence
 
+import torch
+
 from .errors import DataError, OpenPTError
 from .model.prompt_model import PromptModel
 from .types import InputExample
@@ -87,7 +89,7 @@ def predict_stream(
         if not chunk:
             return
         try:
-            probs = model.predict([example for _, example in chunk], batch_size)[1]
+            probs = torch.softmax(model.scores([example for _, example in chunk], batch_size), dim=-1)
         except DataError:
             if len(chunk) == 1:
                 raise
