@@ -96,3 +96,15 @@ def test_readme_quickstart_runs(tmp_path, shared_dir, monkeypatch):
     namespace = runpy.run_path(str(script))
     assert (project / "my-prompt" / "prompt.safetensors").stat().st_size < 64 * 1024
     assert namespace["probs"].shape == (1, 2) and namespace["labels"][0] in (0, 1)
+
+
+def test_openprompt_migration_example_on_rte(minilm_dir, shared_dir):
+    """docs/migrating_from_openprompt.md's worked example, shortened: OpenPrompt's template and verbalizer files on RTE."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("openprompt_basic", ROOT / "examples/openprompt_migration/basic.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scores = module.main(["--backbone", str(minilm_dir), "--data", str(shared_dir / "data" / "rte"), "--k", "4", "--steps", "2",
+                          "--max-eval", "16"])
+    assert 0.0 <= scores["accuracy"] <= 1.0
