@@ -207,3 +207,20 @@ def test_cli_export_import_and_refusal(tiny_bert_dir, tmp_path, capsys):
     assert_one_line_error(code, err, "cannot export to PEFT", "soft_placement: before_special")
     code, err = run_cli(["import", "peft", tmp_path / "prompt", "-o", tmp_path / "y"], capsys)
     assert_one_line_error(code, err, "adapter_config.json: not found")
+
+
+@pytest.mark.parametrize(("edit", "kwargs", "needle"), [
+    ({"peft_type": "PREFIX_TUNING"}, {}, "peft_type: only PROMPT_TUNING adapters can be imported, got 'PREFIX_TUNING'"),
+    ({"num_transformer_submodules": 2}, {}, "num_transformer_submodules: 2 (a decoder prompt too)"),
+    ({}, {"template": "{text} [SOFT*2] it was [MASK] ."}, "needs exactly one soft run, [SOFT*3] at the start"),
+])
+def test_import_peft_refuses_what_openpt_cannot_hold(edit, kwargs, needle, tiny_bert_dir, tmp_path):
+    model = make_model(tiny_bert_dir, {"text": PEFT_TEMPLATE, "soft_placement": "before_special"})
+    save_prompt(model, tmp_path / "prompt")
+    export_peft(tmp_path / "prompt", tmp_path / "adapter")
+    path = tmp_path / "adapter" / ADAPTER_CONFIG
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    with pytest.raises(OpenPTError) as caught:
+        import_peft(tmp_path / "adapter", tmp_path / "out", **kwargs)
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
