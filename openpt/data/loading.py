@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import DataError
 from ..types import InputExample
+from .streaming import json_row
 
 logger = logging.getLogger(__name__)
 
@@ -195,15 +196,8 @@ def _read_jsonl(path: Path) -> Iterator[_Row]:
     try:
         with path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-                yield f"{path}:{lineno}", obj
+                if line.strip():
+                    yield f"{path}:{lineno}", json_row(line, path, lineno)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
 

@@ -40,21 +40,25 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             yield lineno, text
 
 
+def json_row(line: str, path: Path, lineno: int) -> dict[str, Any]:
+    """One JSONL line as a mapping; errors name ``path:lineno``."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
 def iter_rows(path: str | Path, fmt: str | None = None) -> Iterator[tuple[int, Mapping[str, Any]]]:
     """Yield ``(line, row)`` for each non-blank row of ``path`` (a mapping of column -> value)."""
     path = Path(path)
     fmt = fmt or row_format(path)
     if fmt == "jsonl":
         for lineno, line in _lines(path):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield lineno, row
+            if line.strip():
+                yield lineno, json_row(line, path, lineno)
     elif fmt in ("csv", "tsv"):
         yield from _delimited(path, "\t" if fmt == "tsv" else ",")
     elif fmt == "text":
