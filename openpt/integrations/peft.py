@@ -173,7 +173,7 @@ def import_peft(adapter_dir: str | Path, output: str | Path, *, template: Any = 
     adapter_dir = Path(adapter_dir)
     adapter, weight = read_adapter(adapter_dir)
     record = _record(adapter_dir)
-    if template is None and record is None or verbalizer is None and record is None:
+    if record is None and (template is None or verbalizer is None):
         raise OpenPTError(f"{adapter_dir}: a PEFT adapter holds no template or verbalizer; give both (--template, --verbalizer)")
     spec = template_spec(template) if template is not None else template_spec_from_mapping(record["template"])
     verbalizer = verbalizer_spec(verbalizer) if verbalizer is not None else verbalizer_from_mapping(record["verbalizer"])

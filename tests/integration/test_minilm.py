@@ -60,7 +60,8 @@ def test_cli_run_eval_predict_round_trip(tmp_path, shared_dir, capsys):
     assert acc == pytest.approx(results["runs"][0]["eval"]["accuracy"])
     assert main(["predict", str(out / "prompt"), "a gripping , funny film .", "dull and lifeless ."]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and all(line.split("\t")[0] in ("negative", "positive") for line in lines)
+    assert lines[0].split("\t") == ["line", "label", "p_negative", "p_positive"]
+    assert len(lines) == 3 and all(line.split("\t")[1] in ("negative", "positive") for line in lines[1:])
 
 
 def test_backbone_unchanged_by_training(minilm, sst2):
