@@ -12,7 +12,8 @@ Each measurement runs in its own process; peak RSS is that process's ``ru_maxrss
 * ``batched``: the same rows loaded into memory, then ``PromptModel.scores(examples, batch_size)``
   (globally length-sorted batches); rows/s over the scoring call alone;
 * ``interleaved``: the rate comparison: both paths in one process over the same rows, block by
-  block (``--blocks``), so that load from other processes on a shared machine falls on both alike;
+  block (``--blocks``, the first path alternating), so that load from other processes on a shared
+  machine falls on both alike;
 * ``cli``: the ``openpt predict`` command itself on the small file, end to end (wall time, written rows).
 
     python benchmarks/predict_bench.py --out benchmarks/results/predict_bench.json
@@ -44,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/predict_bench.json")
     parser.add_argument("--child", choices=["batched", "stream", "interleaved"], help=argparse.SUPPRESS)
-    parser.add_argument("--blocks", type=int, default=10, help="blocks of the interleaved rate comparison")
+    parser.add_argument("--blocks", type=int, default=20, help="blocks of the interleaved rate comparison")
     parser.add_argument("--prompt", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -114,10 +115,13 @@ def child(args: argparse.Namespace) -> None:
         for block in range(args.blocks):
             path = f"{args.file}.block{block}.jsonl"
             Path(path).write_text("".join(lines[block * size:(block + 1) * size]), encoding="utf-8")
-            start = time.perf_counter()
-            stream_rows(model, path, args.batch_size)
-            stream_s += time.perf_counter() - start
-            batched_s += batched_rows(model, path, args.batch_size)[2]
+            for first in ((0, 1) if block % 2 == 0 else (1, 0)):  # alternate which path goes first
+                if first == 0:
+                    start = time.perf_counter()
+                    stream_rows(model, path, args.batch_size)
+                    stream_s += time.perf_counter() - start
+                else:
+                    batched_s += batched_rows(model, path, args.batch_size)[2]
         print(json.dumps({"rows": len(lines), "blocks": args.blocks, "stream_s": round(stream_s, 2), "batched_s": round(batched_s, 2),
                           "stream_rows_per_s": round(len(lines) / stream_s, 1), "batched_rows_per_s": round(len(lines) / batched_s, 1)}))
         return
