@@ -199,7 +199,9 @@ def markdown(results: dict) -> str:
     """The results as a markdown table."""
     lines = ["| run | rows | wall s | rows/s | peak RSS MB |", "|---|---|---|---|---|"]
     for name, run in results["runs"].items():
-        rate = run.get("rows_per_s") or f"{run.get('stream_rows_per_s')} stream / {run.get('batched_rows_per_s')} batched"
+        rate = run.get("rows_per_s", "")
+        if "stream_rows_per_s" in run:
+            rate = f"{run['stream_rows_per_s']} stream / {run['batched_rows_per_s']} batched"
         lines.append(f"| {name} | {run.get('rows', 1)} | {run['wall_s']} | {rate} | {run['peak_rss_mb']} |")
     lines.append(f"\npredict / batched rows/s: {results['predict_vs_batched_rows_per_s']}; "
                  f"predict peak RSS large / small file: {results['predict_peak_rss_ratio_large_vs_small']}")

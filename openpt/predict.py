@@ -1,8 +1,8 @@
 """Streaming predictions with a saved prompt: rows in, one label and every class probability out.
 
-Rows are read, scored and written a chunk at a time (``chunk_size`` rows, sorted by length inside
-the chunk to save padding), so memory stays flat whatever the file's size, and output keeps the
-input order. When a row is bad, the rows before it are scored and written first, then the error
+Rows are read, scored and written a chunk at a time (``chunk_size`` rows, 4,096 by default,
+sorted by length inside the chunk to save padding), so memory stays flat whatever the file's
+size, and output keeps the input order. When a row is bad, the rows before it are scored and written first, then the error
 names the row's file and line.
 
 Output formats (one record per row; ``line`` is the input line, or the argument's position):
@@ -71,7 +71,7 @@ def predict_stream(
     write: Callable[[Prediction], None],
     *,
     batch_size: int = 64,
-    chunk_size: int = 1024,
+    chunk_size: int = 4096,
     progress: Callable[[int], object] | None = None,
 ) -> int:
     """Score ``(line, example)`` rows a chunk at a time and ``write`` each prediction in input order.
