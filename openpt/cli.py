@@ -1,4 +1,4 @@
-"""Command line: ``openpt run | eval | predict | data check | template check | verbalizer search``."""
+"""Command line: ``openpt run | eval | predict | report | export | import | data check | template check | verbalizer search``."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .cli_hf import add_commands, add_predict_options
 from .errors import OpenPTError
 
 
@@ -122,22 +123,9 @@ def _data_check(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .types import InputExample
+    from .cli_hf import predict
 
-    model = _load_prompt(args)
-    texts = list(args.texts)
-    if args.file:
-        texts += [line.rstrip("\n") for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not texts:
-        raise OpenPTError("no texts given: pass TEXT arguments or --file")
-    empty = [i for i, t in enumerate(texts) if not t.strip()]
-    if empty:
-        raise OpenPTError(f"text {empty[0] + 1} is empty")
-    labels, probs = model.predict([InputExample(text=t) for t in texts], args.batch_size)
-    names = model.verbalizer.label_names
-    for text, label, p in zip(texts, labels, probs):
-        print(f"{names[label]}\t{p[label]:.4f}\t{text}")
-    return 0
+    return predict(args, _load_prompt)
 
 
 def _template_check(args: argparse.Namespace) -> int:
@@ -260,8 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--verbalizer", help="without PROMPT: verbalizer YAML file (no learned parameters)")
             cmd.add_argument("--max-length", type=int, default=128, help="without PROMPT: maximum sequence length")
         else:
-            cmd.add_argument("texts", nargs="*")
-            cmd.add_argument("--file", help="one text per line")
+            add_predict_options(cmd)
 
     data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True)
     data_check = data.add_parser("check", help="show what each split of a config resolves to (files, rows, labels, fields, K-shot pool)")
@@ -269,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_check.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.holdout=0.2")
     data_check.set_defaults(func=_data_check)
 
+    add_commands(sub)  # export --to peft, import peft
     template = sub.add_parser("template", help="template tools").add_subparsers(dest="template_command", required=True)
     check = template.add_parser("check", help="validate a template and show how it renders")
     check.add_argument("file", help="template YAML file (or a text file with inline template text)")

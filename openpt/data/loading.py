@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import DataError
 from ..types import InputExample
+from .streaming import json_row
 
 logger = logging.getLogger(__name__)
 
@@ -137,15 +138,35 @@ def load_hf_dataset(name_or_dir: str | Path, split: str, *, label_names: list[st
         if split not in obj:
             raise DataError(f"{name_or_dir}: no split {split!r}; available splits: {', '.join(obj)}")
         obj = obj[split]
+    return from_hf_dataset(obj, split=split, label_names=label_names, field_map=field_map, source=f"{name_or_dir}[{split}]",
+                           name=p.name if p.is_dir() else str(name_or_dir), rules=rules)
+
+
+def from_hf_dataset(obj: Any, *, split: str = "data", label_names: list[str] | None = None, field_map: dict[str, str] | None = None,
+                    source: str = "datasets.Dataset", name: str = "dataset", rules: LabelRules | None = None) -> Dataset:
+    """An openpt :class:`Dataset` from a ``datasets.Dataset`` object (``field_map`` as in :func:`load_split`)."""
+    import datasets as hf
     fmap = _field_map(field_map)
-    source, col = f"{name_or_dir}[{split}]", fmap["label"]
+    col = fmap["label"]
     feature = obj.features.get(col)
     stored = list(feature.names) if isinstance(feature, hf.ClassLabel) else None
-    names, names_src = _pick_names(label_names, stored, f"{name_or_dir}: ClassLabel feature {col!r}")
+    names, names_src = _pick_names(label_names, stored, f"{source}: ClassLabel feature {col!r}")
     rows = ((f"{source}: row {i}", {**r, col: None} if r.get(col) == -1 else r)
             for i, r in enumerate(obj.to_list(), 1))
     examples, names, names_src = _build(rows, fmap, split, names, names_src, source, rules or LabelRules())
-    return Dataset(examples, names, p.name if p.is_dir() else str(name_or_dir), source, names_src)
+    return Dataset(examples, names, name, source, names_src)
+
+
+def as_examples(data: Any, *, field_map: dict[str, str] | None = None, label_names: list[str] | None = None) -> list[InputExample]:
+    """Examples from a sequence of :class:`InputExample`, an openpt :class:`Dataset` or a ``datasets.Dataset``
+    (columns renamed by ``field_map``: openpt field -> column; labels checked against ``label_names``)."""
+    if isinstance(data, Dataset):
+        return data.examples
+    if hasattr(data, "features") and hasattr(data, "to_list"):  # a datasets.Dataset, without importing datasets for lists
+        return from_hf_dataset(data, label_names=label_names, field_map=field_map).examples
+    if field_map:
+        raise DataError("field_map applies to datasets.Dataset objects; these are already InputExamples")
+    return data if isinstance(data, list) else list(data)
 
 
 def _read_json(path: Path) -> Any:
@@ -190,15 +211,8 @@ def _read_jsonl(path: Path) -> Iterator[_Row]:
     try:
         with path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-                yield f"{path}:{lineno}", obj
+                if line.strip():
+                    yield f"{path}:{lineno}", json_row(line, path, lineno)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
 

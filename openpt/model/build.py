@@ -13,7 +13,7 @@ from ..backbone.tokens import special_like_ids
 from ..device import autocast_dtype, resolve_device
 from ..errors import ConfigError, SpecError
 from ..registry import TEMPLATES, UnknownNameError
-from ..spec import YamlMap, as_map, load_yaml
+from ..spec import YamlMap, as_map, check_keys, load_yaml
 from ..template.ptuning import PromptEncoder, PromptEncoderConfig
 from ..template.regularization import PromptRegularization
 from ..template.soft import SoftInit, corpus_vocab_ranking, cycle, label_word_rows, vocab_pool, vocab_sample
@@ -22,6 +22,7 @@ from ..template.template import Template
 from ..verbalizer import load_verbalizer, verbalizer_from_mapping
 from ..verbalizer.base import Verbalizer
 from ..verbalizer.generation import GenerationVerbalizer  # noqa: F401  registers the 'generation' type
+from .openprompt_files import FILE_KEYS, TEMPLATE_SUFFIXES, VERBALIZER_SUFFIXES, openprompt_template, openprompt_verbalizer
 from .prefix import PrefixConfig, PrefixTuning
 from .prompt_model import PromptModel
 
@@ -64,24 +65,39 @@ def resolve_path(value: str, base_dir: Path | None) -> Path:
 
 
 def template_spec(value: Any, *, base_dir: Path | None = None, file: str | None = None, line: int | None = None) -> TemplateSpec:
-    """A template from a file path (``*.yaml``), inline template text, or an inline mapping."""
+    """A template from a file path (``*.yaml``; an OpenPrompt ``*.txt``), inline template text, or an inline
+    mapping (``{file: templates.txt, choice: N}``: line N of an OpenPrompt file, see :mod:`.openprompt_files`)."""
     if isinstance(value, TemplateSpec):
         return value
     if isinstance(value, str):
         if value.endswith(YAML_SUFFIXES):
             return load_template_spec(resolve_path(value, base_dir))
+        if value.endswith(TEMPLATE_SUFFIXES) and "[MASK]" not in value and "{" not in value:
+            return openprompt_template(resolve_path(value, base_dir))
         return template_spec_from_text(value)
-    return template_spec_from_mapping(as_map(value, where="template", file=file, line=line))
+    mapping = as_map(value, where="template", file=file, line=line)
+    if "file" in mapping:  # an OpenPrompt template file: {file: templates.txt, choice: 1}
+        check_keys(mapping, FILE_KEYS[:2], prefix="template.")
+        return openprompt_template(resolve_path(str(mapping["file"]), base_dir), mapping.get("choice", 0))
+    return template_spec_from_mapping(mapping)
 
 
 def verbalizer_spec(value: Any, *, base_dir: Path | None = None, file: str | None = None, line: int | None = None) -> Verbalizer:
-    """A verbalizer from a file path (``*.yaml``) or an inline mapping."""
+    """A verbalizer from a file path (``*.yaml``; OpenPrompt ``*.txt``/``*.csv``/``*.json``) or an inline mapping
+    (``{file: words.txt, choice: N, labels: [...]}``: see :mod:`.openprompt_files`)."""
     if isinstance(value, Verbalizer):
         return value
     if isinstance(value, str):
+        if value.endswith(VERBALIZER_SUFFIXES):
+            return openprompt_verbalizer(resolve_path(value, base_dir))
         if not value.endswith(YAML_SUFFIXES):
-            raise SpecError(f"expected a .yaml file or a mapping, got {value!r}", file=file, line=line, key="verbalizer")
+            raise SpecError(f"expected a .yaml file, an OpenPrompt verbalizer file ({', '.join(VERBALIZER_SUFFIXES)}) or a mapping, "
+                            f"got {value!r}", file=file, line=line, key="verbalizer")
         return load_verbalizer(resolve_path(value, base_dir))
+    if isinstance(value, dict) and "file" in value:  # an OpenPrompt verbalizer file: {file: words.txt, choice: 0, labels: [...]}
+        mapping = as_map(value, where="verbalizer", file=file, line=line)
+        check_keys(mapping, FILE_KEYS, prefix="verbalizer.")
+        return openprompt_verbalizer(resolve_path(str(mapping["file"]), base_dir), mapping.get("choice", 0), mapping.get("labels"))
     return verbalizer_from_mapping(value, file=file, line=line)
 
 

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..backbone.base import Backbone
 from ..device import autocast, to_device
+from ..data.loading import as_examples
 from ..template.regularization import regularization_loss
 from ..template.template import Template
 from ..types import Batch, InputExample, MaskOutputs
@@ -41,6 +43,8 @@ class PromptModel(nn.Module):
         >>> model = PromptModel(backbone, template, verbalizer)
         >>> labels, probs = model.predict([InputExample("a gripping film")])
     """
+
+    hub_methods: ClassVar[Any] = None  # save/load/push implementations, bound by openpt.model.hub
 
     def __init__(self, backbone: Backbone, template: Template, verbalizer: Verbalizer, *, freeze_backbone: bool = True) -> None:
         super().__init__()
@@ -166,7 +170,29 @@ class PromptModel(nn.Module):
             self.train(was_training)
         return out.cpu()
 
-    def predict(self, examples: Sequence[InputExample], batch_size: int = 64) -> tuple[list[int], torch.Tensor]:
-        """Predicted class ids and class probabilities ``[N, C]``."""
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Save the prompt (config + trainable tensors, no backbone weights) to ``directory``."""
+        return self.hub_methods.save(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, backbone: Any = None, device: str | torch.device | None = None) -> "PromptModel":
+        """Load a saved prompt; ``backbone`` (a Backbone, name or path) defaults to the one recorded at save time.
+
+        Example:
+            >>> model = PromptModel.from_pretrained("runs/sst2/prompt")
+        """
+        return cls.hub_methods.load(directory, backbone, device)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload the saved prompt to the Hugging Face Hub (see :func:`openpt.model.hub.push_to_hub`)."""
+        return self.hub_methods.push(self, repo_id, **kwargs)
+
+    def predict(self, examples: Sequence[InputExample], batch_size: int = 64, *,
+                field_map: dict[str, str] | None = None) -> tuple[list[int], torch.Tensor]:
+        """Predicted class ids and class probabilities ``[N, C]``.
+
+        ``examples`` may also be a ``datasets.Dataset`` (``field_map``: openpt field -> column).
+        """
+        examples = as_examples(examples, field_map=field_map)
         probs = torch.softmax(self.scores(examples, batch_size), dim=-1)
         return probs.argmax(-1).tolist(), probs

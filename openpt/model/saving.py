@@ -35,6 +35,8 @@ def template_config(spec: TemplateSpec) -> dict[str, Any]:
     data["truncation"] = spec.truncation
     if spec.options.get("soft_init"):
         data["soft_init"] = dict(spec.options["soft_init"])
+    if spec.soft_placement != "after_special":
+        data["soft_placement"] = spec.soft_placement
     return {k: v for k, v in data.items() if v is not None}
 
 
@@ -104,6 +106,15 @@ def read_prompt_config(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
 
 
+def read_prompt_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a saved prompt's ``prompt.safetensors`` (on CPU)."""
+    path = Path(directory) / WEIGHTS_NAME
+    try:
+        return load_file(str(path), device="cpu")
+    except (FileNotFoundError, SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: cannot read weights ({exc})") from None
+
+
 def check_backbone(saved: dict[str, Any], backbone: Backbone, directory: Path) -> None:
     """Refuse a backbone whose kind, hidden size or vocabulary differs from the saved one."""
     current = backbone.signature()
@@ -140,10 +151,7 @@ def load_prompt(directory: str | Path, backbone: Backbone | None = None, *, devi
     model = build_model(backbone, spec, verbalizer, dataclasses.replace(options, soft_init={**options.soft_init, "vocab_order": "ids"}),
                         device=device)
     model.options = options
-    try:
-        tensors = load_file(str(directory / WEIGHTS_NAME), device="cpu")
-    except (FileNotFoundError, SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{directory / WEIGHTS_NAME}: cannot read weights ({exc})") from None
+    tensors = read_prompt_weights(directory)
     expected = {name: p for name, p in model.named_trainable_parameters() if not name.startswith("backbone.")}
     if set(tensors) != set(expected):
         raise CheckpointError(f"{directory / WEIGHTS_NAME}: holds {sorted(tensors)}, the prompt expects {sorted(expected)}")

@@ -98,6 +98,7 @@ class TemplateEncoder:
         truncation: ``longest_first`` (trim the longest field a token at a time) or ``tail_first``
             (trim the last field of ``truncate`` first, then the one before it).
         prefix_ids, suffix_ids: special tokens around the sequence (e.g. ``[CLS]`` / ``[SEP]``).
+        soft_first: put the first part (a soft run) before ``prefix_ids`` (PEFT's placement).
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class TemplateEncoder:
         truncation: str = "longest_first",
         prefix_ids: Sequence[int],
         suffix_ids: Sequence[int],
+        soft_first: bool = False,
     ) -> None:
         self.parts = list(parts)
         self.tokenizer = tokenizer
@@ -118,6 +120,7 @@ class TemplateEncoder:
         self.max_length = max_length
         self.prefix_ids = list(prefix_ids)
         self.suffix_ids = list(suffix_ids)
+        self.soft_first = soft_first and bool(parts) and parts[0].kind == "soft"
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.field_parts = [i for i, p in enumerate(self.parts) if p.kind == "field"]
         self._backend = None
@@ -190,27 +193,36 @@ class TemplateEncoder:
 
     def _compile(self) -> list[_Chunk]:
         """The constant runs of the sequence around the input fields: ``len(fields) + 1`` chunks."""
-        chunks = [_Chunk(list(self.prefix_ids), [-1] * len(self.prefix_ids), [], ["special"] * len(self.prefix_ids))]
-        for part in self.parts:
+        chunks = [_Chunk([], [], [], [])]
+        lead = self.parts[:1] if self.soft_first else []
+        for part in lead:
+            self._append(chunks[0], part)
+        chunks[0].ids.extend(self.prefix_ids)
+        chunks[0].soft.extend([-1] * len(self.prefix_ids))
+        chunks[0].roles.extend(["special"] * len(self.prefix_ids))
+        for part in self.parts[len(lead):]:
             if part.kind == "field":
                 chunks.append(_Chunk([], [], [], []))
-                continue
-            chunk = chunks[-1]
-            if part.kind == "mask":
-                chunk.masks.append(len(chunk.ids))
-                ids, soft = [self.mask_token_id], [-1]
-            elif part.kind == "soft":
-                ids, soft = [self.pad_id] * len(part.ids), list(part.ids)
             else:
-                ids, soft = list(part.ids), [-1] * len(part.ids)
-            chunk.ids.extend(ids)
-            chunk.soft.extend(soft)
-            chunk.roles.extend([{"ids": "text"}.get(part.kind, part.kind)] * len(ids))
+                self._append(chunks[-1], part)
         last = chunks[-1]
         last.ids.extend(self.suffix_ids)
         last.soft.extend([-1] * len(self.suffix_ids))
         last.roles.extend(["special"] * len(self.suffix_ids))
         return chunks
+
+    def _append(self, chunk: _Chunk, part: Part) -> None:
+        """Add a constant part (text ids, soft run or mask) to ``chunk``."""
+        if part.kind == "mask":
+            chunk.masks.append(len(chunk.ids))
+            ids, soft = [self.mask_token_id], [-1]
+        elif part.kind == "soft":
+            ids, soft = [self.pad_id] * len(part.ids), list(part.ids)
+        else:
+            ids, soft = list(part.ids), [-1] * len(part.ids)
+        chunk.ids.extend(ids)
+        chunk.soft.extend(soft)
+        chunk.roles.extend([{"ids": "text"}.get(part.kind, part.kind)] * len(ids))
 
     def _assemble(self, pieces: Sequence[list[int]], lengths: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
         """Token ids, soft rows and mask positions of one example from its (cut) field ids."""

@@ -13,6 +13,8 @@ A template file looks like::
     truncate: [text]             # optional: the fields that may be shortened
     truncation: longest_first    # optional: longest_first or tail_first
     soft_init: {...}             # optional free-form mapping, kept in options["soft_init"]
+    soft_placement: after_special  # optional: before_special puts a leading [SOFT*N] run before the
+                                   # tokenizer's special tokens ([CLS], <s>), where PEFT puts its virtual tokens
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from .parser import _NAME, FIELD_ALIASES, MAX_SOFT, SharedSofts, format_template
 from .segments import Mask, Placeholder, Segment, Soft, Text
 
 TRUNCATIONS = ("longest_first", "tail_first")
-_KEYS = ("type", "name", "text", "segments", "truncate", "truncation", "soft_init")
+SOFT_PLACEMENTS = ("after_special", "before_special")
+_KEYS = ("type", "name", "text", "segments", "truncate", "truncation", "soft_init", "soft_placement")
 _ITEM_KEYS = {"soft": ("soft", "init", "name"), "placeholder": ("placeholder", "shortenable"),
               "text": ("text",), "mask": ("mask",)}
 
@@ -43,7 +46,8 @@ class TemplateSpec:
         truncation: ``longest_first`` trims the currently-longest shortenable field one token
             at a time; ``tail_first`` trims the LAST field of ``truncate`` first, then the one
             before it, and so on.
-        options: extra settings, e.g. ``type`` (registry name) and ``soft_init``.
+        options: extra settings, e.g. ``type`` (registry name), ``soft_init`` and ``soft_placement``
+            (``before_special``: the leading soft run goes before the tokenizer's special tokens).
         source: the file the spec was loaded from (for error messages; not compared).
     """
 
@@ -69,6 +73,11 @@ class TemplateSpec:
             raise SpecError(f"expected one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}", key="truncation")
         if self.truncate is not None:
             self.truncate = self._check_truncate(self.truncate)
+        placement = self.soft_placement
+        if placement not in SOFT_PLACEMENTS:
+            raise SpecError(f"expected one of {', '.join(SOFT_PLACEMENTS)}, got {placement!r}", key="soft_placement")
+        if placement == "before_special" and not isinstance(self.segments[0], Soft):
+            raise SpecError("soft_placement before_special needs the template to start with a [SOFT*N] run", key="soft_placement")
 
     def _check_truncate(self, truncate: Any) -> tuple[str, ...]:
         if isinstance(truncate, str):
@@ -93,6 +102,11 @@ class TemplateSpec:
     def type(self) -> str:
         """Registry name of the template class (``mixed`` unless set)."""
         return str(self.options.get("type", "mixed"))
+
+    @property
+    def soft_placement(self) -> str:
+        """``after_special`` (default) or ``before_special`` (PEFT's placement of virtual tokens)."""
+        return str(self.options.get("soft_placement", "after_special"))
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -130,6 +144,8 @@ def template_spec_from_mapping(m: YamlMap) -> TemplateSpec:
         if not isinstance(m["soft_init"], dict):
             raise m.error("soft_init", f"expected a mapping, got {type(m['soft_init']).__name__}")
         options["soft_init"] = m["soft_init"]
+    if "soft_placement" in m:
+        options["soft_placement"] = _opt_str(m, "soft_placement")
     segments = _text_segments(m) if "text" in m else _list_segments(m)
     truncate = m.get("truncate")
     if truncate is not None and not isinstance(truncate, (str, list)):

@@ -86,6 +86,7 @@ class Template(nn.Module):
             truncation=spec.truncation,
             prefix_ids=prefix,
             suffix_ids=suffix,
+            soft_first=spec.soft_placement == "before_special",
         )
         self.soft = None
         if runs:

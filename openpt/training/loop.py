@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..data.loading import as_examples
 from ..errors import ConfigError, DataError, check_settings
 from ..metrics import compute_metrics
 from ..device import grad_scaler
@@ -84,8 +85,13 @@ class TrainResult:
         return asdict(self)
 
 
-def evaluate(model: PromptModel, examples: Sequence[InputExample], batch_size: int = 64, metrics: Sequence[str] = ("accuracy", "macro_f1")) -> dict[str, float]:
-    """Metrics of ``model`` on labeled ``examples`` (split across the processes of a data-parallel run)."""
+def evaluate(model: PromptModel, examples: Sequence[InputExample], batch_size: int = 64, metrics: Sequence[str] = ("accuracy", "macro_f1"),
+             *, field_map: dict[str, str] | None = None) -> dict[str, float]:
+    """Metrics of ``model`` on labeled ``examples`` (split across the processes of a data-parallel run).
+
+    ``examples`` may also be a ``datasets.Dataset`` (columns renamed by ``field_map``: openpt field -> column).
+    """
+    examples = as_examples(examples, field_map=field_map, label_names=model.verbalizer.label_names)
     world = distributed.current()
     share = world.share(len(examples))
     local = model.predict(examples[share.start:share.stop], batch_size)[0] if len(share) else []
@@ -117,15 +123,19 @@ def make_optimizer(model: PromptModel, config: TrainConfig) -> torch.optim.Optim
 
 
 def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequence[InputExample] | None, config: TrainConfig,
-          *, checkpoint: TrainCheckpointer | None = None) -> TrainResult:
+          *, checkpoint: TrainCheckpointer | None = None, field_map: dict[str, str] | None = None) -> TrainResult:
     """Train the trainable parameters of ``model`` on ``train_set``; select on ``dev_set`` accuracy.
 
     In a data-parallel run (:mod:`openpt.training.distributed`) each process computes its share of every
     global batch and the gradients are summed: the same steps as one process on the whole batch.
     With ``checkpoint``, the full training state is saved every ``checkpoint.every`` steps and at the
     end, and (``checkpoint.resume``) training continues from a saved state with identical results.
+    ``train_set`` / ``dev_set`` may also be ``datasets.Dataset`` objects (``field_map``: openpt field -> column).
     """
     start = time.perf_counter()
+    names = model.verbalizer.label_names
+    train_set = as_examples(train_set, field_map=field_map, label_names=names)
+    dev_set = as_examples(dev_set, field_map=field_map, label_names=names) if dev_set is not None else None
     encoded = model.template.encode(train_set)
     if not encoded:
         raise DataError("no training examples: the training set is empty")

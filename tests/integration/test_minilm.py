@@ -60,7 +60,8 @@ def test_cli_run_eval_predict_round_trip(tmp_path, shared_dir, capsys):
     assert acc == pytest.approx(results["runs"][0]["eval"]["accuracy"])
     assert main(["predict", str(out / "prompt"), "a gripping , funny film .", "dull and lifeless ."]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and all(line.split("\t")[0] in ("negative", "positive") for line in lines)
+    assert lines[0].split("\t") == ["line", "label", "p_negative", "p_positive"]
+    assert len(lines) == 3 and all(line.split("\t")[1] in ("negative", "positive") for line in lines[1:])
 
 
 def test_backbone_unchanged_by_training(minilm, sst2):
@@ -96,3 +97,15 @@ def test_readme_quickstart_runs(tmp_path, shared_dir, monkeypatch):
     namespace = runpy.run_path(str(script))
     assert (project / "my-prompt" / "prompt.safetensors").stat().st_size < 64 * 1024
     assert namespace["probs"].shape == (1, 2) and namespace["labels"][0] in (0, 1)
+
+
+def test_openprompt_migration_example_on_rte(minilm_dir, shared_dir):
+    """docs/migrating_from_openprompt.md's worked example, shortened: OpenPrompt's template and verbalizer files on RTE."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("openprompt_basic", ROOT / "examples/openprompt_migration/basic.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scores = module.main(["--backbone", str(minilm_dir), "--data", str(shared_dir / "data" / "rte"), "--k", "4", "--steps", "2",
+                          "--max-eval", "16"])
+    assert 0.0 <= scores["accuracy"] <= 1.0

@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 
 from openpt.backbone import load_backbone
-from openpt.model.build import PromptOptions, build_model
+from openpt.model.build import PromptOptions, build_model, template_spec
 from openpt.types import InputExample
 from openpt.model.prompt_model import PromptModel
-from openpt.template.spec import load_template_spec, template_spec_from_text
+from openpt.template.spec import load_template_spec
 from openpt.training.loop import TrainConfig, train
 from openpt.verbalizer import ManualVerbalizer, load_verbalizer
 
@@ -72,14 +72,24 @@ def sharpen(backbone, std: float = 0.3) -> None:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
 
 
-def make_model(model_dir: Path, template: str = "[SOFT*4] {text} it was [MASK] .", *, max_length: int = 64,
+def sharpened_copy(model_dir: Path, directory: Path) -> Path:
+    """A copy of the backbone in ``model_dir`` with :func:`sharpen` applied, saved to ``directory``
+    (so a saved prompt that records it reloads the same weights)."""
+    backbone = load_backbone(model_dir)
+    sharpen(backbone)
+    backbone.model.save_pretrained(directory)
+    backbone.tokenizer.save_pretrained(directory)
+    return directory
+
+
+def make_model(model_dir: Path, template: str | dict = "[SOFT*4] {text} it was [MASK] .", *, max_length: int = 64,
                labels: dict | None = None, seed: int = 0, sharp: bool = False, **options) -> PromptModel:
     """A PromptModel on a tiny backbone with a great/terrible verbalizer (``sharp``: see :func:`sharpen`)."""
     backbone = load_backbone(model_dir)
     if sharp:
         sharpen(backbone)
     verbalizer = ManualVerbalizer(labels or {"negative": ["terrible"], "positive": ["great"]})
-    return build_model(backbone, template_spec_from_text(template), verbalizer, PromptOptions(max_length=max_length, **options), seed=seed)
+    return build_model(backbone, template_spec(template), verbalizer, PromptOptions(max_length=max_length, **options), seed=seed)
 
 
 def backbone_digest(model: PromptModel) -> str:

@@ -91,8 +91,8 @@ CASES: dict[str, Case] = {
     # verbalizers
     "verbalizer-empty-labels": (SpecError, ("verbalizer.yaml", "labels"),
                                 lambda p, b: ((p / "verbalizer.yaml").write_text("labels: {}\n"), load_verbalizer(p / "verbalizer.yaml"))),
-    "verbalizer-not-yaml-path": (SpecError, ("verbalizer", "expected a .yaml file or a mapping"),
-                                 lambda p, b: main_raising(["run", str(p / "config.yaml"), "verbalizer=words.txt"])),
+    "verbalizer-not-yaml-path": (SpecError, ("verbalizer", "expected a .yaml file, an OpenPrompt verbalizer file"),
+                                 lambda p, b: main_raising(["run", str(p / "config.yaml"), "verbalizer=words.md"])),
     "verbalizer-bad-aggregate": (SpecError, ("aggregate", "expected one of"),
                                  lambda p, b: ((p / "verbalizer.yaml").write_text("aggregate: median\nlabels: {negative: bad, positive: good}\n"),
                                                load_verbalizer(p / "verbalizer.yaml"))),

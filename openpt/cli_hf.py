@@ -1,0 +1,127 @@
+"""Commands that move a saved prompt into the rest of the stack: ``predict`` over row files,
+``export --to peft`` and ``import peft``. Heavy libraries are imported inside the commands."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .errors import OpenPTError
+
+
+def add_predict_options(cmd: argparse.ArgumentParser) -> None:
+    """Options of ``openpt predict`` (beside the prompt, ``--backbone`` and ``--batch-size``)."""
+    cmd.add_argument("texts", nargs="*", help="texts to label (the template's {text})")
+    cmd.add_argument("--file", help="rows to label: .jsonl, .csv, .tsv (a header row), or any other file with one text per line")
+    cmd.add_argument("--fields", help="template field -> column, e.g. text=sentence,text_b=question (default: same names)")
+    cmd.add_argument("--format", default="tsv", help="output: tsv (default), jsonl or json")
+    cmd.add_argument("--output", "-o", help="file to write (default: stdout); rows are written as they are scored")
+    cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``export`` and ``import`` on the top-level subparsers."""
+    export = sub.add_parser("export", help="write a saved prompt in another library's format")
+    export.add_argument("prompt", help="saved prompt directory")
+    export.add_argument("--to", required=True, choices=["peft"], help="target format")
+    export.add_argument("--output", "-o", required=True, help="directory to write (PeftModel.from_pretrained(base, DIR) loads it)")
+    export.set_defaults(func=_export)
+    imports = sub.add_parser("import", help="turn another library's prompt into a saved openpt prompt")
+    source = imports.add_subparsers(dest="import_from", required=True)
+    peft = source.add_parser("peft", help="a PEFT prompt-tuning adapter directory")
+    peft.add_argument("adapter", help="directory with adapter_config.json and adapter_model.safetensors")
+    peft.add_argument("--template", help="template YAML or text (default: the one an openpt export recorded)")
+    peft.add_argument("--verbalizer", help="verbalizer YAML (default: the one an openpt export recorded)")
+    peft.add_argument("--backbone", help="backbone directory (default: the adapter's base_model_name_or_path)")
+    peft.add_argument("--max-length", type=int, help="maximum sequence length (default: recorded, else 128)")
+    peft.add_argument("--output", "-o", required=True, help="prompt directory to write")
+    peft.set_defaults(func=_import_peft)
+
+
+def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace], Any]) -> int:
+    """``openpt predict``: label texts or a row file, streaming, in input order."""
+    from .data.streaming import iter_rows, parse_field_map, row_example
+    from .predict import FORMATS, PredictionWriter, predict_stream
+    from .types import InputExample
+
+    if args.batch_size < 1:
+        raise OpenPTError(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    if args.format not in FORMATS:
+        raise OpenPTError(f"--format: expected one of {', '.join(FORMATS)}, got {args.format!r}")
+    if not args.texts and not args.file:
+        raise OpenPTError("no texts given: pass TEXT arguments or --file")
+    for n, text in enumerate(args.texts, 1):
+        if not text.strip():
+            raise OpenPTError(f"text {n} is empty")
+    field_map = parse_field_map(args.fields)
+    if args.file and not Path(args.file).is_file():
+        raise OpenPTError(f"{args.file}: no such file")
+    model = load_prompt(args)
+    fields = model.template.spec.fields
+
+    def rows() -> Iterator[tuple[int, InputExample]]:
+        for n, text in enumerate(args.texts, 1):
+            yield n, InputExample(text, guid=f"text {n}")
+        if args.file:
+            for line, row in iter_rows(args.file):
+                yield line, row_example(row, fields, field_map, f"{args.file}:{line}")
+
+    total = len(args.texts) + (count_lines(args.file) if args.file else 0)
+    with _output(args.output) as stream, _progress_bar(total, not args.no_progress) as bar:
+        writer = PredictionWriter(stream, args.format, model.verbalizer.label_names)
+        try:
+            written = predict_stream(model, rows(), writer.write, batch_size=args.batch_size, progress=bar.update)
+        finally:
+            writer.close()
+    if args.output:
+        print(f"wrote {written} prediction(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def count_lines(path: str) -> int:
+    """Lines in a file (the progress bar's total; a header or blank lines make it a slight overcount)."""
+    count = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            count += block.count(b"\n")
+    return count
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[Any]:
+    if path is None:
+        yield sys.stdout
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as stream:
+        yield stream
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int, enabled: bool) -> Iterator[Any]:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, unit="row", desc="predict", file=sys.stderr, disable=not (enabled and sys.stderr.isatty()),
+              dynamic_ncols=True) as bar:
+        yield bar
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .integrations.peft import export_peft
+
+    summary = export_peft(args.prompt, args.output)
+    print(f"exported: {summary.exported}")
+    print(f"stays in openpt: {summary.stays}")
+    print(f"wrote {summary.directory}")
+    return 0
+
+
+def _import_peft(args: argparse.Namespace) -> int:
+    from .integrations.peft import import_peft
+
+    output = import_peft(args.adapter, args.output, template=args.template, verbalizer=args.verbalizer,
+                         backbone=args.backbone, max_length=args.max_length)
+    print(f"wrote {output}")
+    return 0

@@ -1,0 +1,207 @@
+"""Saved prompts as PEFT prompt-tuning adapters, and back.
+
+PEFT's prompt tuning concatenates ``num_virtual_tokens`` trained vectors before the input
+embeddings of every sequence, special tokens included (``[P1..Pn] [CLS] text [SEP]``). An openpt
+template reproduces that exactly when it starts with one ``[SOFT*N]`` run, holds no other soft
+tokens and sets ``soft_placement: before_special``; :func:`export_peft` then writes the run as
+``prompt_embeddings [N, hidden]``. The rest of the prompt has no PEFT counterpart and stays in
+openpt: the template text around the input (apply it to inputs before calling the PEFT model),
+the verbalizer and the calibration. The exported directory keeps them in ``openpt_prompt.json``,
+which :func:`import_peft` reads back when no template or verbalizer is given.
+
+Adapter files (read and written without importing ``peft``):
+
+* ``adapter_config.json``: ``peft_type: PROMPT_TUNING``, ``task_type`` (``FEATURE_EXTRACTION`` for
+  masked LMs, ``CAUSAL_LM``, ``SEQ_2_SEQ_LM``), ``num_virtual_tokens``, ``token_dim``,
+  ``num_transformer_submodules: 1`` (encoder-only prompt for seq2seq models),
+  ``base_model_name_or_path``;
+* ``adapter_model.safetensors``: ``prompt_embeddings``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..backbone.base import load_backbone
+from ..errors import CheckpointError, OpenPTError
+from ..fileio import atomic_write
+from ..model.build import PromptOptions, build_model, template_spec, verbalizer_spec
+from ..model.saving import BACKBONE_DIR, read_prompt_config, read_prompt_weights, save_prompt
+from ..template.parser import format_template
+from ..template.segments import Soft
+from ..template.spec import TemplateSpec, template_spec_from_mapping
+from ..verbalizer import verbalizer_from_mapping
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+OPENPT_RECORD = "openpt_prompt.json"
+SOFT_WEIGHT = "template.soft.weight"
+TASK_TYPES = {"mlm": "FEATURE_EXTRACTION", "causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
+KINDS = {"CAUSAL_LM": "causal", "SEQ_2_SEQ_LM": "seq2seq"}
+
+
+@dataclasses.dataclass
+class ExportSummary:
+    """What an export wrote and what stayed in openpt (one line each)."""
+
+    directory: Path
+    exported: str
+    stays: str
+
+
+def peft_blocker(config: dict[str, Any], spec: TemplateSpec, tensors: dict[str, torch.Tensor], directory: Path) -> str | None:
+    """Why PEFT prompt tuning cannot reproduce a saved prompt, or ``None`` when it can."""
+    if (directory / BACKBONE_DIR).is_dir():
+        return "its backbone was fine-tuned (backbone/); a PEFT prompt-tuning adapter holds no backbone weights"
+    prefix = config.get("options", {}).get("prefix") or {}
+    if prefix and prefix.get("length", 16):
+        return ("it has deep prefixes (prefix.table): openpt adds them to every attention layer without moving token positions, "
+                "PEFT's prefix tuning stores them as past key/values that do; only prompt tuning is exported")
+    others = sorted(name for name in tensors if name != SOFT_WEIGHT)
+    if others:
+        return (f"its learned verbalizer/prompt tensors {others} have no PEFT counterpart "
+                f"(only {SOFT_WEIGHT} could be exported; the prompt would not score the same)")
+    runs = [i for i, segment in enumerate(spec.segments) if isinstance(segment, Soft)]
+    if not runs:
+        return "its template has no [SOFT] tokens: there is nothing for a prompt-tuning adapter to hold"
+    if runs != [0]:
+        return (f"its template {format_template(spec.segments)!r} has soft tokens inside the text; "
+                "PEFT only puts virtual tokens before the whole input")
+    if spec.soft_placement != "before_special":
+        return ("its soft tokens follow the tokenizer's leading special tokens (e.g. [CLS]); PEFT puts virtual tokens before them: "
+                "train with the template option soft_placement: before_special")
+    return None
+
+
+def export_peft(prompt_dir: str | Path, output: str | Path) -> ExportSummary:
+    """Write a saved prompt as a PEFT prompt-tuning adapter (``PeftModel.from_pretrained(base, output)``).
+
+    Raises:
+        OpenPTError: one line saying why PEFT cannot reproduce the prompt (see :func:`peft_blocker`).
+    """
+    prompt_dir, output = Path(prompt_dir), Path(output)
+    config = read_prompt_config(prompt_dir)
+    tensors = read_prompt_weights(prompt_dir)
+    spec = template_spec_from_mapping(config["template"])
+    blocker = peft_blocker(config, spec, tensors, prompt_dir)
+    if blocker:
+        raise OpenPTError(f"{prompt_dir}: cannot export to PEFT: {blocker}")
+    backbone = config["backbone"]
+    weight = tensors[SOFT_WEIGHT]
+    adapter = {
+        "peft_type": "PROMPT_TUNING",
+        "task_type": TASK_TYPES[backbone["kind"]],
+        "num_virtual_tokens": int(weight.shape[0]),
+        "token_dim": int(weight.shape[1]),
+        "num_transformer_submodules": 1,
+        "prompt_tuning_init": "RANDOM",
+        "base_model_name_or_path": backbone["name_or_path"],
+        "inference_mode": True,
+    }
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write(output / ADAPTER_WEIGHTS, lambda tmp: save_file({"prompt_embeddings": weight}, tmp, metadata={"format": "pt"}))
+    atomic_write(output / OPENPT_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(output / ADAPTER_CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(adapter, indent=2) + "\n"))
+    stays = (f"template text {format_template(spec.segments[1:])!r} (put it around each input yourself), "
+             f"verbalizer {config['verbalizer'].get('name') or config['verbalizer'].get('type', 'manual')} "
+             f"over labels {config['labels']}")
+    if (config.get("calibration") or {}).get("mode", "none") not in (None, "none"):
+        stays += ", calibration"
+    exported = f"{weight.shape[0]} virtual tokens ({SOFT_WEIGHT} {list(weight.shape)}) as PROMPT_TUNING, task_type {adapter['task_type']}"
+    return ExportSummary(output, exported, stays + f"; all recorded in {OPENPT_RECORD}")
+
+
+def read_adapter(adapter_dir: str | Path) -> tuple[dict[str, Any], torch.Tensor]:
+    """``adapter_config.json`` and the ``prompt_embeddings [N, hidden]`` of a PEFT prompt-tuning adapter."""
+    adapter_dir = Path(adapter_dir)
+    path = adapter_dir / ADAPTER_CONFIG
+    try:
+        adapter = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found (is {adapter_dir} a PEFT adapter directory?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}:{getattr(exc, 'lineno', 1)}: invalid JSON: {getattr(exc, 'msg', exc)}") from None
+    kind = adapter.get("peft_type")
+    if kind != "PROMPT_TUNING":
+        raise CheckpointError(f"{path}: peft_type: only PROMPT_TUNING adapters can be imported, got {kind!r}")
+    if (adapter.get("num_transformer_submodules") or 1) != 1:
+        raise CheckpointError(f"{path}: num_transformer_submodules: {adapter['num_transformer_submodules']} (a decoder prompt too); "
+                              "openpt prompts only the encoder input, expected 1")
+    weights = adapter_dir / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        found = "adapter_model.bin (pickle; re-save it with safe_serialization=True)" if (adapter_dir / "adapter_model.bin").is_file() else "nothing"
+        raise CheckpointError(f"{weights}: not found; found {found}")
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: cannot read weights ({exc})") from None
+    if "prompt_embeddings" not in tensors or tensors["prompt_embeddings"].dim() != 2:
+        raise CheckpointError(f"{weights}: expected a 2-D tensor 'prompt_embeddings', found {sorted(tensors)}")
+    return adapter, tensors["prompt_embeddings"]
+
+
+def peft_template(spec: TemplateSpec, length: int) -> TemplateSpec:
+    """``spec`` with PEFT's placement: a leading ``[SOFT*length]`` run (added if it has no soft tokens)."""
+    segments = spec.segments
+    runs = [i for i, segment in enumerate(segments) if isinstance(segment, Soft)]
+    if not runs:
+        segments = (Soft(length),) + tuple(segments)
+    elif runs != [0] or segments[0].length != length:
+        raise OpenPTError(f"template {format_template(segments)!r}: a PEFT prompt-tuning adapter needs exactly one soft run, "
+                          f"[SOFT*{length}] at the start (or no soft tokens, and it is added)")
+    return dataclasses.replace(spec, segments=tuple(segments), options={**spec.options, "soft_placement": "before_special"})
+
+
+def import_peft(adapter_dir: str | Path, output: str | Path, *, template: Any = None, verbalizer: Any = None,
+                backbone: str | Path | None = None, max_length: int | None = None) -> Path:
+    """Turn a PEFT prompt-tuning adapter into a saved openpt prompt in ``output``.
+
+    Args:
+        adapter_dir: directory with ``adapter_config.json`` and ``adapter_model.safetensors``.
+        output: the prompt directory to write.
+        template: template text, YAML path or spec; default: the one in ``openpt_prompt.json``.
+        verbalizer: verbalizer YAML path or object; default: the one in ``openpt_prompt.json``.
+        backbone: backbone path; default: the adapter's ``base_model_name_or_path``.
+        max_length: maximum sequence length (default: the recorded one, else 128).
+    """
+    adapter_dir = Path(adapter_dir)
+    adapter, weight = read_adapter(adapter_dir)
+    record = _record(adapter_dir)
+    if record is None and (template is None or verbalizer is None):
+        raise OpenPTError(f"{adapter_dir}: a PEFT adapter holds no template or verbalizer; give both (--template, --verbalizer)")
+    spec = template_spec(template) if template is not None else template_spec_from_mapping(record["template"])
+    verbalizer = verbalizer_spec(verbalizer) if verbalizer is not None else verbalizer_from_mapping(record["verbalizer"])
+    options = PromptOptions(**record["options"]) if record is not None else PromptOptions()
+    if max_length is not None:
+        options = dataclasses.replace(options, max_length=max_length)
+    name = backbone or adapter.get("base_model_name_or_path")
+    if not name:
+        raise OpenPTError(f"{adapter_dir / ADAPTER_CONFIG}: no base_model_name_or_path; give --backbone")
+    loaded = load_backbone(name, kind=KINDS.get(adapter.get("task_type")))
+    model = build_model(loaded, peft_template(spec, weight.shape[0]), verbalizer,
+                        dataclasses.replace(options, soft_init={**options.soft_init, "vocab_order": "ids"}))
+    model.options = options
+    soft = model.template.soft
+    if tuple(soft.weight.shape) != tuple(weight.shape):
+        raise CheckpointError(f"{adapter_dir / ADAPTER_WEIGHTS}: prompt_embeddings has shape {list(weight.shape)}, "
+                              f"the backbone {name} needs [{weight.shape[0]}, {loaded.hidden_size}]")
+    with torch.no_grad():
+        soft.weight.copy_(weight)
+    return save_prompt(model, output, extra={"imported_from": f"peft:{adapter_dir.name}"})
+
+
+def _record(adapter_dir: Path) -> dict[str, Any] | None:
+    """The openpt prompt config an export left beside the adapter, if any."""
+    path = adapter_dir / OPENPT_RECORD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}:{getattr(exc, 'lineno', 1)}: invalid JSON: {getattr(exc, 'msg', exc)}") from None

@@ -1,0 +1,118 @@
+"""Streaming predictions with a saved prompt: rows in, one label and every class probability out.
+
+Rows are read, scored and written a chunk at a time (``chunk_size`` rows, 4,096 by default,
+sorted by length inside the chunk to save padding), so memory stays flat whatever the file's
+size, and output keeps the input order. When a row is bad, the rows before it are scored and written first, then the error
+names the row's file and line.
+
+Output formats (one record per row; ``line`` is the input line, or the argument's position):
+
+* ``jsonl``: ``{"line": 3, "label": "positive", "probabilities": {"negative": 0.1, "positive": 0.9}}``
+* ``json``: a JSON array of those records (closed even when a bad row stops the run);
+* ``tsv``: a header ``line  label  p_<class>...`` then one row each.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import IO, Callable, Iterable, Iterator, Sequence
+
+import torch
+
+from .errors import DataError, OpenPTError
+from .model.prompt_model import PromptModel
+from .types import InputExample
+
+FORMATS = ("jsonl", "json", "tsv")
+
+
+@dataclass
+class Prediction:
+    """One scored row."""
+
+    line: int
+    label: str
+    probabilities: dict[str, float]
+
+    def record(self) -> dict:
+        return {"line": self.line, "label": self.label, "probabilities": self.probabilities}
+
+
+class PredictionWriter:
+    """Writes predictions to ``stream`` in one of :data:`FORMATS`, a row at a time."""
+
+    def __init__(self, stream: IO[str], fmt: str, label_names: Sequence[str]) -> None:
+        if fmt not in FORMATS:
+            raise OpenPTError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+        self.stream, self.fmt, self.count = stream, fmt, 0
+        if fmt == "tsv":
+            stream.write("\t".join(["line", "label"] + [f"p_{name}" for name in label_names]) + "\n")
+        elif fmt == "json":
+            stream.write("[")
+
+    def write(self, prediction: Prediction) -> None:
+        if self.fmt == "tsv":
+            self.stream.write("\t".join([str(prediction.line), prediction.label] + [f"{p:.6f}" for p in prediction.probabilities.values()]) + "\n")
+        else:
+            separator = ("," if self.count else "") + "\n" if self.fmt == "json" else ""
+            self.stream.write(separator + json.dumps(prediction.record()) + ("\n" if self.fmt == "jsonl" else ""))
+        self.count += 1
+
+    def close(self) -> None:
+        """Finish the output (the closing bracket of a JSON array) and flush it."""
+        if self.fmt == "json":
+            self.stream.write("\n]\n" if self.count else "]\n")
+        self.stream.flush()
+
+
+def predict_stream(
+    model: PromptModel,
+    rows: Iterable[tuple[int, InputExample]],
+    write: Callable[[Prediction], None],
+    *,
+    batch_size: int = 64,
+    chunk_size: int = 4096,
+    progress: Callable[[int], object] | None = None,
+) -> int:
+    """Score ``(line, example)`` rows a chunk at a time and ``write`` each prediction in input order.
+
+    Returns the number of rows written. A bad row (raised while reading or encoding) stops the run
+    after every row before it has been written.
+    """
+    if batch_size < 1:
+        raise OpenPTError(f"--batch-size: expected a positive integer, got {batch_size}")
+    names = model.verbalizer.label_names
+    written = 0
+
+    def flush(chunk: list[tuple[int, InputExample]]) -> None:
+        nonlocal written
+        if not chunk:
+            return
+        try:
+            probs = torch.softmax(model.scores([example for _, example in chunk], batch_size), dim=-1)
+        except DataError:
+            if len(chunk) == 1:
+                raise
+            for item in chunk:  # find the bad row; the ones before it are written
+                flush([item])
+            return
+        for (line, _), row in zip(chunk, probs.tolist()):
+            best = max(range(len(row)), key=row.__getitem__)
+            write(Prediction(line, names[best], {name: round(p, 6) for name, p in zip(names, row)}))
+        written += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
+
+    chunk: list[tuple[int, InputExample]] = []
+    iterator: Iterator[tuple[int, InputExample]] = iter(rows)
+    try:
+        for item in iterator:
+            chunk.append(item)
+            if len(chunk) >= chunk_size:
+                flush(chunk)
+                chunk = []
+    except OpenPTError:
+        flush(chunk)
+        raise
+    flush(chunk)
+    return written
