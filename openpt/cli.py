@@ -28,8 +28,8 @@ def _run(args: argparse.Namespace) -> int:
     if config.sweep is not None:
         if args.resume or args.checkpoint_every:
             raise OpenPTError("--resume/--checkpoint-every apply to single experiments; a sweep skips its finished runs when rerun")
-        return _run_sweep(config, output, progress=not args.no_progress)
-    results = Experiment(config, output, checkpoint_every=args.checkpoint_every, resume=args.resume).run()
+        return _run_sweep(config, output, progress=not args.no_progress, overwrite=args.overwrite)
+    results = Experiment(config, output, checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite).run()
     print(results_table(results))
     print(f"\nwrote {Path(output) / 'results.json'} and {Path(output) / 'prompt'}/ ({results['wall_seconds']:.1f}s)")
     return 0
@@ -48,11 +48,11 @@ def without_option(argv: Sequence[str], option: str) -> list[str]:
     return out
 
 
-def _run_sweep(config, output: str, *, progress: bool) -> int:
+def _run_sweep(config, output: str, *, progress: bool, overwrite: bool) -> int:
     from .experiments.report import markdown_table
     from .experiments.sweep import Sweep, read_records
 
-    summary = Sweep(config, output, progress=progress).run()
+    summary = Sweep(config, output, progress=progress, overwrite=overwrite).run()
     print(markdown_table(read_records(summary.results)))
     print(f"{summary.finished} run(s) finished, {summary.failed} failed, {summary.skipped} skipped (already done) of {summary.total}; "
           f"appended to {summary.results} ({summary.seconds:.1f}s)")
@@ -192,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=_non_negative, default=0, metavar="N",
                      help="save the full training state to OUTPUT/checkpoints/ every N steps and at the end of each seed (0: off)")
     run.add_argument("--resume", action="store_true", help="continue a killed run from OUTPUT/checkpoints/ (same results as an uninterrupted run)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="reuse an output directory that holds an earlier run: delete the files openpt wrote there (others stay)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar for sweeps")
     run.add_argument("--num-processes", type=int, default=1, metavar="N",
                      help="train data-parallel in N processes through accelerate (gloo on CPU; see docs/distributed.md)")

@@ -5,7 +5,6 @@ import dataclasses
 import json
 import logging
 import platform
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -18,9 +17,9 @@ from ..backbone.base import Backbone, load_backbone
 from ..data.loading import Dataset, load_split
 from ..data.sampling import lmbff_split, split_off_eval
 from ..errors import SpecError
-from ..fileio import atomic_write
 from ..model.build import build_model, template_spec, verbalizer_spec
 from ..model.saving import save_prompt
+from ..outputs import OutputDir
 from ..template.spec import TemplateSpec
 from ..template.template import hard_version
 from ..training import distributed
@@ -116,16 +115,21 @@ class Experiment:
             every N steps and when it ends (0: no training-state files).
         resume: continue from those files (a seed without one starts from scratch): a killed run
             restarted with ``resume=True`` writes the same results as an uninterrupted one.
+        overwrite: allow an output directory that holds an earlier run; the files openpt wrote
+            there are deleted first (see :class:`~openpt.outputs.OutputDir`; without ``overwrite``
+            or ``resume`` a non-empty directory is refused).
     """
 
     def __init__(self, config: ExperimentConfig, output: str | Path, *, backbone: Backbone | None = None, log: Callable[[str], None] = print,
-                 checkpoint_every: int = 0, resume: bool = False) -> None:
+                 checkpoint_every: int = 0, resume: bool = False, overwrite: bool = False) -> None:
         self.config = config
         self.output = Path(output)
         self.backbone = backbone
         self.log = log
         self.checkpoint_every = checkpoint_every
         self.resume = resume
+        self.overwrite = overwrite
+        self.out: OutputDir | None = None
 
     def load_data(self) -> tuple[Dataset, Dataset]:
         data = self.config.data
@@ -136,8 +140,17 @@ class Experiment:
         return (train_set, train_set) if data.eval_split == data.train_split else (train_set, split(data.eval_split))
 
     def run(self) -> dict[str, Any]:
+        """Check and lock the output directory, then run (see :meth:`run_in`)."""
+        with OutputDir(self.output, overwrite=self.overwrite, resume=self.resume) as out:
+            self.out = out
+            try:
+                return self.run_in(out)
+            finally:
+                self.out = None
+
+    def run_in(self, out: OutputDir) -> dict[str, Any]:
+        """Zero-shot, then every seed; writes results.json, timing.json and the best seed's prompt into ``out``."""
         cfg, start = self.config, time.perf_counter()
-        self.output.mkdir(parents=True, exist_ok=True)
         spec = template_spec(cfg.template, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("template"))
         verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("verbalizer"))
         train_set, eval_set = self.load_data()
@@ -164,14 +177,14 @@ class Experiment:
         results["summary"] = {m: mean_std([run["eval"][m] for run in results["runs"]]) for m in metrics}
         best = max(results["runs"], key=lambda r: (r["best_dev_accuracy"] or 0.0, -r["seed"]))
         if distributed.current().is_main:  # one writer in a data-parallel run
-            if (self.output / "prompt").exists():
-                shutil.rmtree(self.output / "prompt")
-            shutil.copytree(self.output / best["prompt"], self.output / "prompt")
+            for name in out.written():  # only the files save_prompt wrote: never a temporary or a user's file
+                if name.startswith(best["prompt"] + "/"):
+                    out.copy(out.path / name, "prompt/" + name[len(best["prompt"]) + 1:])
         results["prompt"] = {"path": "prompt", "seed": best["seed"], "selected_by": "best dev accuracy"}
         results["wall_seconds"] = round(time.perf_counter() - start, 2)
         stable, timing = split_timing(results)  # results.json: identical for the same config and seed
-        atomic_write(self.output / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(stable, indent=2) + "\n"))
-        atomic_write(self.output / TIMING_NAME, lambda tmp: Path(tmp).write_text(json.dumps(timing, indent=2) + "\n"))
+        out.write_text("results.json", json.dumps(stable, indent=2) + "\n")
+        out.write_text(TIMING_NAME, json.dumps(timing, indent=2) + "\n")
         return results
 
     def run_seed(self, backbone: Backbone, spec, train_set: Dataset, eval_set: Dataset, seed: int, metrics: list[str]) -> dict[str, Any]:
@@ -182,13 +195,17 @@ class Experiment:
         model = build_model(backbone, spec, verbalizer, cfg.prompt, seed=seed)
         use_unlabeled(model, train_set)
         train_cfg = type(cfg.train)(**{**cfg.train.__dict__, "seed": seed})
+        out = self.out or OutputDir(self.output, resume=True)
         saver = None
         if self.checkpoint_every or self.resume:
-            saver = TrainCheckpointer(self.output / "checkpoints" / f"seed-{seed}.safetensors", self.checkpoint_every, resume=self.resume)
+            saver = TrainCheckpointer(out.path_for(f"checkpoints/seed-{seed}.safetensors"), self.checkpoint_every, resume=self.resume)
         outcome = train(model, few_train.examples, few_dev.examples, train_cfg, checkpoint=saver)
+        if saver is not None and saver.path.is_file():
+            out.record([saver.path])
         scores = evaluate(model, eval_set.examples, cfg.train.eval_batch_size, metrics)
         prompt_dir = Path("seeds") / f"seed-{seed}"
-        save_prompt(model, self.output / prompt_dir, extra={"seed": seed, "sampled": info})
+        save_prompt(model, out.path_for(prompt_dir, directory=True), extra={"seed": seed, "sampled": info})
+        out.record_tree(prompt_dir)
         self.log(
             f"seed {seed}: {outcome.steps} steps, best dev {outcome.best_dev_accuracy:.4f} at step {outcome.best_step}, "
             f"eval accuracy {scores['accuracy']:.4f} ({outcome.seconds:.1f}s)"

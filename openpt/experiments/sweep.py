@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 from ..backbone.base import Backbone, load_backbone
 from ..data.loading import Dataset
 from ..model.build import template_spec, verbalizer_spec
+from ..outputs import OutputDir
 from ..template.parser import format_template
 from ..training import distributed
 from ..verbalizer import verbalizer_config
@@ -173,10 +174,13 @@ class Sweep:
         log: where progress lines go.
         progress: show a progress bar (stderr) across the whole sweep.
         backbones: already loaded backbones by name (loaded on first use otherwise).
+        overwrite: start over in an output directory that holds an earlier sweep (the files
+            openpt wrote there are deleted first). Without it a directory openpt wrote continues
+            (finished runs are skipped) and any other non-empty directory is refused.
     """
 
     def __init__(self, config: ExperimentConfig, output: str | Path, *, log: Callable[[str], None] = print,
-                 progress: bool = True, backbones: dict[str, Backbone] | None = None) -> None:
+                 progress: bool = True, backbones: dict[str, Backbone] | None = None, overwrite: bool = False) -> None:
         self.config = config
         self.output = Path(output)
         self.results = self.output / RESULTS_NAME
@@ -188,6 +192,7 @@ class Sweep:
         cache_dir = config.sweep.cache_dir if config.sweep and config.sweep.cache_dir else self.output / "features"
         self.features = FeatureCache(cache_dir)
         self.versions = package_versions()
+        self.overwrite = overwrite
 
     def pending(self) -> tuple[list[RunSpec], int]:
         """Runs without an ``ok`` record yet, and the number of runs skipped."""
@@ -197,8 +202,17 @@ class Sweep:
         return todo, len(runs) - len(todo)
 
     def run(self) -> SweepSummary:
-        """Run every pending run; returns counts (a failing run is recorded and does not stop the sweep)."""
+        """Run every pending run; returns counts (a failing run is recorded and does not stop the sweep).
+
+        The output directory is locked for the whole sweep: a second sweep on it fails at once
+        instead of running (and appending) the same runs again.
+        """
+        with OutputDir(self.output, overwrite=self.overwrite, resumable=True) as out:
+            return self._run_in(out)
+
+    def _run_in(self, out: OutputDir) -> SweepSummary:
         start = time.perf_counter()
+        out.path_for(RESULTS_NAME)
         todo, skipped = self.pending()
         distributed.current().barrier()  # every process reads the same finished runs before any is appended
         total = len(todo) + skipped
@@ -208,6 +222,9 @@ class Sweep:
         for run in self._progress(todo, total, skipped):
             record = self.execute(run)
             append_record(self.results, record)
+            out.record([self.results])
+            if (self.output / self.run_dir(run)).is_dir():
+                out.record_tree(self.run_dir(run))
             if record["status"] == "ok":
                 finished += 1
             else:
@@ -223,6 +240,11 @@ class Sweep:
                 bar.set_postfix_str(run.label, refresh=True)
                 yield run
                 bar.update(1)
+
+    @staticmethod
+    def run_dir(run: RunSpec) -> Path:
+        """Where a run's artifacts go, relative to the output directory."""
+        return Path("runs") / run.config.name / run.method / f"k{run.k}-seed{run.seed}-{run.run_id}"
 
     def backbone(self, name: str) -> Backbone:
         if name not in self._backbones:
@@ -273,7 +295,7 @@ class Sweep:
             cache_key = json.dumps([{k: v for k, v in run.settings.items() if k not in ("k", "seed")}, guids], sort_keys=True, default=str)
             if cache_key in self._zero_shot:
                 return {**out, "metrics": self._zero_shot[cache_key], "reused": "zero-shot scores of an identical earlier run"}
-        run_dir = self.output / "runs" / cfg.name / run.method / f"k{run.k}-seed{run.seed}-{run.run_id}"
+        run_dir = self.output / self.run_dir(run)
         save = self.config.sweep.save_prompts if self.config.sweep else True
         context = RunContext(
             config=cfg, backbone=self.backbone(cfg.backbone), template=spec, verbalizer=run.verbalizer,

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ..backbone.base import Backbone, load_backbone
 from ..errors import CheckpointError, OpenPTError
@@ -89,7 +89,8 @@ def save_prompt(model: PromptModel, directory: str | Path, *, extra: dict[str, A
         "trainable": sorted(tensors),
         **(extra or {}),
     }
-    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    data = save(tensors, metadata={"format": "pt"})  # bytes, so a full disk is an OSError of our own write
+    atomic_write(directory / WEIGHTS_NAME, lambda tmp: Path(tmp).write_bytes(data))
     atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
     return directory
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 from ...backbone.base import Backbone
 from ...errors import ConfigError
@@ -83,7 +83,7 @@ class FeatureCache:
         table = self._tables[key]
         features = np.stack(list(table.values()))
         atomic_write(self.directory / f"{key}.safetensors",
-                     lambda tmp: save_file({"features": features}, tmp, metadata={"keys": json.dumps(list(table))}))
+                     lambda tmp: Path(tmp).write_bytes(save({"features": features}, metadata={"keys": json.dumps(list(table))})))
 
     def features(self, backbone: Backbone, examples: Sequence[InputExample], *, pooling: str = "mean",
                  max_length: int = 128, batch_size: int = 64) -> np.ndarray:
