@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from .errors import OpenPTError
 
@@ -84,8 +84,10 @@ def _eval(args: argparse.Namespace) -> int:
     from .data.loading import load_split
     from .training.loop import evaluate
 
+    if args.split is None and Path(args.data).is_dir():
+        raise OpenPTError(f"--split: which split of {args.data} to evaluate? (e.g. --split dev or --split test)")
     model = _load_prompt(args)
-    dataset = load_split(args.data, args.split, label_names=model.verbalizer.label_names if not Path(args.data).is_dir() else None)
+    dataset = load_split(args.data, args.split or "test", label_names=model.verbalizer.label_names if not Path(args.data).is_dir() else None)
     model.verbalizer.check_labels(dataset.label_names)
     scores = evaluate(model, dataset.examples, args.batch_size)
     print(json.dumps({"examples": len(dataset), **scores}, indent=2))
@@ -170,23 +172,60 @@ def _verbalizer_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of steps, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of steps >= 0, got {value}")
-    return value
+def whole_number(minimum: int, what: str, maximum: int = 2**31 - 1) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``minimum..maximum`` (``--batch-size 0`` is an error, not garbage)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number of {what}, got {text[:40]!r}") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected a number of {what} in {minimum}..{maximum}, got {text[:40]}")
+        return value
+
+    return parse
+
+
+_non_negative = whole_number(0, "steps")
+_positive_batch = whole_number(1, "examples per batch")
+
+
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default (unless the help text already states it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and "default" not in text and not any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with ``openpt: error:`` lines on stderr (exit status 2) and defaults shown in every option's help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"openpt: error: {self.prog}: {message[:300]}\n")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    """Options every subcommand takes after its name (``openpt run -v CONFIG``)."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress (INFO)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="openpt", description="Prompt learning over Hugging Face backbones.")
+    parser = _Parser(prog="openpt", description="Prompt learning over Hugging Face backbones.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a few-shot experiment from a YAML config")
-    run.add_argument("config")
+
+    _common(run)
+    run.add_argument("config", help="experiment YAML (a sweep when it has a 'sweep:' section)")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=0.01 data.seeds=[13]")
     run.add_argument("--output", "-o", help="output directory (default: the config's 'output' or runs/<name>)")
     run.add_argument("--checkpoint-every", type=_non_negative, default=0, metavar="N",
@@ -194,52 +233,58 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue a killed run from OUTPUT/checkpoints/ (same results as an uninterrupted run)")
     run.add_argument("--overwrite", action="store_true",
                      help="reuse an output directory that holds an earlier run: delete the files openpt wrote there (others stay)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar for sweeps")
-    run.add_argument("--num-processes", type=int, default=1, metavar="N",
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
+    run.add_argument("--num-processes", type=whole_number(1, "processes", 1024), default=1, metavar="N",
                      help="train data-parallel in N processes through accelerate (gloo on CPU; see docs/distributed.md)")
     run.set_defaults(func=_run)
 
     report = sub.add_parser("report", help="markdown table and plots from a sweep's results.jsonl")
+
+    _common(report)
     report.add_argument("results", help="results.jsonl written by a sweep")
     report.add_argument("--output", "-o", help="directory for report.md and PNGs (default: <results dir>/report)")
-    report.add_argument("--k", type=int, help="only this K in the table")
+    report.add_argument("--k", type=whole_number(1, "examples per class"), help="only this K in the table (default: every K)")
     report.set_defaults(func=_report)
 
     for name, func, help_text in (("eval", _eval, "evaluate a saved prompt on a labeled split"), ("predict", _predict, "label texts with a saved prompt")):
         cmd = sub.add_parser(name, help=help_text)
+        _common(cmd)
         cmd.add_argument("prompt", help="saved prompt directory")
         cmd.add_argument("--backbone", help="backbone directory (default: the one recorded in the prompt)")
-        cmd.add_argument("--batch-size", type=int, default=64)
+        cmd.add_argument("--batch-size", type=_positive_batch, default=64, help="examples per forward pass")
+        cmd.add_argument("--no-progress", action="store_true", help="no progress bar (off anyway when stderr is not a terminal)")
         cmd.set_defaults(func=func)
         if name == "eval":
             cmd.add_argument("--data", required=True, help="dataset directory (shared format) or a JSONL/CSV file")
-            cmd.add_argument("--split", default="test")
+            cmd.add_argument("--split", help="split of a --data directory to evaluate, e.g. dev or test (required there; a file is read whole)")
         else:
-            cmd.add_argument("texts", nargs="*")
+            cmd.add_argument("texts", nargs="*", help="texts to label")
             cmd.add_argument("--file", help="one text per line")
 
     template = sub.add_parser("template", help="template tools").add_subparsers(dest="template_command", required=True)
     check = template.add_parser("check", help="validate a template and show how it renders")
+    _common(check)
     check.add_argument("file", help="template YAML file (or a text file with inline template text)")
     check.add_argument("--backbone", help="render with this backbone's tokenizer")
     check.add_argument("--example", help="text to render (default: a short review)")
     check.add_argument("--example-b", default="is it good ?", help="text_b to render")
-    check.add_argument("--max-length", type=int, default=128)
+    check.add_argument("--max-length", type=whole_number(1, "tokens"), default=128, help="maximum sequence length, special tokens included")
     check.set_defaults(func=_template_check)
     verbalizer = sub.add_parser("verbalizer", help="verbalizer tools").add_subparsers(dest="verbalizer_command", required=True)
     search = verbalizer.add_parser("search", help="search label words on labeled data and write them as a verbalizer YAML")
+    _common(search)
     search.add_argument("--backbone", required=True, help="masked-LM backbone directory")
     search.add_argument("--template", required=True, help="template YAML file or inline template text with [MASK]")
     search.add_argument("--data", required=True, help="dataset directory (shared format) or a JSONL/CSV file")
-    search.add_argument("--split", default="train")
-    search.add_argument("--k", type=int, default=16, help="examples per class to search on (0: the whole split)")
-    search.add_argument("--seed", type=int, default=13, help="seed of the k-shot draw")
-    search.add_argument("--words-per-class", type=int, default=3)
-    search.add_argument("--candidates", type=int, default=100, help="per class, the most likely words ranked by likelihood ratio")
-    search.add_argument("--mask", type=int, default=0, help="which [MASK] slot the words fill")
-    search.add_argument("--name", default="auto_words")
-    search.add_argument("--max-length", type=int, default=128)
-    search.add_argument("--batch-size", type=int, default=32)
+    search.add_argument("--split", default="train", help="split to search on")
+    search.add_argument("--k", type=whole_number(0, "examples per class"), default=16, help="examples per class to search on (0: the whole split)")
+    search.add_argument("--seed", type=whole_number(0, "", 2**32 - 1), default=13, help="seed of the k-shot draw")
+    search.add_argument("--words-per-class", type=whole_number(1, "words"), default=3, help="label words to keep per class")
+    search.add_argument("--candidates", type=whole_number(1, "words"), default=100, help="per class, the most likely words ranked by likelihood ratio")
+    search.add_argument("--mask", type=whole_number(0, "the [MASK] slot"), default=0, help="which [MASK] slot the words fill")
+    search.add_argument("--name", default="auto_words", help="name of the written verbalizer")
+    search.add_argument("--max-length", type=whole_number(1, "tokens"), default=128, help="maximum sequence length, special tokens included")
+    search.add_argument("--batch-size", type=_positive_batch, default=32, help="examples per forward pass")
     search.add_argument("--output", "-o", help="verbalizer YAML to write")
     search.set_defaults(func=_verbalizer_search)
     return parser
@@ -255,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from . import progress
+
+    progress.set_enabled(not getattr(args, "no_progress", False))
     try:
         return args.func(args)
     except OpenPTError as exc:

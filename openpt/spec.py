@@ -6,6 +6,7 @@ each key and value, so errors can say ``file:line: key: problem``.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import types
 import typing
@@ -14,7 +15,9 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from .errors import ConfigError, SpecError
+from .errors import ConfigError, SpecError, brief
+
+MAX_INT = 2**63  # numbers beyond int64 fit no tensor, seed or step counter
 
 
 class YamlMap(dict):
@@ -117,7 +120,7 @@ def as_map(value: Any, *, where: str, file: str | Path | None = None, line: int 
         result.file = str(file) if file is not None else None
         result.line = line
         return result
-    raise SpecError(f"expected a mapping, got {type(value).__name__} {value!r:.60}", file=file, line=line, key=where)
+    raise SpecError(f"expected a mapping, got {type(value).__name__} {brief(value, 60)}", file=file, line=line, key=where)
 
 
 def check_keys(mapping: YamlMap, allowed: Iterable[str], required: Iterable[str] = (), *, prefix: str = "") -> None:
@@ -147,13 +150,21 @@ def type_ok(value: Any, hint: Any) -> bool:
         return value is None
     if hint is Any:
         return True
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float:  # finite: an inf/nan learning rate trains to a NaN prompt
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and -MAX_INT < value < MAX_INT and math.isfinite(value)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, int) and not isinstance(value, bool) and -MAX_INT < value < MAX_INT
     if origin is not None:
         return isinstance(value, origin)
     return isinstance(value, hint)
+
+
+def type_name(hint: Any) -> str:
+    """How a type hint reads in a message (``float`` is a finite number, ``X | None`` may be null)."""
+    names = {float: "a finite number", int: "a whole number", bool: "true or false", str: "a string", type(None): "null"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(type_name(arg) for arg in typing.get_args(hint))
+    return names.get(hint, getattr(typing.get_origin(hint) or hint, "__name__", str(hint)))
 
 
 def dataclass_from(cls: type, mapping: YamlMap, prefix: str, converters: dict[str, Any] | None = None) -> Any:
@@ -163,8 +174,7 @@ def dataclass_from(cls: type, mapping: YamlMap, prefix: str, converters: dict[st
     values = dict(mapping)
     for key, value in values.items():
         if key not in (converters or {}) and not type_ok(value, hints[key]):
-            expected = getattr(hints[key], "__name__", str(hints[key]))
-            raise ConfigError(f"expected {expected}, got {value!r}", file=mapping.file, line=mapping.line_of(key), key=prefix + key)
+            raise ConfigError(f"expected {type_name(hints[key])}, got {brief(value)}", file=mapping.file, line=mapping.line_of(key), key=prefix + key)
     for key, convert in (converters or {}).items():
         if key in values:
             values[key] = convert(values[key])

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.loading import HF_DATASETS_PREFIX
-from ..errors import ConfigError, SpecError
+from ..errors import ConfigError, SpecError, brief
 from ..model.build import PromptOptions
 from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, parse_yaml, type_ok
 from ..training.loop import TrainConfig
@@ -110,20 +110,23 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
     if base_dir is None and data.file and data.file != "<command line>":
         base_dir = Path(data.file).resolve().parent
     data_cfg = dataclass_from(DataConfig, data_map, "data.", {"path": lambda v: data_path(str(v), base_dir)})
-    if not isinstance(data_cfg.seeds, list) or not data_cfg.seeds or not all(isinstance(s, int) for s in data_cfg.seeds):
-        raise data_map.error("seeds", f"expected a non-empty list of integers, got {data_cfg.seeds!r}")
+    if not seeds_ok(data_cfg.seeds):
+        raise data_map.error("seeds", f"expected a non-empty list of distinct integers 0..{MAX_SEED}, got {brief(data_cfg.seeds)}")
     if not isinstance(data_cfg.k, int) or data_cfg.k < 1:
-        raise data_map.error("k", f"expected a positive integer, got {data_cfg.k!r}")
+        raise data_map.error("k", f"expected a positive integer, got {brief(data_cfg.k)}")
+    if data_cfg.max_eval is not None and data_cfg.max_eval < 1:
+        raise data_map.error("max_eval", f"expected a positive number of examples (or null: all), got {data_cfg.max_eval}")
     if data_cfg.protocol not in PROTOCOLS:
-        raise data_map.error("protocol", f"expected one of {', '.join(PROTOCOLS)}, got {data_cfg.protocol!r}")
+        raise data_map.error("protocol", f"expected one of {', '.join(PROTOCOLS)}, got {brief(data_cfg.protocol)}")
     if data_cfg.protocol == "split_off_eval" and data_cfg.train_split != data_cfg.eval_split:
-        raise data_map.error("protocol", f"split_off_eval draws from the eval split: set train_split to {data_cfg.eval_split!r}")
+        raise data_map.error("protocol", f"split_off_eval draws from the eval split: set train_split to {brief(data_cfg.eval_split)}")
     metrics = parse_metrics(data)
     prompt = dataclass_from(PromptOptions, as_map(data.get("prompt") or {}, where="prompt", file=data.file), "prompt.")
     train = dataclass_from(TrainConfig, as_map(data.get("train") or {}, where="train", file=data.file), "train.")
     backbone = data["backbone"]
     if not isinstance(backbone, str) or not backbone:
-        raise data.error("backbone", f"expected a model directory or hub name, got {backbone!r}")
+        raise data.error("backbone", f"expected a model directory or hub name, got {brief(backbone)}")
+    check_top_types(data)
     return ExperimentConfig(
         name=str(data.get("name") or (Path(str(file)).stem if file else "experiment")),
         backbone=str(resolve_config_path(backbone, base_dir)) if backbone.startswith((".", "/", "~")) else backbone,
@@ -133,7 +136,7 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         data=data_cfg,
         prompt=prompt,
         train=train,
-        zero_shot=bool(data.get("zero_shot", True)),
+        zero_shot=data.get("zero_shot", True),
         output=data.get("output"),
         base_dir=base_dir,
         raw=data,
@@ -142,13 +145,33 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
     )
 
 
+MAX_SEED = 2**32 - 1  # numpy and torch generators take seeds below 2**32
+
+
+def seeds_ok(seeds: Any) -> bool:
+    """A non-empty list of distinct seeds 0..MAX_SEED (a repeated seed would be averaged as if independent)."""
+    return (isinstance(seeds, list) and bool(seeds) and len(set(map(repr, seeds))) == len(seeds)
+            and all(type_ok(s, int) and 0 <= s <= MAX_SEED for s in seeds))
+
+
+TOP_TYPES = {"name": (str, "a name"), "output": (str, "a directory path"), "zero_shot": (bool, "true or false")}
+
+
+def check_top_types(data: YamlMap) -> None:
+    """Top-level values are of their declared type: ``zero_shot: "false"`` is an error, not ``bool("false")``."""
+    for key, (kind, expected) in TOP_TYPES.items():
+        value = data.get(key)
+        if value is not None and not type_ok(value, kind):
+            raise data.error(key, f"expected {expected}, got {brief(value)}")
+
+
 def parse_metrics(data: YamlMap) -> list[str]:
     """The ``metrics`` list (first = the one reports lead with); names from :data:`openpt.metrics.METRICS`."""
     from ..metrics import METRICS
 
     value = data.get("metrics", DEFAULT_METRICS)
     if not isinstance(value, list) or not value or not all(isinstance(m, str) and m in METRICS for m in value):
-        raise data.error("metrics", f"expected a non-empty list of {', '.join(METRICS)}, got {value!r}")
+        raise data.error("metrics", f"expected a non-empty list of {', '.join(METRICS)}, got {brief(value)}")
     return list(value)
 
 
@@ -233,13 +256,14 @@ class SweepConfig:
     save_prompts: bool = True
 
 
-def _int_list(mapping: YamlMap, key: str, default: list[int], minimum: int) -> list[int]:
+def _int_list(mapping: YamlMap, key: str, default: list[int], minimum: int, maximum: int = 2**31 - 1) -> list[int]:
     value = mapping.get(key, default)
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
-    ok = isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)
+    ok = isinstance(value, list) and value and all(type_ok(v, int) and minimum <= v <= maximum for v in value)
     if not ok or len(set(value)) != len(value):
-        raise ConfigError(f"expected a non-empty list of distinct integers >= {minimum}, got {value!r}",
+        bounds = f">= {minimum}" if maximum == 2**31 - 1 else f"{minimum}..{maximum}"
+        raise ConfigError(f"expected a non-empty list of distinct integers {bounds}, got {brief(value)}",
                           file=mapping.file, line=mapping.line_of(key), key="sweep." + key)
     return list(value)
 
@@ -274,7 +298,7 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
     if raw_items is None:
         items.append((submap(data, list(DATASET_KEYS)), base_dir, str(file) if file else None))
     elif not isinstance(raw_items, list) or not raw_items:
-        raise _sweep_error(sweep_map, "datasets", f"expected a non-empty list of config files or mappings, got {raw_items!r}")
+        raise _sweep_error(sweep_map, "datasets", f"expected a non-empty list of config files or mappings, got {brief(raw_items)}")
     for item in raw_items or []:
         if isinstance(item, str):
             path = resolve_config_path(item, base_dir)
@@ -296,35 +320,35 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
         configs.append(config)
     names = [c.name for c in configs]
     if len(set(names)) < len(names):
-        raise _sweep_error(sweep_map, "datasets", f"dataset names must be distinct, got {names}")
+        raise _sweep_error(sweep_map, "datasets", f"dataset names must be distinct, got {brief(names)}")
     from .methods import METHODS
 
     methods = sweep_map.get("methods", ["zero_shot", "prompt_tuning"])
     if not isinstance(methods, list) or not methods:
-        raise _sweep_error(sweep_map, "methods", f"expected a non-empty list of {', '.join(METHODS.names())}, got {methods!r}")
+        raise _sweep_error(sweep_map, "methods", f"expected a non-empty list of {', '.join(METHODS.names())}, got {brief(methods)}")
     for method in methods:
         if not isinstance(method, str) or method not in METHODS:
             close = difflib.get_close_matches(str(method), METHODS.names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise _sweep_error(sweep_map, "methods", f"unknown method {method!r}{hint}; expected some of: {', '.join(METHODS.names())}")
+            raise _sweep_error(sweep_map, "methods", f"unknown method {brief(method)}{hint}; expected some of: {', '.join(METHODS.names())}")
     variants: dict[str, list[Any] | None] = {}
     for key in ("templates", "verbalizers"):
         value = sweep_map.get(key)
         if value is not None and (not isinstance(value, list) or not value):
-            raise _sweep_error(sweep_map, key, f"expected a non-empty list (files or inline specs), got {value!r}")
+            raise _sweep_error(sweep_map, key, f"expected a non-empty list (files or inline specs), got {brief(value)}")
         variants[key] = [_absolute(v, base_dir) for v in value] if value is not None else None
     max_eval, cache_dir = sweep_map.get("max_eval"), sweep_map.get("cache_dir")
     for key, ok, expected in (("max_eval", max_eval is None or type_ok(max_eval, int) and max_eval >= 1, "a positive integer"),
                               ("cache_dir", cache_dir is None or isinstance(cache_dir, str), "a directory path"),
                               ("save_prompts", isinstance(sweep_map.get("save_prompts", True), bool), "true or false")):
         if not ok:
-            raise _sweep_error(sweep_map, key, f"expected {expected}, got {sweep_map[key]!r}")
+            raise _sweep_error(sweep_map, key, f"expected {expected}, got {brief(sweep_map[key])}")
     first = configs[0]
     sweep = SweepConfig(
         datasets=configs,
         methods=list(methods),
         k=_int_list(sweep_map, "k", [first.data.k], 1),
-        seeds=_int_list(sweep_map, "seeds", list(first.data.seeds), 0),
+        seeds=_int_list(sweep_map, "seeds", list(first.data.seeds), 0, MAX_SEED),
         templates=variants["templates"],
         verbalizers=variants["verbalizers"],
         max_eval=max_eval,
@@ -351,7 +375,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not isinstance(data, YamlMap):
         raise ConfigError("expected a mapping at the top level", file=path)
     apply_overrides(data, overrides or [])
-    return parse_config(data, file=path, base_dir=Path(path).resolve().parent)
+    try:
+        return parse_config(data, file=path, base_dir=Path(path).resolve().parent)
+    except SpecError as exc:
+        item = override_of(exc.key, overrides or [])
+        if item is None:
+            raise
+        raise ConfigError(exc.problem, key=f"override {brief(item)}") from None
+
+
+def override_of(key: str | None, overrides: list[str]) -> str | None:
+    """The (last) override that set ``key`` (``train.lr``; a nested error key ``seeds`` matches ``data.seeds=...``)."""
+    found = None
+    for item in overrides:
+        target = item.partition("=")[0]
+        if key and (key == target or target.endswith("." + key) or key.startswith(target + ".")):
+            found = item
+    return found
 
 
 def config_to_dict(value: Any) -> Any:

@@ -10,7 +10,7 @@ import torch
 
 from ..backbone.base import Backbone
 from ..backbone.tokens import special_like_ids
-from ..errors import ConfigError, SpecError
+from ..errors import ConfigError, SpecError, brief
 from ..registry import TEMPLATES, UnknownNameError
 from ..spec import YamlMap, as_map, load_yaml
 from ..template.ptuning import PromptEncoder, PromptEncoderConfig
@@ -52,6 +52,8 @@ class PromptOptions:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 1:
+            raise ConfigError(f"expected a positive number of tokens, got {brief(self.max_length)}", key="prompt.max_length")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; expected one of {list(PRECISIONS)}", key="prompt.precision")
 
@@ -110,6 +112,7 @@ def build_model(
     for ``vocab_sample`` initialisation (see :mod:`openpt.template.soft`).
     """
     options = options or PromptOptions()
+    check_max_length(options.max_length, backbone)
     soft_init = soft_init_from(options.soft_init, template)
     bound = template_class(template)(
         template,
@@ -126,6 +129,21 @@ def build_model(
     model.autocast_dtype = PRECISIONS[options.precision]
     configure_prompt(model, options, soft_init, seed=seed, corpus=corpus)
     return model
+
+
+def position_limit(backbone: Backbone) -> int | None:
+    """The longest input the backbone has position embeddings for (``None``: no such limit, e.g. T5)."""
+    limits = [getattr(backbone.config, "max_position_embeddings", None), getattr(backbone.tokenizer, "model_max_length", None)]
+    limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]  # tokenizers without a limit say 10**30
+    return min(limits) if limits else None
+
+
+def check_max_length(max_length: int, backbone: Backbone) -> None:
+    """Refuse a ``max_length`` beyond the backbone's positions (inputs that long fail or wrap around)."""
+    limit = position_limit(backbone)
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"{max_length} tokens is more than {backbone.name_or_path} has positions for ({limit})",
+                          key="prompt.max_length")
 
 
 def provisional_init(init: SoftInit) -> SoftInit:
