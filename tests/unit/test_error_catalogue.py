@@ -108,6 +108,32 @@ CASES: dict[str, Case] = {
     "prompt-weights-pickle": (CheckpointError, ("prompt.safetensors", "cannot read weights"),
                               lambda p, b: (torch.save({"template.soft.weight": torch.zeros(2, 32)}, saved_prompt(p, b) / WEIGHTS_NAME),
                                             load_prompt(p / "prompt", backbone_of(b)))),
+    "prompt-template-edited": (CheckpointError, ("prompt.safetensors", "saved with another template"),
+                               lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c["template"].update(text="[SOFT*2] {text} so [MASK] !")),
+                                             load_prompt(p / "prompt", backbone_of(b)))),
+    "prompt-labels-edited": (CheckpointError, ("prompt_config.json", "labels ['good', 'bad'] do not match"),
+                             lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c.update(labels=["good", "bad"])),
+                                           load_prompt(p / "prompt", backbone_of(b)))),
+    "prompt-weights-nan": (CheckpointError, ("template.soft.weight holds NaN",),
+                           lambda p, b: (save_file({"template.soft.weight": torch.full((2, 32), float("nan"))}, str(saved_prompt(p, b) / WEIGHTS_NAME)),
+                                         load_prompt(p / "prompt", backbone_of(b)))),
+    "prompt-weights-dtype": (CheckpointError, ("template.soft.weight has dtype float64, expected float32",),
+                             lambda p, b: (save_file({"template.soft.weight": torch.zeros(2, 32, dtype=torch.float64)}, str(saved_prompt(p, b) / WEIGHTS_NAME)),
+                                           load_prompt(p / "prompt", backbone_of(b)))),
+    "prompt-calibration-nan": (CheckpointError, ("calibration.prior", "finite probabilities > 0"),
+                               lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c.update(calibration={"mode": "none", "inputs": [], "prior": [float("nan"), 1.0]})),
+                                             load_prompt(p / "prompt", backbone_of(b)))),
+    "prompt-format-version": (CheckpointError, ("format_version 99 is not one this openpt reads",),
+                              lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c.update(format_version=99)), load_prompt(p / "prompt"))),
+    "prompt-config-unknown-key": (CheckpointError, ("'templat': unknown key",),
+                                  lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c.update(templat=1)), load_prompt(p / "prompt"))),
+    "prompt-config-missing-key": (CheckpointError, ("template: missing required key",),
+                                  lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c.pop("template")), load_prompt(p / "prompt"))),
+    "prompt-config-wrong-type": (CheckpointError, ("options: expected dict, got 'fast'",),
+                                 lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c.update(options="fast")), load_prompt(p / "prompt"))),
+    "prompt-options-unknown-key": (CheckpointError, ("options.max_lenght: unknown key",),
+                                   lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c["options"].update(max_lenght=3)),
+                                                 load_prompt(p / "prompt", backbone_of(b)))),
     "training-state-corrupt": (CheckpointError, ("state.safetensors", "cannot read training state"),
                                lambda p, b: ((p / "state.safetensors").write_bytes(b"\x00" * 16),
                                              train(make_model(b), examples(), None, TrainConfig(steps=1, batch_size=2, eval_every=0),
@@ -122,6 +148,13 @@ CASES: dict[str, Case] = {
     "backbone-no-config": (BackboneError, ("config.json: not found", "model directory"),
                            lambda p, b: ((p / "model").mkdir(), backbone_of(p / "model"))),
 }
+
+
+def edit_config(directory: Path, change: Callable[[dict], object]) -> None:
+    """Change a saved prompt's prompt_config.json in place."""
+    config = json.loads((directory / CONFIG_NAME).read_text())
+    change(config)
+    (directory / CONFIG_NAME).write_text(json.dumps(config))
 
 
 def append(path: Path, row: dict) -> None:
