@@ -64,7 +64,7 @@ def _report(args: argparse.Namespace) -> int:
 
     if not Path(args.results).is_file():
         raise OpenPTError(f"{args.results}: no such results file")
-    table, written = write_report(args.results, args.output, k=args.k)
+    table, written = write_report(args.results, args.output, k=args.k, overwrite=args.overwrite)
     print(table)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -243,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(report)
     report.add_argument("results", help="results.jsonl written by a sweep")
     report.add_argument("--output", "-o", help="directory for report.md and PNGs (default: <results dir>/report)")
+    report.add_argument("--overwrite", action="store_true", help="write into an output directory that holds other files (openpt's own are replaced)")
     report.add_argument("--k", type=whole_number(1, "examples per class"), help="only this K in the table (default: every K)")
     report.set_defaults(func=_report)
 

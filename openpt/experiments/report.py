@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..errors import DataError
 from ..fileio import atomic_write
+from ..outputs import OutputDir
 from .sweep import read_records
 
 METHOD_ORDER = ("zero_shot", "prompt_tuning", "prompt_finetune", "finetune", "linear_probe")
@@ -184,14 +186,38 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def write_report(results: str | Path, directory: str | Path | None = None, *, k: int | None = None) -> tuple[str, list[Path]]:
-    """Write ``report.md`` and the PNG plots for ``results`` into ``directory`` (default: beside it)."""
+def checked_records(path: Path) -> list[dict[str, Any]]:
+    """The records of ``path``; an ``ok`` record without what a report needs is a :class:`DataError` naming its line."""
+    records = read_records(path, with_lines=True)
+    for lineno, record in records:
+        if record.get("status") != "ok":
+            continue
+        metric = record.get("primary_metric") or "accuracy"
+        metrics = record.get("metrics")
+        problems = [key for key, ok in (
+            ("dataset", isinstance(record.get("dataset"), str)), ("method", isinstance(record.get("method"), str)),
+            ("k", type(record.get("k")) is int), ("seed", type(record.get("seed")) is int),
+            (f"metrics.{metric}", isinstance(metrics, dict) and type(metrics.get(metric)) in (int, float)),
+        ) if not ok]
+        if problems:
+            raise DataError(f"{path}:{lineno}: {problems[0]}: missing or of the wrong type in an ok record")
+    return [record for _, record in records]
+
+
+def write_report(results: str | Path, directory: str | Path | None = None, *, k: int | None = None,
+                 overwrite: bool = False) -> tuple[str, list[Path]]:
+    """Write ``report.md`` and the PNG plots for ``results`` into ``directory`` (default: beside it).
+
+    The directory goes through :class:`~openpt.outputs.OutputDir`: a directory holding other files
+    is refused unless ``overwrite``; a report written there before is replaced.
+    """
     results = Path(results)
-    records = read_records(results)
+    records = checked_records(results)
     directory = Path(directory) if directory is not None else results.parent / "report"
-    directory.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(records, k)
-    plots = plot_k_curves(records, directory) + plot_methods(records, directory)
-    body = f"# Results: {results.name}\n\n{table}\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
-    atomic_write(directory / "report.md", lambda tmp: Path(tmp).write_text(body))
+    with OutputDir(directory, overwrite=overwrite, resumable=True) as out:
+        table = markdown_table(records, k)
+        plots = plot_k_curves(records, directory) + plot_methods(records, directory)
+        out.record(plots)
+        body = f"# Results: {results.name}\n\n{table}\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
+        out.write_text("report.md", body)
     return table, [directory / "report.md", *plots]

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 from ..backbone.base import Backbone, load_backbone
 from ..data.loading import Dataset
+from ..errors import DataError
 from ..model.build import template_spec, verbalizer_spec
 from ..outputs import OutputDir
 from ..template.parser import format_template
@@ -115,13 +116,20 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
     return runs
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a results file; unreadable lines (a write cut short) are skipped with a warning."""
+def read_records(path: str | Path, *, with_lines: bool = False) -> list[Any]:
+    """The records of a results file; unreadable lines (a write cut short) are skipped with a warning.
+
+    ``with_lines``: ``(line number, record)`` pairs.
+    """
     path = Path(path)
     if not path.is_file():
         return []
     records = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({type(exc).__name__})") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -130,7 +138,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             logger.warning("%s:%d: skipping an unreadable line (interrupted write?)", path, lineno)
             continue
         if isinstance(record, dict):
-            records.append(record)
+            records.append((lineno, record) if with_lines else record)
     return records
 
 
