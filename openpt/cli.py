@@ -114,19 +114,17 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _template_check(args: argparse.Namespace) -> int:
-    from .model.build import template_class, template_spec
+    from .model.build import template_class, template_spec, template_text_file
     from .template.parser import format_template
     from .types import InputExample
 
     path = Path(args.file)
     if path.suffix in (".yaml", ".yml"):
         spec = template_spec(str(path))
+    elif path.is_file():
+        spec = template_text_file(path)
     else:
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise OpenPTError(f"{path}: cannot read ({exc.strerror})") from None
-        spec = template_spec(text)
+        raise OpenPTError(f"{path}: file not found")
     print(f"{path}: ok ({spec.name or 'unnamed'}): {format_template(spec.segments)}")
     if args.example is not None and not args.backbone:
         raise OpenPTError("rendering an --example needs the tokenizer of a --backbone")
@@ -137,7 +135,11 @@ def _template_check(args: argparse.Namespace) -> int:
         template = template_class(spec)(
             spec, backbone.tokenizer, backbone.input_embeddings(), mask_token_id=backbone.mask_token_id, max_length=args.max_length
         )
-        rendered = template.render(InputExample(text=args.example or "a gripping , funny film .", text_b=args.example_b))
+        text_b = args.example_b
+        if text_b is None and "text_b" in spec.fields:
+            text_b = "is it good ?"
+            print(f"note: the template uses {{text_b}} and no --example-b was given; rendering it as {text_b!r}")
+        rendered = template.render(InputExample(text=args.example or "a gripping , funny film .", text_b=text_b))
         print(" ".join(f"<<{token}>>" if role == "mask" else token for token, role in rendered))
         masks = [i for i, (_, role) in enumerate(rendered) if role == "mask"]
         soft = [i for i, (_, role) in enumerate(rendered) if role == "soft"]
@@ -268,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", help="template YAML file (or a text file with inline template text)")
     check.add_argument("--backbone", help="render with this backbone's tokenizer")
     check.add_argument("--example", help="text to render (default: a short review)")
-    check.add_argument("--example-b", default="is it good ?", help="text_b to render")
+    check.add_argument("--example-b", help="text_b to render (a template with {text_b} gets 'is it good ?', with a note, when not given)")
     check.add_argument("--max-length", type=whole_number(1, "tokens"), default=128, help="maximum sequence length, special tokens included")
     check.set_defaults(func=_template_check)
     verbalizer = sub.add_parser("verbalizer", help="verbalizer tools").add_subparsers(dest="verbalizer_command", required=True)

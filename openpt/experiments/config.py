@@ -9,7 +9,7 @@ from typing import Any
 
 from ..data.loading import HF_DATASETS_PREFIX
 from ..errors import ConfigError, SpecError, brief
-from ..model.build import PromptOptions
+from ..model.build import PromptOptions, looks_like_path
 from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, parse_yaml, type_ok
 from ..training.loop import TrainConfig
 
@@ -270,7 +270,7 @@ def _int_list(mapping: YamlMap, key: str, default: list[int], minimum: int, maxi
 
 def _absolute(value: Any, base_dir: Path | None) -> Any:
     """A relative file path made absolute against ``base_dir`` (other values unchanged)."""
-    if isinstance(value, str) and (value.endswith((".yaml", ".yml")) or value.startswith((".", "~", "/"))):
+    if isinstance(value, str) and (value.endswith((".yaml", ".yml")) or value.startswith((".", "~", "/")) or looks_like_path(value)):
         return str(resolve_config_path(value, base_dir))
     return value
 

@@ -68,14 +68,38 @@ def resolve_path(value: str, base_dir: Path | None) -> Path:
 
 
 def template_spec(value: Any, *, base_dir: Path | None = None, file: str | None = None, line: int | None = None) -> TemplateSpec:
-    """A template from a file path (``*.yaml``), inline template text, or an inline mapping."""
+    """A template from a file path (``*.yaml``: a template spec; any other file: its template text), inline
+    template text, or an inline mapping. A value that looks like a path (no spaces, brackets or braces)
+    but names no file is a "file not found" error, not template text."""
     if isinstance(value, TemplateSpec):
         return value
     if isinstance(value, str):
         if value.endswith(YAML_SUFFIXES):
             return load_template_spec(resolve_path(value, base_dir))
+        path = resolve_path(value, base_dir) if looks_like_path(value) else None
+        if path is not None and path.is_file():
+            return template_text_file(path)
+        if path is not None:
+            raise SpecError("file not found", file=path, line=None, key="template")
         return template_spec_from_text(value)
     return template_spec_from_mapping(as_map(value, where="template", file=file, line=line))
+
+
+def looks_like_path(value: str) -> bool:
+    """A file name rather than template text: no whitespace, brackets or braces, and a suffix or a slash."""
+    return bool(value) and not any(ch in value for ch in " \t\n[]{}") and ("/" in value or bool(Path(value).suffix))
+
+
+def template_text_file(path: Path) -> TemplateSpec:
+    """A template from a text file holding template text (errors name the file)."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read ({type(exc).__name__})", file=path, key="template") from None
+    try:
+        return template_spec_from_text(text)
+    except SpecError as exc:
+        raise exc.located(file=path) from None
 
 
 def verbalizer_spec(value: Any, *, base_dir: Path | None = None, file: str | None = None, line: int | None = None) -> Verbalizer:

@@ -145,6 +145,8 @@ CASES: dict[str, Case] = {
     # backbones
     "backbone-config-invalid-json": (BackboneError, ("config.json", "invalid JSON"),
                                      lambda p, b: ((p / "model").mkdir(), (p / "model" / "config.json").write_text("{"), backbone_of(p / "model"))),
+    "backbone-pickled-weights": (BackboneError, ("the weights file is a pickle holding more than tensors", "never unpickles"),
+                                 lambda p, b: backbone_of(pickled_copy(b, p / "model"))),
     "backbone-no-config": (BackboneError, ("config.json: not found", "model directory"),
                            lambda p, b: ((p / "model").mkdir(), backbone_of(p / "model"))),
 }
@@ -155,6 +157,18 @@ def edit_config(directory: Path, change: Callable[[dict], object]) -> None:
     config = json.loads((directory / CONFIG_NAME).read_text())
     change(config)
     (directory / CONFIG_NAME).write_text(json.dumps(config))
+
+
+def pickled_copy(backbone: Path, target: Path) -> Path:
+    """``backbone`` copied to ``target`` with its weights as a pickle holding a non-tensor object."""
+    import datetime
+    import shutil
+
+    shutil.copytree(backbone, target)
+    for weights in target.glob("*.safetensors"):
+        weights.unlink()
+    torch.save({"bert.embeddings.word_embeddings.weight": datetime.date(2020, 1, 1)}, target / "pytorch_model.bin")
+    return target
 
 
 def append(path: Path, row: dict) -> None:

@@ -119,3 +119,19 @@ def test_verbose_after_the_subcommand():
 
     assert build_parser().parse_args(["run", "c.yaml", "-v"]).verbose
     assert not build_parser().parse_args(["run", "c.yaml"]).verbose
+
+
+def test_template_file_with_any_extension_is_read_as_a_file(project, capsys):
+    (project / "prompt.txt").write_text("[SOFT*2] {text} so it was [MASK] .\n")
+    assert main(["run", str(project / "config.yaml"), "--output", str(project / "out"), "--no-progress", "template=prompt.txt"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(project / "config.yaml"), "--output", str(project / "o2"), "template=missing.txt"]) == 2
+    assert "missing.txt: template: file not found" in error_line(capsys)
+
+
+def test_template_check_says_when_it_invents_text_b(project, tiny_bert_dir, capsys):
+    (project / "pair.yaml").write_text('text: "{text_a} ? [MASK] , {text_b}"\n')
+    assert main(["template", "check", str(project / "pair.yaml"), "--backbone", str(tiny_bert_dir)]) == 0
+    assert "no --example-b was given; rendering it as 'is it good ?'" in capsys.readouterr().out
+    assert main(["template", "check", str(project / "pair.yaml"), "--backbone", str(tiny_bert_dir), "--example-b", "yes"]) == 0
+    assert "no --example-b" not in capsys.readouterr().out
