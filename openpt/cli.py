@@ -54,8 +54,13 @@ def _run_sweep(config, output: str, *, progress: bool, overwrite: bool) -> int:
 
     summary = Sweep(config, output, progress=progress, overwrite=overwrite).run()
     print(markdown_table(read_records(summary.results)))
+    ran = summary.finished + summary.failed
+    where = f"appended to {summary.results}" if ran else f"nothing new in {summary.results}"
     print(f"{summary.finished} run(s) finished, {summary.failed} failed, {summary.skipped} skipped (already done) of {summary.total}; "
-          f"appended to {summary.results} ({summary.seconds:.1f}s)")
+          f"{where} ({summary.seconds:.1f}s)")
+    if summary.failed and not summary.finished:
+        print(f"openpt: every run that ran failed ({summary.failed}); the errors are in {summary.results}", file=sys.stderr)
+        return 1
     return 0
 
 

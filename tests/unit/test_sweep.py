@@ -107,6 +107,13 @@ def test_sweep_failing_run_is_recorded_and_sweep_continues(project, capsys):
     assert "2 run(s) finished, 2 failed" in out and "boom at seed 1" in out
     summary = Sweep(load_config(project / "sweep.yaml", ["sweep.methods=[explode, zero_shot]"]), project / "out", progress=False).run()
     assert (summary.skipped, summary.failed) == (2, 2)  # failures are retried, successes skipped
+    capsys.readouterr()
+    code = main(["run", str(project / "sweep.yaml"), "--output", str(project / "out"), "--no-progress", "sweep.methods=[explode, zero_shot]"])
+    captured = capsys.readouterr()
+    assert code == 1 and "every run that ran failed (2)" in captured.err  # only failures this time: not a success
+    assert main(["run", str(project / "sweep.yaml"), "--output", str(project / "out"), "--no-progress", "sweep.methods=[zero_shot]"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing new in" in out and "appended" not in out
 
 
 def test_zero_shot_scores_reused_across_seeds(project):
