@@ -156,6 +156,8 @@ class Experiment:
         train_set, eval_set = self.load_data()
         verbalizer.check_labels(train_set.label_names)
         check_fields(spec, train_set, eval_set)
+        for seed in cfg.data.seeds:  # a class too small for a K-shot draw fails here, before any scoring or training
+            fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed)
         backbone = self.backbone or load_backbone(cfg.backbone)
         metrics = metric_names(cfg)
         results: dict[str, Any] = {

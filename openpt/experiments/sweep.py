@@ -37,7 +37,7 @@ from ..verbalizer import verbalizer_config
 from .config import ExperimentConfig, config_to_dict
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
-from .runner import Experiment, check_fields, fewshot_sets, metric_names, versions
+from .runner import Experiment, cap_eval, check_fields, fewshot_sets, metric_names, versions
 
 logger = logging.getLogger(__name__)
 RESULTS_NAME = "results.jsonl"
@@ -159,6 +159,18 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
         handle.write((json.dumps(record, default=str) + "\n").encode())
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def no_draw(cfg: ExperimentConfig, train_full: Dataset, eval_full: Dataset, max_eval: int | None,
+            why: str) -> tuple[Dataset, Dataset, Dataset, dict[str, Any]]:
+    """The sets of a method that does not train when no K-shot draw is possible: no training data,
+    the whole (capped) evaluation split."""
+    cap = max_eval if max_eval is not None else cfg.data.max_eval
+    evaluated = cap_eval(eval_full, cap)
+    info = {"protocol": cfg.data.protocol, "eval_split": cfg.data.eval_split, "eval_size": len(evaluated),
+            "train_indices": [], "dev_indices": [], "source": train_full.source,
+            "note": f"no K-shot draw ({why}); evaluated on all of {cfg.data.eval_split}"}
+    return train_full.subset([]), train_full.subset([]), evaluated, info
 
 
 @dataclass
@@ -291,7 +303,12 @@ class Sweep:
         train_full, eval_full = self.data(cfg)
         verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir).check_labels(train_full.label_names)
         check_fields(spec, train_full, eval_full)
-        few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval)
+        try:
+            few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval)
+        except DataError as exc:  # too few examples for a K-shot draw: zero-shot needs none
+            if method.trains:
+                raise
+            few_train, few_dev, eval_set, info = no_draw(cfg, train_full, eval_full, run.max_eval, str(exc))
         out: dict[str, Any] = {"protocol": info["protocol"], "eval_split": info["eval_split"], "eval_size": info["eval_size"],
                                "sampled": {"train_indices": info["train_indices"], "dev_indices": info["dev_indices"],
                                            "source": info["source"]}}

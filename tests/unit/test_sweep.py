@@ -156,3 +156,12 @@ def test_split_off_eval_and_eval_cap(project):
     assert len(capped) == 5 and capped.examples == cap_eval(load_split(project / "data", "train"), 5).examples
     with pytest.raises(SpecError, match="split_off_eval draws from the eval split"):
         load_config(project / "sweep.yaml", ["data.protocol=split_off_eval"])
+
+
+def test_zero_shot_runs_when_a_class_is_too_small_for_k(project):
+    summary = Sweep(load_config(project / "sweep.yaml", ["sweep.k=[50]", "sweep.seeds=[1]"]), project / "out", progress=False).run()
+    assert (summary.finished, summary.failed) == (1, 1)
+    zero, probe = read_records(project / "out" / "results.jsonl")
+    assert zero["method"] == "zero_shot" and zero["status"] == "ok" and "no K-shot draw" in zero["note"]
+    assert zero["eval_size"] == 6 and 0 <= zero["metrics"]["accuracy"] <= 1
+    assert probe["status"] == "error" and "need 100 (50 for train + 50 for dev)" in probe["error"]

@@ -40,6 +40,7 @@ BAD_OVERRIDES = [
     ("data.max_eval=0", "'data.max_eval=0': expected a positive number of examples"),
     ("data.max_eval=-1", "'data.max_eval=-1': expected a positive number of examples"),
     ("prompt.max_length=100000", "prompt.max_length: 100000 tokens is more than"),
+    ("data.k=50", "has only 6 examples, need 100 (50 for train + 50 for dev)"),  # before zero-shot scoring, not after
     ("prompt.max_length=0", "'prompt.max_length=0': expected a positive number of tokens"),
 ]
 
