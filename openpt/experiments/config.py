@@ -225,7 +225,8 @@ def _override(cls: type, base: Any, value: Any, prefix: str, parent: YamlMap) ->
 
 
 SWEEP_KEYS = ("datasets", "methods", "k", "seeds", "templates", "verbalizers", "max_eval", "cache_dir", "save_prompts")
-DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics")
+DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "prompt", "train")
+PER_DATASET = ("prompt", "train")  # a dataset's own keys override the sweep file's, key by key
 
 
 @dataclass
@@ -243,6 +244,7 @@ class SweepConfig:
         max_eval: cap of every evaluation set (``None``: a dataset's own ``data.max_eval``).
         cache_dir: where frozen features are cached (default ``<output>/features``).
         save_prompts: save trained prompts of methods that allow it.
+        k_per_dataset: no ``sweep.k`` was given: each dataset uses its own ``data.k``.
     """
 
     datasets: list[ExperimentConfig]
@@ -254,6 +256,7 @@ class SweepConfig:
     max_eval: int | None = None
     cache_dir: Path | None = None
     save_prompts: bool = True
+    k_per_dataset: bool = False
 
 
 def _int_list(mapping: YamlMap, key: str, default: list[int], minimum: int, maximum: int = 2**31 - 1) -> list[int]:
@@ -283,13 +286,14 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
     """Validate a sweep config; returns the first dataset's config with ``sweep`` set.
 
     Without ``sweep.datasets`` the file itself is the one dataset. Dataset items are config files
-    (of which only name, data, template, zero_shot_template, verbalizer and metrics are used) or
-    inline mappings with those keys; backbone, prompt, train, methods and zero_shot come from the
-    sweep file.
+    (of which only name, data, template, zero_shot_template, verbalizer, metrics, prompt and train
+    are used) or inline mappings with those keys; a dataset's ``prompt``/``train`` keys override
+    the sweep file's for that dataset (a long-input set's ``max_length``), and without ``sweep.k``
+    each dataset uses its own ``data.k``. Backbone, methods and zero_shot come from the sweep file.
     """
     sweep_map = as_map(data["sweep"], where="sweep", file=data.file, line=data.line_of("sweep"))
     check_keys(sweep_map, SWEEP_KEYS, prefix="sweep.")
-    shared = YamlMap({k: v for k, v in data.items() if k not in DATASET_KEYS and k != "sweep"})
+    shared = YamlMap({k: v for k, v in data.items() if (k not in DATASET_KEYS or k in PER_DATASET) and k != "sweep"})
     shared.file, shared.line, shared.key_lines = data.file, data.line, dict(data.key_lines)
     if isinstance(shared.get("backbone"), str):
         shared["backbone"] = _absolute(shared["backbone"], base_dir)
@@ -305,6 +309,7 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
             loaded = load_yaml(path)
             if not isinstance(loaded, YamlMap):
                 raise ConfigError("expected a mapping at the top level", file=path)
+            check_keys(loaded, TOP_KEYS)  # a misspelt key gets its did-you-mean, not "missing required key"
             items.append((submap(loaded, list(DATASET_KEYS)), path.parent, str(path)))
         else:
             mapping = as_map(item, where="sweep.datasets", file=sweep_map.file, line=sweep_map.line_of("datasets"))
@@ -315,6 +320,10 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
         merged = YamlMap({**mapping, **shared})
         merged.file, merged.line = mapping.file, mapping.line
         merged.key_lines = {**shared.key_lines, **mapping.key_lines}
+        for key in PER_DATASET:
+            if mapping.get(key) is not None:
+                own = as_map(mapping[key], where=key, file=mapping.file, line=mapping.line_of(key))
+                merged[key] = _merged_map(as_map(shared.get(key) or {}, where=key, file=shared.file), own)
         config = parse_config(merged, file=item_file, base_dir=item_dir)
         config.name = str(mapping.get("name") or (Path(item_file).stem if item_file else config.name))
         configs.append(config)
@@ -354,9 +363,19 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
         max_eval=max_eval,
         cache_dir=resolve_config_path(cache_dir, base_dir) if cache_dir else None,
         save_prompts=sweep_map.get("save_prompts", True),
+        k_per_dataset="k" not in sweep_map,
     )
     return dataclasses.replace(first, data=dataclasses.replace(first.data, k=sweep.k[0], seeds=list(sweep.seeds)), sweep=sweep,
                                name=str(data.get("name") or (Path(str(file)).stem if file else "sweep")), output=data.get("output"), raw=data)
+
+
+def _merged_map(base: YamlMap, own: YamlMap) -> YamlMap:
+    """``base`` with ``own``'s keys replacing its own (positions of ``own`` win: errors name the dataset's file)."""
+    merged = YamlMap({**base, **own})
+    merged.file, merged.line = own.file, own.line
+    merged.key_lines = {**base.key_lines, **own.key_lines}
+    merged.value_marks = {**base.value_marks, **own.value_marks}
+    return merged
 
 
 def data_path(value: str, base_dir: Path | None) -> Path | str:

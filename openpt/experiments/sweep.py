@@ -95,7 +95,7 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
             t_info = _describe(template, "template", cfg.base_dir)
             for verbalizer in verbalizers:
                 v_info = _describe(verbalizer, "verbalizer", cfg.base_dir)
-                for k in sweep.k if sweep else [cfg.data.k]:
+                for k in sweep.k if sweep and not sweep.k_per_dataset else [cfg.data.k]:
                     for seed in sweep.seeds if sweep else cfg.data.seeds:
                         for method in sweep.methods if sweep else ["zero_shot", "prompt_tuning"]:
                             max_eval = sweep.max_eval if sweep and sweep.max_eval is not None else cfg.data.max_eval
