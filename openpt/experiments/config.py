@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from ..errors import ConfigError, SpecError, brief
 from ..model.build import PromptOptions, looks_like_path
 from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, parse_yaml, type_ok
 from ..training.loop import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 TOP_KEYS = ("name", "backbone", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train", "zero_shot", "output",
             "metrics", "methods", "sweep")
@@ -226,7 +229,7 @@ def _override(cls: type, base: Any, value: Any, prefix: str, parent: YamlMap) ->
 
 SWEEP_KEYS = ("datasets", "methods", "k", "seeds", "templates", "verbalizers", "max_eval", "cache_dir", "save_prompts")
 DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "prompt", "train")
-PER_DATASET = ("prompt", "train")  # a dataset's own keys override the sweep file's, key by key
+PER_DATASET = ("prompt", "train")  # an inline dataset item's own keys override the sweep file's, key by key
 
 
 @dataclass
@@ -286,10 +289,11 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
     """Validate a sweep config; returns the first dataset's config with ``sweep`` set.
 
     Without ``sweep.datasets`` the file itself is the one dataset. Dataset items are config files
-    (of which only name, data, template, zero_shot_template, verbalizer, metrics, prompt and train
-    are used) or inline mappings with those keys; a dataset's ``prompt``/``train`` keys override
-    the sweep file's for that dataset (a long-input set's ``max_length``), and without ``sweep.k``
-    each dataset uses its own ``data.k``. Backbone, methods and zero_shot come from the sweep file.
+    (of which only name, data, template, zero_shot_template, verbalizer and metrics are used; their
+    prompt/train keys are reported as unused) or inline mappings with those keys plus ``prompt`` and
+    ``train``, which override the sweep file's key by key for that dataset (a long-input set's
+    ``max_length``). Without ``sweep.k`` each dataset uses its own ``data.k``. Backbone, methods and
+    zero_shot come from the sweep file.
     """
     sweep_map = as_map(data["sweep"], where="sweep", file=data.file, line=data.line_of("sweep"))
     check_keys(sweep_map, SWEEP_KEYS, prefix="sweep.")
@@ -310,7 +314,11 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
             if not isinstance(loaded, YamlMap):
                 raise ConfigError("expected a mapping at the top level", file=path)
             check_keys(loaded, TOP_KEYS)  # a misspelt key gets its did-you-mean, not "missing required key"
-            items.append((submap(loaded, list(DATASET_KEYS)), path.parent, str(path)))
+            for key in PER_DATASET:  # kept as before (published sweeps depend on it), but never silently
+                if key in loaded and loaded[key] != data.get(key):
+                    logger.warning("%s:%s: %s: not used in a sweep (the sweep file's %s applies to this dataset); give per-dataset "
+                                   "settings in an inline sweep.datasets item", path, loaded.line_of(key), key, key)
+            items.append((submap(loaded, [k for k in DATASET_KEYS if k not in PER_DATASET]), path.parent, str(path)))
         else:
             mapping = as_map(item, where="sweep.datasets", file=sweep_map.file, line=sweep_map.line_of("datasets"))
             check_keys(mapping, DATASET_KEYS, ("data", "template", "verbalizer"), prefix="sweep.datasets[].")

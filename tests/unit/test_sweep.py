@@ -167,16 +167,17 @@ def test_zero_shot_runs_when_a_class_is_too_small_for_k(project):
     assert probe["status"] == "error" and "need 100 (50 for train + 50 for dev)" in probe["error"]
 
 
-def test_dataset_configs_keep_their_k_prompt_and_train(project):
+def test_inline_datasets_keep_their_k_prompt_and_train(project, caplog):
     (project / "small.yaml").write_text("name: small\ntemplate: template.yaml\nverbalizer: verbalizer.yaml\n"
-                                        "data: {path: data, k: 1}\nprompt: {max_length: 24}\ntrain: {steps: 1}\n")
-    (project / "sweep.yaml").write_text((project / "sweep.yaml").read_text().replace("  k: [2]\n", "  datasets: [small.yaml, {name: big, data: {path: data, k: 2}, template: template.yaml, verbalizer: verbalizer.yaml}]\n"))
+                                        "data: {path: data, k: 1}\nprompt: {max_length: 24}\n")
+    big = "{name: big, data: {path: data, k: 2}, template: template.yaml, verbalizer: verbalizer.yaml, prompt: {max_length: 20}, train: {steps: 1}}"
+    (project / "sweep.yaml").write_text((project / "sweep.yaml").read_text().replace("  k: [2]\n", f"  datasets: [small.yaml, {big}]\n"))
     runs = expand(load_config(project / "sweep.yaml"))
+    assert {r.config.name: r.k for r in runs} == {"small": 1, "big": 2}  # no sweep.k: each dataset's own data.k
     by_dataset = {r.config.name: r for r in runs}
-    assert {r.config.name: r.k for r in runs} == {"small": 1, "big": 2}
-    assert by_dataset["small"].settings["prompt"]["max_length"] == 24 and by_dataset["big"].settings["prompt"]["max_length"] == 32
-    small_probe = [r for r in runs if r.config.name == "small" and r.method == "linear_probe"][0]
-    assert small_probe.config.methods["linear_probe"].train.steps == 1 and by_dataset["big"].config.train.steps == 2
+    assert by_dataset["big"].settings["prompt"]["max_length"] == 20 and by_dataset["big"].config.methods["linear_probe"].train.steps == 1
+    assert by_dataset["small"].settings["prompt"]["max_length"] == 32  # a dataset file's prompt is not used in a sweep...
+    assert "small.yaml:5: prompt: not used in a sweep" in caplog.text  # ...and it says so
     (project / "small.yaml").write_text((project / "small.yaml").read_text().replace("verbalizer:", "verbaliser:"))
     with pytest.raises(SpecError, match="small.yaml:3: verbaliser: unknown key; did you mean 'verbalizer'"):
         load_config(project / "sweep.yaml")
