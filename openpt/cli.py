@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
         return _run_sweep(config, output, progress=not args.no_progress, overwrite=args.overwrite)
     results = Experiment(config, output, checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite).run()
     print(results_table(results))
-    print(f"\nwrote {Path(output) / 'results.json'} and {Path(output) / 'prompt'}/ ({results['wall_seconds']:.1f}s)")
+    print(f"\nwrote {Path(output) / 'results.json'}, {Path(output) / 'report.md'} and {Path(output) / 'prompt'}/ ({results['wall_seconds']:.1f}s)")
     return 0
 
 

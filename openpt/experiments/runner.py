@@ -21,6 +21,7 @@ from ..model.build import build_model, template_spec, verbalizer_spec
 from ..model.saving import save_prompt
 from ..outputs import OutputDir
 from ..template.spec import TemplateSpec
+from ..template.parser import format_template
 from ..template.template import hard_version
 from ..training import distributed
 from ..training.loop import evaluate, train
@@ -173,6 +174,7 @@ class Experiment:
             zs_model = build_model(backbone, zs_spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt)
             use_unlabeled(zs_model, train_set)
             results["zero_shot"] = evaluate(zs_model, cap_eval(eval_set, cfg.data.max_eval).examples, cfg.train.eval_batch_size, metrics)
+            results["zero_shot"]["template"] = format_template(zs_spec.segments)
             self.log(f"zero-shot ({cfg.name}): accuracy {results['zero_shot']['accuracy']:.4f}")
         for seed in cfg.data.seeds:
             results["runs"].append(self.run_seed(backbone, spec, train_set, eval_set, seed, metrics))
@@ -187,6 +189,7 @@ class Experiment:
         stable, timing = split_timing(results)  # results.json: identical for the same config and seed
         out.write_text("results.json", json.dumps(stable, indent=2) + "\n")
         out.write_text(TIMING_NAME, json.dumps(timing, indent=2) + "\n")
+        out.write_text(REPORT_NAME, f"# {cfg.name}\n\n{results_table(results)}\n")
         return results
 
     def run_seed(self, backbone: Backbone, spec, train_set: Dataset, eval_set: Dataset, seed: int, metrics: list[str]) -> dict[str, Any]:
@@ -226,6 +229,7 @@ class Experiment:
 
 
 TIMING_NAME = "timing.json"
+REPORT_NAME = "report.md"
 
 
 def split_timing(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -242,7 +246,8 @@ def results_table(results: dict[str, Any]) -> str:
     rows = ["| setting | accuracy | macro-F1 |", "|---|---|---|"]
     if "zero_shot" in results:
         zs = results["zero_shot"]
-        rows.append(f"| zero-shot (hard template) | {zs['accuracy']:.4f} | {zs['macro_f1']:.4f} |")
+        template = f": `{zs['template']}`" if "template" in zs else ""
+        rows.append(f"| zero-shot (hard template{template}) | {zs['accuracy']:.4f} | {zs['macro_f1']:.4f} |")
     for run in results["runs"]:
         rows.append(f"| K={results['data']['k']} prompt-only, seed {run['seed']} | {run['eval']['accuracy']:.4f} | {run['eval']['macro_f1']:.4f} |")
     acc, f1 = results["summary"]["accuracy"], results["summary"]["macro_f1"]

@@ -94,5 +94,5 @@ def test_readme_quickstart_runs(tmp_path, shared_dir, monkeypatch):
     script.write_text(source.replace("epochs=10", "steps=2").replace('load_split("../shared/data/sst2", "dev").examples', 'load_split("../shared/data/sst2", "dev").examples[:32]'))
     monkeypatch.chdir(project)
     namespace = runpy.run_path(str(script))
-    assert (project / "my-prompt" / "prompt.safetensors").stat().st_size < 64 * 1024
+    assert (project / "runs" / "quickstart-prompt" / "prompt.safetensors").stat().st_size < 64 * 1024
     assert namespace["probs"].shape == (1, 2) and namespace["labels"][0] in (0, 1)
