@@ -165,6 +165,7 @@ class Experiment:
             "name": cfg.name,
             "config": config_to_dict(cfg.raw),
             "versions": versions(),
+            "threads": torch.get_num_threads(),  # float sums depend on it: same config, seed and threads give identical files
             "data": {"train": len(train_set), "eval": len(cap_eval(eval_set, cfg.data.max_eval)), "eval_split": cfg.data.eval_split,
                      "k": cfg.data.k, "protocol": cfg.data.protocol},
             "runs": [],

@@ -136,3 +136,13 @@ def test_template_check_says_when_it_invents_text_b(project, tiny_bert_dir, caps
     assert "no --example-b was given; rendering it as 'is it good ?'" in capsys.readouterr().out
     assert main(["template", "check", str(project / "pair.yaml"), "--backbone", str(tiny_bert_dir), "--example-b", "yes"]) == 0
     assert "no --example-b" not in capsys.readouterr().out
+
+
+def test_eval_of_a_directory_needs_a_split(project, capsys):
+    assert main(["eval", str(project / "no-prompt"), "--data", str(project / "data")]) == 2
+    assert "--split: which split of" in error_line(capsys)
+
+
+def test_overwrite_and_resume_exclude_each_other(project, capsys):
+    assert main(["run", str(project / "config.yaml"), "--output", str(project / "out"), "--overwrite", "--resume"]) == 2
+    assert "--overwrite and --resume exclude each other" in error_line(capsys)
