@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--data", required=True, help="dataset directory (shared format) or a JSONL/CSV file")
     search.add_argument("--split", default="train", help="split to search on")
     search.add_argument("--k", type=whole_number(0, "examples per class"), default=16, help="examples per class to search on (0: the whole split)")
-    search.add_argument("--seed", type=whole_number(0, "", 2**32 - 1), default=13, help="seed of the k-shot draw")
+    search.add_argument("--seed", type=whole_number(0, "seed values", 2**32 - 1), default=13, help="seed of the k-shot draw")
     search.add_argument("--words-per-class", type=whole_number(1, "words"), default=3, help="label words to keep per class")
     search.add_argument("--candidates", type=whole_number(1, "words"), default=100, help="per class, the most likely words ranked by likelihood ratio")
     search.add_argument("--mask", type=whole_number(0, "the [MASK] slot"), default=0, help="which [MASK] slot the words fill")

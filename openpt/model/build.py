@@ -14,7 +14,7 @@ from ..errors import ConfigError, SpecError, brief
 from ..registry import TEMPLATES, UnknownNameError
 from ..spec import YamlMap, as_map, load_yaml
 from ..template.ptuning import PromptEncoder, PromptEncoderConfig
-from ..template.regularization import PromptRegularization
+from ..template.regularization import PromptRegularization, options_dataclass
 from ..template.soft import SoftInit, corpus_vocab_ranking, cycle, label_word_rows, vocab_pool, vocab_sample
 from ..template.spec import TemplateSpec, load_template_spec, template_spec_from_mapping, template_spec_from_text
 from ..template.template import Template
@@ -218,8 +218,11 @@ def soft_init_from(values: dict[str, Any], template: TemplateSpec) -> SoftInit:
     allowed = {"strategy", "init_range", "vocab_top", "text", "seed", "vocab_order"}
     unknown = sorted(set(merged) - allowed)
     if unknown:
-        raise SpecError(f"unknown key(s) {unknown}; expected some of {sorted(allowed)}", file=getattr(template, "source", None), key="soft_init")
-    return SoftInit(**merged)
+        raise SpecError(f"unknown key(s) {brief(unknown)}; expected some of {sorted(allowed)}", file=getattr(template, "source", None), key="soft_init")
+    try:
+        return options_dataclass(SoftInit, merged, "soft_init")
+    except SpecError as exc:
+        raise exc.located(file=getattr(template, "source", None)) from None
 
 
 def load_spec_file(path: str | Path) -> YamlMap:
