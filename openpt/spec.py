@@ -87,16 +87,43 @@ def parse_yaml(text: str, source: str | Path | None = None) -> Any:
     loader = _LineLoader(text)
     loader.source = str(source) if source is not None else None
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = expanded_size(node)
+        if size > MAX_EXPANDED_NODES:
+            raise SpecError(f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values (an alias bomb?)", file=source,
+                            line=node.start_mark.line + 1)
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         raise SpecError(f"invalid YAML: {exc.problem or exc.context}", file=source, line=line, column=col) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"invalid YAML: {exc}", file=source) from None
+        raise SpecError(f"invalid YAML: {brief(str(exc), 200)}", file=source) from None
+    except RecursionError:
+        raise SpecError("invalid YAML: nested too deeply", file=source) from None
     finally:
         loader.dispose()
+
+
+MAX_EXPANDED_NODES = 1_000_000  # a config has hundreds; aliases nested 9 deep x 9 expand to 387 million
+
+
+def expanded_size(node: yaml.Node) -> int:
+    """How many values ``node`` stands for once every alias is expanded (computed without expanding)."""
+    sizes: dict[int, int] = {}
+
+    def size(current: yaml.Node) -> int:
+        if id(current) not in sizes:
+            sizes[id(current)] = 1  # a recursive alias counts once instead of looping
+            children = current.value if isinstance(current, (yaml.SequenceNode, yaml.MappingNode)) else []
+            flat = [n for pair in children for n in pair] if isinstance(current, yaml.MappingNode) else children
+            sizes[id(current)] = 1 + sum(size(child) for child in flat)
+        return sizes[id(current)]
+
+    return size(node)
 
 
 def load_yaml(path: str | Path) -> Any:
