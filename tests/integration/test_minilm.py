@@ -45,7 +45,7 @@ def test_cli_run_eval_predict_round_trip(tmp_path, shared_dir, capsys):
     ])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
-    assert "| zero-shot (hard template) |" in printed and "mean ± std" in printed
+    assert "| zero-shot (hard template: `" in printed and "mean ± std" in printed
     results = json.loads((out / "results.json").read_text())
     assert results["data"]["eval"] == 64 and results["runs"][0]["steps"] == 6
     assert results["runs"][0]["sampled"]["train_indices"] and results["versions"]["transformers"]
