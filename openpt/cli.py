@@ -173,8 +173,16 @@ def _verbalizer_search(args: argparse.Namespace) -> int:
         header = (f"Label words found by `openpt verbalizer search` on {len(dataset)} examples of {dataset.source}"
                   f"{f' (k={args.k}, seed={args.seed})' if args.k else ''}\nbackbone: {args.backbone}; template: {args.template}\n"
                   "Edit freely: this is an ordinary manual verbalizer.")
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(verbalizer.manual_yaml(header), encoding="utf-8")
+        from .fileio import atomic_write
+
+        target, text = Path(args.output), verbalizer.manual_yaml(header)
+        if target.is_dir() or target.is_symlink():
+            raise OpenPTError(f"{target}: --output names a directory or link; give the verbalizer YAML file to write")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OpenPTError(f"{target.parent}: cannot create directory ({exc.strerror or exc})") from None
+        atomic_write(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         print(f"wrote {args.output}")
     return 0
 
