@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from typing import Any, Iterable
 
 _enabled = True
+_open: "weakref.WeakSet[Any]" = weakref.WeakSet()  # openpt's own bars (another library's do not nest ours)
 
 
 def set_enabled(enabled: bool) -> None:
@@ -30,6 +32,8 @@ def bar(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc
     (dev scoring inside a training bar adds no second line)."""
     from tqdm.auto import tqdm
 
-    nested = any(not getattr(other, "disable", True) for other in list(getattr(tqdm, "_instances", ())))
-    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, initial=initial, file=sys.stderr,
-                disable=nested or not shown(), dynamic_ncols=True)
+    nested = any(not other.disable for other in list(_open))  # tqdm sets ``disable`` when a bar closes
+    progress = tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, initial=initial, file=sys.stderr,
+                    disable=nested or not shown(), dynamic_ncols=True)
+    _open.add(progress)
+    return progress
