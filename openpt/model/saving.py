@@ -91,10 +91,26 @@ def save_prompt(model: PromptModel, directory: str | Path, *, extra: dict[str, A
         "trainable": sorted(tensors),
         **({"extra_keys": sorted(extra), **extra} if extra else {}),
     }
-    data = save(tensors, metadata={"format": "pt", DIGEST_KEY: prompt_digest(config)})  # bytes, so a full disk is an OSError of our own write
+    data = stable_safetensors(tensors, {"format": "pt", DIGEST_KEY: prompt_digest(config)})  # bytes, so a full disk is an OSError of our own write
     atomic_write(directory / WEIGHTS_NAME, lambda tmp: Path(tmp).write_bytes(data))
     atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
     return directory
+
+
+def stable_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes whose header lists ``metadata`` in sorted key order.
+
+    safetensors writes metadata in hash-map order, which changes from process to process: two
+    keys made identical prompts differ in their bytes. The sorted header has the same length.
+    """
+    data = save(tensors, metadata=metadata)
+    length = int.from_bytes(data[:8], "little")
+    header = data[8:8 + length].decode("utf-8")
+    start = header.index('"__metadata__":{') + len('"__metadata__":')
+    end = header.index("}", start) + 1
+    ordered = json.dumps(dict(sorted(json.loads(header[start:end]).items())), separators=(",", ":"))
+    assert len(ordered) == end - start
+    return data[:8] + (header[:start] + ordered + header[end:]).encode("utf-8") + data[8 + length:]
 
 
 def read_prompt_config(directory: str | Path) -> dict[str, Any]:

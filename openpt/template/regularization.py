@@ -33,7 +33,7 @@ def options_dataclass(cls: type[T], values: Mapping[str, Any] | None, key: str) 
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ConfigError(f"unknown key(s) {brief(unknown)}; expected some of {', '.join(names)}", key=key)
+        raise ConfigError(f"unknown key(s) {', '.join(str(u)[:40] for u in unknown[:5])}; expected some of {', '.join(names)}", key=key)
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         if not type_ok(value, hints[name]):

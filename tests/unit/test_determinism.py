@@ -66,3 +66,13 @@ def test_soft_prompt_gradient_is_the_same_on_every_multithreaded_backward():
         assert len(digests) == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_prompt_weights_header_is_written_in_one_order():
+    """safetensors writes metadata in hash-map order (random per call): the prompt file sorts it."""
+    import torch
+
+    from openpt.model.saving import stable_safetensors
+
+    files = {stable_safetensors({"t": torch.ones(2)}, {"format": "pt", "openpt_prompt_digest": "ab" * 32, "z": "1"}) for _ in range(20)}
+    assert len(files) == 1 and b'{"format":"pt","openpt_prompt_digest":' in files.pop()
