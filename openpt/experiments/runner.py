@@ -20,8 +20,8 @@ from ..errors import SpecError
 from ..model.build import build_model, template_spec, verbalizer_spec
 from ..model.saving import save_prompt
 from ..outputs import OutputDir
-from ..template.spec import TemplateSpec
 from ..template.parser import format_template
+from ..template.spec import TemplateSpec
 from ..template.template import hard_version
 from ..training import distributed
 from ..training.loop import evaluate, train
