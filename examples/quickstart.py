@@ -12,5 +12,6 @@ data = load_split("../shared/data/sst2", "train")
 train_set, dev_set, _ = lmbff_split(data, k=16, seed=13)         # 16 per class each
 train(model, train_set.examples, dev_set.examples, TrainConfig(lr=0.01, epochs=10))
 print(evaluate(model, load_split("../shared/data/sst2", "dev").examples))
-save_prompt(model, "my-prompt")                                  # ~31 KB
-labels, probs = load_prompt("my-prompt").predict([InputExample("a gripping , funny film .")])
+save_prompt(model, "runs/quickstart-prompt")                     # ~31 KB (runs/ is git-ignored)
+labels, probs = load_prompt("runs/quickstart-prompt").predict([InputExample("a gripping , funny film .")])
+print(verbalizer.label_names[labels[0]], f"{probs[0, labels[0]]:.3f}")

@@ -3,20 +3,36 @@ from __future__ import annotations
 
 __version__ = "0.2.0"
 
+import importlib
+from typing import Any
+
 from . import _compat
-from .backbone import load_backbone
-from .data.loading import load_split
-from .data.sampling import lmbff_split
-from .errors import OpenPTError
-from .model.build import PromptOptions, build_model
-from .model.prompt_model import PromptModel
-from .model.saving import load_prompt, save_prompt
-from .registry import BACKBONES, TEMPLATES, VERBALIZERS
-from .template.spec import TemplateSpec, load_template_spec
-from .template.template import Template
-from .training.loop import TrainConfig, evaluate, train
-from .types import InputExample
-from .verbalizer import ManualVerbalizer, Verbalizer, load_verbalizer
+
+# name -> module: loaded on first use, so ``openpt --help`` and ``import openpt`` stay light
+# (torch and transformers load only when a name that needs them is used).
+_API = {
+    "BACKBONES": "openpt.registry", "TEMPLATES": "openpt.registry", "VERBALIZERS": "openpt.registry",
+    "InputExample": "openpt.types", "ManualVerbalizer": "openpt.verbalizer", "OpenPTError": "openpt.errors",
+    "PromptModel": "openpt.model.prompt_model", "PromptOptions": "openpt.model.build", "Template": "openpt.template.template",
+    "TemplateSpec": "openpt.template.spec", "TrainConfig": "openpt.training.loop", "Verbalizer": "openpt.verbalizer",
+    "build_model": "openpt.model.build", "evaluate": "openpt.training.loop", "lmbff_split": "openpt.data.sampling",
+    "load_backbone": "openpt.backbone", "load_prompt": "openpt.model.saving", "load_split": "openpt.data.loading",
+    "load_template_spec": "openpt.template.spec", "load_verbalizer": "openpt.verbalizer", "save_prompt": "openpt.model.saving",
+    "train": "openpt.training.loop",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'openpt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
+
 
 _compat.install()
 

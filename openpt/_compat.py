@@ -67,7 +67,8 @@ class _Package(ModuleType):
     """
 
     def __setattr__(self, name: str, value: object) -> None:
-        if isinstance(value, ModuleType) and f"{self.__name__}.{name}" in MOVED and name in self.__dict__:
+        api = self.__dict__.get("_API", {})
+        if isinstance(value, ModuleType) and f"{self.__name__}.{name}" in MOVED and (name in self.__dict__ or name in api):
             return
         super().__setattr__(name, value)
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from .cli_hf import add_commands, add_predict_options
 from .errors import OpenPTError
@@ -33,8 +33,8 @@ def _run(args: argparse.Namespace) -> int:
     if config.sweep is not None:
         if args.resume or args.checkpoint_every:
             raise OpenPTError("--resume/--checkpoint-every apply to single experiments; a sweep skips its finished runs when rerun")
-        return _run_sweep(config, output, progress=not args.no_progress)
-    results = Experiment(config, output, checkpoint_every=args.checkpoint_every, resume=args.resume).run()
+        return _run_sweep(config, output, progress=not args.no_progress, overwrite=args.overwrite)
+    results = Experiment(config, output, checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite).run()
     print(results_table(results))
     print(f"\nwrote {Path(output) / 'results.json'}, {Path(output) / 'results.jsonl'}, {Path(output) / 'report' / 'report.md'} "
           f"and {Path(output) / 'prompt'}/ ({results['wall_seconds']:.1f}s)")
@@ -54,14 +54,19 @@ def without_option(argv: Sequence[str], option: str) -> list[str]:
     return out
 
 
-def _run_sweep(config, output: str, *, progress: bool) -> int:
+def _run_sweep(config, output: str, *, progress: bool, overwrite: bool) -> int:
     from .experiments.report import markdown_table
     from .experiments.sweep import Sweep, read_records
 
-    summary = Sweep(config, output, progress=progress).run()
+    summary = Sweep(config, output, progress=progress, overwrite=overwrite).run()
     print(markdown_table(read_records(summary.results)))
+    ran = summary.finished + summary.failed
+    where = f"appended to {summary.results}" if ran else f"nothing new in {summary.results}"
     print(f"{summary.finished} run(s) finished, {summary.failed} failed, {summary.skipped} skipped (already done) of {summary.total}; "
-          f"appended to {summary.results} ({summary.seconds:.1f}s)")
+          f"{where} ({summary.seconds:.1f}s)")
+    if summary.failed and not summary.finished:
+        print(f"openpt: every run that ran failed ({summary.failed}); the errors are in {summary.results}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -72,7 +77,7 @@ def _report(args: argparse.Namespace) -> int:
         raise OpenPTError(f"{args.results}: no such results file")
     split = lambda text: [k.strip() for k in text.split(",") if k.strip()] if text else None  # noqa: E731
     table, written = write_report(args.results, args.output, k=args.k, rows=split(args.rows), cols=split(args.cols), x=args.x, hue=args.hue,
-                                  where=args.where, refs=args.ref, metric=args.metric)
+                                  where=args.where, refs=args.ref, metric=args.metric, overwrite=args.overwrite)
     print(table)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -92,6 +97,9 @@ def _eval(args: argparse.Namespace) -> int:
     from .data.loading import LabelRules, load_split
     from .training.loop import evaluate
 
+    if args.split is None and Path(args.data).is_dir():
+        raise OpenPTError(f"--split: which split of {args.data} to evaluate? (e.g. --split dev or --split test)")
+    split = args.split or "test"
     if args.prompt is None:
         from .model.zero_shot import zero_shot_model
 
@@ -99,12 +107,12 @@ def _eval(args: argparse.Namespace) -> int:
             raise OpenPTError("openpt eval needs a saved PROMPT directory, or --backbone, --template and --verbalizer "
                               "to score a template and verbalizer zero-shot")
         model = zero_shot_model(args.backbone, args.template, args.verbalizer, max_length=args.max_length)
-        dataset = load_split(args.data, args.split, rules=LabelRules(hint=model.verbalizer.label_names, required=True))
+        dataset = load_split(args.data, split, rules=LabelRules(hint=model.verbalizer.label_names, required=True))
     elif args.template or args.verbalizer:
         raise OpenPTError("--template/--verbalizer are for zero-shot evaluation without a saved prompt; drop them or the PROMPT directory")
     else:
         model = _load_prompt(args)
-        dataset = load_split(args.data, args.split, label_names=model.verbalizer.label_names if not Path(args.data).is_dir() else None,
+        dataset = load_split(args.data, split, label_names=model.verbalizer.label_names if not Path(args.data).is_dir() else None,
                              rules=LabelRules(required=True))
     model.verbalizer.check_labels(dataset.label_names)
     scores = evaluate(model, dataset.examples, args.batch_size)
@@ -129,19 +137,17 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _template_check(args: argparse.Namespace) -> int:
-    from .model.build import template_class, template_spec
+    from .model.build import template_class, template_spec, template_text_file
     from .template.parser import format_template
     from .types import InputExample
 
     path = Path(args.file)
     if path.suffix in (".yaml", ".yml"):
         spec = template_spec(str(path))
+    elif path.is_file():
+        spec = template_text_file(path)
     else:
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise OpenPTError(f"{path}: cannot read ({exc.strerror})") from None
-        spec = template_spec(text)
+        raise OpenPTError(f"{path}: file not found")
     print(f"{path}: ok ({spec.name or 'unnamed'}): {format_template(spec.segments)}")
     if args.example is not None and not args.backbone:
         raise OpenPTError("rendering an --example needs the tokenizer of a --backbone")
@@ -152,7 +158,11 @@ def _template_check(args: argparse.Namespace) -> int:
         template = template_class(spec)(
             spec, backbone.tokenizer, backbone.input_embeddings(), mask_token_id=backbone.mask_token_id, max_length=args.max_length
         )
-        rendered = template.render(InputExample(text=args.example or "a gripping , funny film .", text_b=args.example_b))
+        text_b = args.example_b
+        if text_b is None and "text_b" in spec.fields:
+            text_b = "is it good ?"
+            print(f"note: the template uses {{text_b}} and no --example-b was given; rendering it as {text_b!r}")
+        rendered = template.render(InputExample(text=args.example or "a gripping , funny film .", text_b=text_b))
         print(" ".join(f"<<{token}>>" if role == "mask" else token for token, role in rendered))
         masks = [i for i, (_, role) in enumerate(rendered) if role == "mask"]
         soft = [i for i, (_, role) in enumerate(rendered) if role == "soft"]
@@ -181,47 +191,97 @@ def _verbalizer_search(args: argparse.Namespace) -> int:
         header = (f"Label words found by `openpt verbalizer search` on {len(dataset)} examples of {dataset.source}"
                   f"{f' (k={args.k}, seed={args.seed})' if args.k else ''}\nbackbone: {args.backbone}; template: {args.template}\n"
                   "Edit freely: this is an ordinary manual verbalizer.")
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(verbalizer.manual_yaml(header), encoding="utf-8")
+        from .fileio import atomic_write
+
+        target, text = Path(args.output), verbalizer.manual_yaml(header)
+        if target.is_dir() or target.is_symlink():
+            raise OpenPTError(f"{target}: --output names a directory or link; give the verbalizer YAML file to write")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OpenPTError(f"{target.parent}: cannot create directory ({exc.strerror or exc})") from None
+        atomic_write(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         print(f"wrote {args.output}")
     return 0
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of steps, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of steps >= 0, got {value}")
-    return value
+def whole_number(minimum: int, what: str, maximum: int = 2**31 - 1) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``minimum..maximum`` (``--batch-size 0`` is an error, not garbage)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number of {what}, got {text[:40]!r}") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected a number of {what} in {minimum}..{maximum}, got {text[:40]}")
+        return value
+
+    return parse
+
+
+_non_negative = whole_number(0, "steps")
+_positive_batch = whole_number(1, "examples per batch")
+
+
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default (unless the help text already states it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and "default" not in text and not any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with ``openpt: error:`` lines on stderr (exit status 2) and defaults shown in every option's help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"openpt: error: {self.prog}: {message[:300]}\n")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    """Options every subcommand takes after its name (``openpt run -v CONFIG``)."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress (INFO)")
 
 
 DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="openpt", description="Prompt learning over Hugging Face backbones.")
+    parser = _Parser(prog="openpt", description="Prompt learning over Hugging Face backbones.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a few-shot experiment from a YAML config")
-    run.add_argument("config")
+
+    _common(run)
+    run.add_argument("config", help="experiment YAML (a sweep when it has a 'sweep:' section)")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=0.01 data.seeds=[13]")
     run.add_argument("--output", "-o", help="output directory (default: the config's 'output' or runs/<name>)")
     run.add_argument("--checkpoint-every", type=_non_negative, default=0, metavar="N",
                      help="save the full training state to OUTPUT/checkpoints/ every N steps and at the end of each seed (0: off)")
     run.add_argument("--resume", action="store_true", help="continue a killed run from OUTPUT/checkpoints/ (same results as an uninterrupted run)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar for sweeps")
-    run.add_argument("--num-processes", type=int, default=1, metavar="N",
+    run.add_argument("--overwrite", action="store_true",
+                     help="reuse an output directory that holds an earlier run: delete the files openpt wrote there (others stay)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
+    run.add_argument("--num-processes", type=whole_number(1, "processes", 1024), default=1, metavar="N",
                      help="train data-parallel in N processes through accelerate (one per GPU over NCCL, gloo on CPU; see docs/distributed.md)")
     run.add_argument("--device", help=DEVICE_HELP + " (default: the config's 'device', else auto)")
     run.set_defaults(func=_run)
 
     report = sub.add_parser("report", help="markdown table and plots from a sweep's results.jsonl")
+
+    _common(report)
     report.add_argument("results", help="results.jsonl written by a sweep")
     report.add_argument("--output", "-o", help="directory for report.md and PNGs (default: <results dir>/report)")
-    report.add_argument("--k", type=int, help="only this K in the table")
+    report.add_argument("--overwrite", action="store_true", help="write into an output directory that holds other files (openpt's own are replaced)")
+    report.add_argument("--k", type=whole_number(1, "examples per class"), help="only this K in the table (default: every K)")
     report.add_argument("--rows", metavar="KEYS", help="pivot: comma-separated keys for table rows (fields such as dataset, method, k, "
                         "or swept keys such as train.lr)")
     report.add_argument("--cols", metavar="KEYS", help="pivot: comma-separated keys for table columns")
@@ -236,17 +296,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, help_text in (("eval", _eval, "evaluate a saved prompt, or a template + verbalizer zero-shot, on a labeled split"),
                                   ("predict", _predict, "label texts with a saved prompt")):
         cmd = sub.add_parser(name, help=help_text)
+        _common(cmd)
         cmd.add_argument("prompt", nargs="?" if name == "eval" else None, help="saved prompt directory")
         cmd.add_argument("--backbone", help="backbone directory (default: the one recorded in the prompt)")
-        cmd.add_argument("--batch-size", type=int, default=64)
+        cmd.add_argument("--batch-size", type=_positive_batch, default=64, help="examples per forward pass")
         cmd.add_argument("--device", default="auto", help=DEVICE_HELP)
         cmd.set_defaults(func=func)
         if name == "eval":
+            cmd.add_argument("--no-progress", action="store_true", help="no progress bar (off anyway when stderr is not a terminal)")
             cmd.add_argument("--data", required=True, help="dataset directory (shared format) or a JSONL/CSV file")
-            cmd.add_argument("--split", default="test")
+            cmd.add_argument("--split", help="split of a --data directory to evaluate, e.g. dev or test (required there; a file is read whole)")
             cmd.add_argument("--template", help="without PROMPT: template YAML file or inline text (no soft tokens), scored zero-shot")
             cmd.add_argument("--verbalizer", help="without PROMPT: verbalizer YAML file (no learned parameters)")
-            cmd.add_argument("--max-length", type=int, default=128, help="without PROMPT: maximum sequence length")
+            cmd.add_argument("--max-length", type=whole_number(8, "tokens"), default=128,
+                             help="without PROMPT: maximum sequence length (default: 128)")
         else:
             add_predict_options(cmd)
 
@@ -259,26 +322,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)  # export --to peft, import peft
     template = sub.add_parser("template", help="template tools").add_subparsers(dest="template_command", required=True)
     check = template.add_parser("check", help="validate a template and show how it renders")
+    _common(check)
     check.add_argument("file", help="template YAML file (or a text file with inline template text)")
     check.add_argument("--backbone", help="render with this backbone's tokenizer")
     check.add_argument("--example", help="text to render (default: a short review)")
-    check.add_argument("--example-b", default="is it good ?", help="text_b to render")
-    check.add_argument("--max-length", type=int, default=128)
+    check.add_argument("--example-b", help="text_b to render (a template with {text_b} gets 'is it good ?', with a note, when not given)")
+    check.add_argument("--max-length", type=whole_number(1, "tokens"), default=128, help="maximum sequence length, special tokens included")
     check.set_defaults(func=_template_check)
     verbalizer = sub.add_parser("verbalizer", help="verbalizer tools").add_subparsers(dest="verbalizer_command", required=True)
     search = verbalizer.add_parser("search", help="search label words on labeled data and write them as a verbalizer YAML")
+    _common(search)
     search.add_argument("--backbone", required=True, help="masked-LM backbone directory")
     search.add_argument("--template", required=True, help="template YAML file or inline template text with [MASK]")
     search.add_argument("--data", required=True, help="dataset directory (shared format) or a JSONL/CSV file")
-    search.add_argument("--split", default="train")
-    search.add_argument("--k", type=int, default=16, help="examples per class to search on (0: the whole split)")
-    search.add_argument("--seed", type=int, default=13, help="seed of the k-shot draw")
-    search.add_argument("--words-per-class", type=int, default=3)
-    search.add_argument("--candidates", type=int, default=100, help="per class, the most likely words ranked by likelihood ratio")
-    search.add_argument("--mask", type=int, default=0, help="which [MASK] slot the words fill")
-    search.add_argument("--name", default="auto_words")
-    search.add_argument("--max-length", type=int, default=128)
-    search.add_argument("--batch-size", type=int, default=32)
+    search.add_argument("--split", default="train", help="split to search on")
+    search.add_argument("--k", type=whole_number(0, "examples per class"), default=16, help="examples per class to search on (0: the whole split)")
+    search.add_argument("--seed", type=whole_number(0, "seed values", 2**32 - 1), default=13, help="seed of the k-shot draw")
+    search.add_argument("--words-per-class", type=whole_number(1, "words"), default=3, help="label words to keep per class")
+    search.add_argument("--candidates", type=whole_number(1, "words"), default=100, help="per class, the most likely words ranked by likelihood ratio")
+    search.add_argument("--mask", type=whole_number(0, "the [MASK] slot"), default=0, help="which [MASK] slot the words fill")
+    search.add_argument("--name", default="auto_words", help="name of the written verbalizer")
+    search.add_argument("--max-length", type=whole_number(1, "tokens"), default=128, help="maximum sequence length, special tokens included")
+    search.add_argument("--batch-size", type=_positive_batch, default=32, help="examples per forward pass")
     search.add_argument("--output", "-o", help="verbalizer YAML to write")
     search.add_argument("--device", default="auto", help=DEVICE_HELP)
     search.set_defaults(func=_verbalizer_search)
@@ -295,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from . import progress
+
+    progress.set_enabled(not getattr(args, "no_progress", False))
     try:
         return args.func(args)
     except OpenPTError as exc:

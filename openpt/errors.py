@@ -58,7 +58,7 @@ def check_settings(settings: object, checks: dict[str, bool], prefix: str) -> No
     """Raise a :class:`ConfigError` for the first attribute of ``settings`` whose check is false."""
     for key, ok in checks.items():
         if not ok:
-            raise ConfigError(f"invalid value {getattr(settings, key)!r}", key=f"{prefix}{key}")
+            raise ConfigError(f"invalid value {brief(getattr(settings, key))}", key=f"{prefix}{key}")
 
 
 class CheckpointError(OpenPTError):
@@ -71,3 +71,26 @@ class BackboneError(OpenPTError):
 
 class DataError(OpenPTError):
     """A dataset file or row is invalid."""
+
+
+class OutputError(OpenPTError):
+    """An output directory or file cannot be used (not empty, locked, read-only, full, a symlink out)."""
+
+
+class TrainingError(OpenPTError):
+    """Training cannot go on (a non-finite loss)."""
+
+
+def brief(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, without ever building the whole repr.
+
+    Values echoed in messages come from user files; a YAML alias bomb expands to billions of
+    items, so nested containers are shown to a bounded depth and length.
+    """
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxlevel, shortener.maxlist, shortener.maxdict, shortener.maxtuple, shortener.maxset = 3, 6, 6, 6, 6
+    shortener.maxstring, shortener.maxother, shortener.maxlong = limit, limit, 40
+    text = shortener.repr(value)
+    return text if len(text) <= limit + 3 else text[:limit] + "..."

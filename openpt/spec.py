@@ -6,6 +6,7 @@ each key and value, so errors can say ``file:line: key: problem``.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import types
 import typing
@@ -14,7 +15,9 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from .errors import ConfigError, SpecError
+from .errors import ConfigError, SpecError, brief
+
+MAX_INT = 2**63  # numbers beyond int64 fit no tensor, seed or step counter
 
 
 class YamlMap(dict):
@@ -84,16 +87,43 @@ def parse_yaml(text: str, source: str | Path | None = None) -> Any:
     loader = _LineLoader(text)
     loader.source = str(source) if source is not None else None
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = expanded_size(node)
+        if size > MAX_EXPANDED_NODES:
+            raise SpecError(f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values (an alias bomb?)", file=source,
+                            line=node.start_mark.line + 1)
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         raise SpecError(f"invalid YAML: {exc.problem or exc.context}", file=source, line=line, column=col) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"invalid YAML: {exc}", file=source) from None
+        raise SpecError(f"invalid YAML: {brief(str(exc), 200)}", file=source) from None
+    except RecursionError:
+        raise SpecError("invalid YAML: nested too deeply", file=source) from None
     finally:
         loader.dispose()
+
+
+MAX_EXPANDED_NODES = 1_000_000  # a config has hundreds; aliases nested 9 deep x 9 expand to 387 million
+
+
+def expanded_size(node: yaml.Node) -> int:
+    """How many values ``node`` stands for once every alias is expanded (computed without expanding)."""
+    sizes: dict[int, int] = {}
+
+    def size(current: yaml.Node) -> int:
+        if id(current) not in sizes:
+            sizes[id(current)] = 1  # a recursive alias counts once instead of looping
+            children = current.value if isinstance(current, (yaml.SequenceNode, yaml.MappingNode)) else []
+            flat = [n for pair in children for n in pair] if isinstance(current, yaml.MappingNode) else children
+            sizes[id(current)] = 1 + sum(size(child) for child in flat)
+        return sizes[id(current)]
+
+    return size(node)
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -117,7 +147,7 @@ def as_map(value: Any, *, where: str, file: str | Path | None = None, line: int 
         result.file = str(file) if file is not None else None
         result.line = line
         return result
-    raise SpecError(f"expected a mapping, got {type(value).__name__} {value!r:.60}", file=file, line=line, key=where)
+    raise SpecError(f"expected a mapping, got {type(value).__name__} {brief(value, 60)}", file=file, line=line, key=where)
 
 
 def check_keys(mapping: YamlMap, allowed: Iterable[str], required: Iterable[str] = (), *, prefix: str = "") -> None:
@@ -147,13 +177,21 @@ def type_ok(value: Any, hint: Any) -> bool:
         return value is None
     if hint is Any:
         return True
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float:  # finite: an inf/nan learning rate trains to a NaN prompt
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and -MAX_INT < value < MAX_INT and math.isfinite(value)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, int) and not isinstance(value, bool) and -MAX_INT < value < MAX_INT
     if origin is not None:
         return isinstance(value, origin)
     return isinstance(value, hint)
+
+
+def type_name(hint: Any) -> str:
+    """How a type hint reads in a message (``float`` is a finite number, ``X | None`` may be null)."""
+    names = {float: "a finite number", int: "a whole number", bool: "true or false", str: "a string", type(None): "null"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(type_name(arg) for arg in typing.get_args(hint))
+    return names.get(hint, getattr(typing.get_origin(hint) or hint, "__name__", str(hint)))
 
 
 def dataclass_from(cls: type, mapping: YamlMap, prefix: str, converters: dict[str, Any] | None = None) -> Any:
@@ -163,8 +201,7 @@ def dataclass_from(cls: type, mapping: YamlMap, prefix: str, converters: dict[st
     values = dict(mapping)
     for key, value in values.items():
         if key not in (converters or {}) and not type_ok(value, hints[key]):
-            expected = getattr(hints[key], "__name__", str(hints[key]))
-            raise ConfigError(f"expected {expected}, got {value!r}", file=mapping.file, line=mapping.line_of(key), key=prefix + key)
+            raise ConfigError(f"expected {type_name(hints[key])}, got {brief(value)}", file=mapping.file, line=mapping.line_of(key), key=prefix + key)
     for key, convert in (converters or {}).items():
         if key in values:
             values[key] = convert(values[key])

@@ -123,6 +123,24 @@ def detect_kind(config: Any) -> str:
 FROM_PRETRAINED_OPTIONS = ("attn_implementation", "device_map", "low_cpu_mem_usage")
 
 
+def _from_pretrained(what: str, name: str, load: Any) -> Any:
+    """``load()``, with any failure to read the files as one :class:`BackboneError` line.
+
+    transformers and torch raise many types for unreadable files (OSError, ValueError,
+    SafetensorError, an ``UnpicklingError`` for a pickle that holds more than tensors, which is
+    never unpickled); the full traceback is logged at DEBUG level.
+    """
+    try:
+        return load()
+    except Exception as exc:  # noqa: BLE001  a boundary: third-party load errors become one line
+        logger.debug("loading the %s of %s failed", what, name, exc_info=True)
+        if any(c.__name__ == "PickleError" for c in type(exc).__mro__):
+            raise BackboneError(f"{name}: the {what} file is a pickle holding more than tensors; openpt never unpickles "
+                                "code: save the model with safetensors (save_pretrained(..., safe_serialization=True))") from None
+        first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise BackboneError(f"cannot load the {what} of {name}: {first_line}") from None
+
+
 def load_backbone(name_or_path: str | Path, *, kind: str | None = None, dtype: torch.dtype | str | None = None,
                   device: str | torch.device | None = None, **options: Any) -> Backbone:
     """Load a model and its tokenizer from a local directory (or a hub name where a hub is reachable).
@@ -175,11 +193,12 @@ def load_backbone(name_or_path: str | Path, *, kind: str | None = None, dtype: t
         backbone_cls = BACKBONES.get(kind)
     except UnknownNameError as exc:
         raise BackboneError(str(exc)) from None
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer = _from_pretrained("tokenizer", name, lambda: AutoTokenizer.from_pretrained(name))
     kwargs = {key: value for key, value in options.items() if value is not None}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = backbone_cls.auto_class().from_pretrained(name, **kwargs)
+    auto = backbone_cls.auto_class()
+    model = _from_pretrained("weights", name, lambda: auto.from_pretrained(name, **kwargs))
     if kwargs.get("device_map") is None:
         model.to(target)
     model.eval()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,11 +11,13 @@ from typing import Any
 
 from ..data.loading import HF_DATASETS_PREFIX
 from ..data.sources import form_problem
-from ..errors import ConfigError, SpecError
-from ..model.build import PromptOptions
+from ..errors import ConfigError, SpecError, brief
+from ..model.build import PromptOptions, looks_like_path
 from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, parse_yaml, type_ok
 from ..training.loop import TrainConfig
-from .grid import SweepCell, resolve_variables, sweep_cells
+from .grid import PER_DATASET, SweepCell, resolve_variables, sweep_cells
+
+logger = logging.getLogger(__name__)
 
 TOP_KEYS = ("name", "backbone", "backbone_options", "device", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train",
             "zero_shot", "output", "metrics", "methods", "sweep", "vars")
@@ -133,25 +136,28 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
     problem = form_problem(data_map)
     if problem:
         raise data_map.error(*problem)
-    if not isinstance(data_cfg.seeds, list) or not data_cfg.seeds or not all(isinstance(s, int) for s in data_cfg.seeds):
-        raise data_map.error("seeds", f"expected a non-empty list of integers, got {data_cfg.seeds!r}")
+    if not seeds_ok(data_cfg.seeds):
+        raise data_map.error("seeds", f"expected a non-empty list of distinct integers 0..{MAX_SEED}, got {brief(data_cfg.seeds)}")
     if not isinstance(data_cfg.k, int) or data_cfg.k < 1:
-        raise data_map.error("k", f"expected a positive integer, got {data_cfg.k!r}")
+        raise data_map.error("k", f"expected a positive integer, got {brief(data_cfg.k)}")
+    if data_cfg.max_eval is not None and data_cfg.max_eval < 1:
+        raise data_map.error("max_eval", f"expected a positive number of examples (or null: all), got {data_cfg.max_eval}")
     if data_cfg.protocol not in PROTOCOLS:
-        raise data_map.error("protocol", f"expected one of {', '.join(PROTOCOLS)}, got {data_cfg.protocol!r}")
+        raise data_map.error("protocol", f"expected one of {', '.join(PROTOCOLS)}, got {brief(data_cfg.protocol)}")
     if data_cfg.protocol in ("split_off_eval", "held_out_eval") and data_cfg.train_split != data_cfg.eval_split:
-        raise data_map.error("protocol", f"{data_cfg.protocol} draws from the eval split: set train_split to {data_cfg.eval_split!r}")
+        raise data_map.error("protocol", f"{data_cfg.protocol} draws from the eval split: set train_split to {brief(data_cfg.eval_split)}")
     if data_cfg.protocol == "held_out_eval" and data_cfg.max_eval is None:
         raise data_map.error("protocol", "held_out_eval needs max_eval (the size of the fixed evaluation set)")
     if data_cfg.eval_pick not in EVAL_PICKS:
-        raise data_map.error("eval_pick", f"expected one of {', '.join(EVAL_PICKS)}, got {data_cfg.eval_pick!r}")
+        raise data_map.error("eval_pick", f"expected one of {', '.join(EVAL_PICKS)}, got {brief(data_cfg.eval_pick)}")
     metrics = parse_metrics(data)
     prompt = dataclass_from(PromptOptions, as_map(data.get("prompt") or {}, where="prompt", file=data.file), "prompt.")
     train = dataclass_from(TrainConfig, as_map(data.get("train") or {}, where="train", file=data.file), "train.")
     backbone = data["backbone"]
     if not isinstance(backbone, str) or not backbone:
-        raise data.error("backbone", f"expected a model directory or hub name, got {backbone!r}")
+        raise data.error("backbone", f"expected a model directory or hub name, got {brief(backbone)}")
     device, backbone_options = parse_placement(data)
+    check_top_types(data)
     return ExperimentConfig(
         name=str(data.get("name") or (Path(str(file)).stem if file else "experiment")),
         backbone=str(resolve_config_path(backbone, base_dir)) if backbone.startswith((".", "/", "~")) else backbone,
@@ -161,7 +167,7 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         data=data_cfg,
         prompt=prompt,
         train=train,
-        zero_shot=bool(data.get("zero_shot", True)),
+        zero_shot=data.get("zero_shot", True),
         output=data.get("output"),
         base_dir=base_dir,
         raw=data,
@@ -191,6 +197,24 @@ def parse_placement(data: YamlMap) -> tuple[str, dict[str, Any]]:
         if not ok:
             raise options.error(key, f"expected {expected}, got {options[key]!r}")
     return device, dict(options)
+MAX_SEED = 2**32 - 1  # numpy and torch generators take seeds below 2**32
+
+
+def seeds_ok(seeds: Any) -> bool:
+    """A non-empty list of distinct seeds 0..MAX_SEED (a repeated seed would be averaged as if independent)."""
+    return (isinstance(seeds, list) and bool(seeds) and len(set(map(repr, seeds))) == len(seeds)
+            and all(type_ok(s, int) and 0 <= s <= MAX_SEED for s in seeds))
+
+
+TOP_TYPES = {"name": (str, "a name"), "output": (str, "a directory path"), "zero_shot": (bool, "true or false")}
+
+
+def check_top_types(data: YamlMap) -> None:
+    """Top-level values are of their declared type: ``zero_shot: "false"`` is an error, not ``bool("false")``."""
+    for key, (kind, expected) in TOP_TYPES.items():
+        value = data.get(key)
+        if value is not None and not type_ok(value, kind):
+            raise data.error(key, f"expected {expected}, got {brief(value)}")
 
 
 def parse_metrics(data: YamlMap) -> list[str]:
@@ -199,7 +223,7 @@ def parse_metrics(data: YamlMap) -> list[str]:
 
     value = data.get("metrics", DEFAULT_METRICS)
     if not isinstance(value, list) or not value or not all(isinstance(m, str) and m in METRICS for m in value):
-        raise data.error("metrics", f"expected a non-empty list of {', '.join(METRICS)}, got {value!r}")
+        raise data.error("metrics", f"expected a non-empty list of {', '.join(METRICS)}, got {brief(value)}")
     return list(value)
 
 
@@ -254,7 +278,7 @@ def _override(cls: type, base: Any, value: Any, prefix: str, parent: YamlMap) ->
 
 SWEEP_KEYS = ("datasets", "methods", "k", "seeds", "templates", "verbalizers", "max_eval", "cache_dir", "save_prompts", "grid", "zip",
               "exclude")
-DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "vars")
+DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "vars", "prompt", "train")
 
 
 
@@ -276,6 +300,7 @@ class SweepConfig:
         cells: every dataset at every grid point (one per dataset without ``grid``/``zip``).
         axes: the swept keys, in order of appearance.
         exclude: ``exclude`` entries (runs matching one are left out).
+        k_per_dataset: no ``sweep.k`` was given: each dataset uses its own ``data.k``.
     """
 
     datasets: list[ExperimentConfig]
@@ -290,22 +315,24 @@ class SweepConfig:
     cells: list[SweepCell] = field(default_factory=list)
     axes: list[str] = field(default_factory=list)
     exclude: list[Any] = field(default_factory=list)
+    k_per_dataset: bool = False
 
 
-def _int_list(mapping: YamlMap, key: str, default: list[int], minimum: int) -> list[int]:
+def _int_list(mapping: YamlMap, key: str, default: list[int], minimum: int, maximum: int = 2**31 - 1) -> list[int]:
     value = mapping.get(key, default)
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
-    ok = isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)
+    ok = isinstance(value, list) and value and all(type_ok(v, int) and minimum <= v <= maximum for v in value)
     if not ok or len(set(value)) != len(value):
-        raise ConfigError(f"expected a non-empty list of distinct integers >= {minimum}, got {value!r}",
+        bounds = f">= {minimum}" if maximum == 2**31 - 1 else f"{minimum}..{maximum}"
+        raise ConfigError(f"expected a non-empty list of distinct integers {bounds}, got {brief(value)}",
                           file=mapping.file, line=mapping.line_of(key), key="sweep." + key)
     return list(value)
 
 
 def _absolute(value: Any, base_dir: Path | None) -> Any:
     """A relative file path made absolute against ``base_dir`` (other values unchanged)."""
-    if isinstance(value, str) and (value.endswith((".yaml", ".yml")) or value.startswith((".", "~", "/"))):
+    if isinstance(value, str) and (value.endswith((".yaml", ".yml")) or value.startswith((".", "~", "/")) or looks_like_path(value)):
         return str(resolve_config_path(value, base_dir))
     return value
 
@@ -318,13 +345,15 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
     """Validate a sweep config; returns the first dataset's config with ``sweep`` set.
 
     Without ``sweep.datasets`` the file itself is the one dataset. Dataset items are config files
-    (of which only name, data, template, zero_shot_template, verbalizer and metrics are used) or
-    inline mappings with those keys; backbone, prompt, train, methods and zero_shot come from the
-    sweep file.
+    (of which only name, data, template, zero_shot_template, verbalizer and metrics are used; their
+    prompt/train keys are reported as unused) or inline mappings with those keys plus ``prompt`` and
+    ``train``, which override the sweep file's key by key for that dataset (a long-input set's
+    ``max_length``). Without ``sweep.k`` each dataset uses its own ``data.k``. Backbone, methods and
+    zero_shot come from the sweep file.
     """
     sweep_map = as_map(data["sweep"], where="sweep", file=data.file, line=data.line_of("sweep"))
     check_keys(sweep_map, SWEEP_KEYS, prefix="sweep.")
-    shared = YamlMap({k: v for k, v in data.items() if (k not in DATASET_KEYS or k == "vars") and k != "sweep"})
+    shared = YamlMap({k: v for k, v in data.items() if (k not in DATASET_KEYS or k == "vars" or k in PER_DATASET) and k != "sweep"})
     shared.file, shared.line, shared.key_lines = data.file, data.line, dict(data.key_lines)
     if isinstance(shared.get("backbone"), str):
         shared["backbone"] = _absolute(shared["backbone"], base_dir)
@@ -333,14 +362,19 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
     if raw_items is None:
         items.append((submap(data, list(DATASET_KEYS)), base_dir, str(file) if file else None))
     elif not isinstance(raw_items, list) or not raw_items:
-        raise _sweep_error(sweep_map, "datasets", f"expected a non-empty list of config files or mappings, got {raw_items!r}")
+        raise _sweep_error(sweep_map, "datasets", f"expected a non-empty list of config files or mappings, got {brief(raw_items)}")
     for item in raw_items or []:
         if isinstance(item, str):
             path = resolve_config_path(item, base_dir)
             loaded = load_yaml(path)
             if not isinstance(loaded, YamlMap):
                 raise ConfigError("expected a mapping at the top level", file=path)
-            items.append((submap(loaded, list(DATASET_KEYS)), path.parent, str(path)))
+            check_keys(loaded, TOP_KEYS)  # a misspelt key gets its did-you-mean, not "missing required key"
+            for key in PER_DATASET:  # kept as before (published sweeps depend on it), but never silently
+                if key in loaded and loaded[key] != data.get(key):
+                    logger.warning("%s:%s: %s: not used in a sweep (the sweep file's %s applies to this dataset); give per-dataset "
+                                   "settings in an inline sweep.datasets item", path, loaded.line_of(key), key, key)
+            items.append((submap(loaded, [k for k in DATASET_KEYS if k not in PER_DATASET]), path.parent, str(path)))
         else:
             mapping = as_map(item, where="sweep.datasets", file=sweep_map.file, line=sweep_map.line_of("datasets"))
             check_keys(mapping, DATASET_KEYS, ("data",), prefix="sweep.datasets[].")
@@ -359,30 +393,30 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
 
     methods = sweep_map.get("methods", ["zero_shot", "prompt_tuning"])
     if not isinstance(methods, list) or not methods:
-        raise _sweep_error(sweep_map, "methods", f"expected a non-empty list of {', '.join(METHODS.names())}, got {methods!r}")
+        raise _sweep_error(sweep_map, "methods", f"expected a non-empty list of {', '.join(METHODS.names())}, got {brief(methods)}")
     for method in methods:
         if not isinstance(method, str) or method not in METHODS:
             close = difflib.get_close_matches(str(method), METHODS.names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise _sweep_error(sweep_map, "methods", f"unknown method {method!r}{hint}; expected some of: {', '.join(METHODS.names())}")
+            raise _sweep_error(sweep_map, "methods", f"unknown method {brief(method)}{hint}; expected some of: {', '.join(METHODS.names())}")
     variants: dict[str, list[Any] | None] = {}
     for key in ("templates", "verbalizers"):
         value = sweep_map.get(key)
         if value is not None and (not isinstance(value, list) or not value):
-            raise _sweep_error(sweep_map, key, f"expected a non-empty list (files or inline specs), got {value!r}")
+            raise _sweep_error(sweep_map, key, f"expected a non-empty list (files or inline specs), got {brief(value)}")
         variants[key] = [_absolute(v, base_dir) for v in value] if value is not None else None
     max_eval, cache_dir = sweep_map.get("max_eval"), sweep_map.get("cache_dir")
     for key, ok, expected in (("max_eval", max_eval is None or type_ok(max_eval, int) and max_eval >= 1, "a positive integer"),
                               ("cache_dir", cache_dir is None or isinstance(cache_dir, str), "a directory path"),
                               ("save_prompts", isinstance(sweep_map.get("save_prompts", True), bool), "true or false")):
         if not ok:
-            raise _sweep_error(sweep_map, key, f"expected {expected}, got {sweep_map[key]!r}")
+            raise _sweep_error(sweep_map, key, f"expected {expected}, got {brief(sweep_map[key])}")
     first = configs[0]
     sweep = SweepConfig(
         datasets=configs,
         methods=list(methods),
         k=_int_list(sweep_map, "k", [first.data.k], 1),
-        seeds=_int_list(sweep_map, "seeds", list(first.data.seeds), 0),
+        seeds=_int_list(sweep_map, "seeds", list(first.data.seeds), 0, MAX_SEED),
         templates=variants["templates"],
         verbalizers=variants["verbalizers"],
         max_eval=max_eval,
@@ -391,9 +425,11 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
         cells=cells,
         axes=axes,
         exclude=exclude,
+        k_per_dataset="k" not in sweep_map,
     )
     for cell in cells:  # every run of a dataset sees the sweep's K values and seeds (caches shared across seeds)
-        cell.config.data = dataclasses.replace(cell.config.data, k=sweep.k[0], seeds=list(sweep.seeds))
+        k = cell.config.data.k if sweep.k_per_dataset else sweep.k[0]
+        cell.config.data = dataclasses.replace(cell.config.data, k=k, seeds=list(sweep.seeds))
     return dataclasses.replace(first, data=dataclasses.replace(first.data, k=sweep.k[0], seeds=list(sweep.seeds)), sweep=sweep,
                                name=str(data.get("name") or (Path(str(file)).stem if file else "sweep")), output=data.get("output"), raw=data)
 
@@ -414,7 +450,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not isinstance(data, YamlMap):
         raise ConfigError("expected a mapping at the top level", file=path)
     apply_overrides(data, overrides or [])
-    return parse_config(data, file=path, base_dir=Path(path).resolve().parent)
+    try:
+        return parse_config(data, file=path, base_dir=Path(path).resolve().parent)
+    except SpecError as exc:
+        item = override_of(exc.key, overrides or [])
+        if item is None:
+            raise
+        raise ConfigError(exc.problem, key=f"override {brief(item)}") from None
+
+
+def override_of(key: str | None, overrides: list[str]) -> str | None:
+    """The (last) override that set ``key`` (``train.lr``; a nested error key ``seeds`` matches ``data.seeds=...``)."""
+    found = None
+    for item in overrides:
+        target = item.partition("=")[0]
+        if key and (key == target or target.endswith("." + key) or key.startswith(target + ".")):
+            found = item
+    return found
 
 
 def config_to_dict(value: Any) -> Any:

@@ -186,6 +186,18 @@ class SweepCell:
     methods: list[str] | None = None
 
 
+PER_DATASET = ("prompt", "train")  # keys a sweep's inline dataset item may set for itself
+
+
+def merged_map(base: YamlMap, own: YamlMap) -> YamlMap:
+    """``base`` with ``own``'s keys replacing its own (positions of ``own`` win: errors name the dataset's file)."""
+    merged = YamlMap({**base, **own})
+    merged.file, merged.line = own.file, own.line
+    merged.key_lines = {**base.key_lines, **own.key_lines}
+    merged.value_marks = {**base.value_marks, **own.value_marks}
+    return merged
+
+
 def sweep_cells(items: list[tuple[YamlMap, Path | None, str | None]], shared: YamlMap, sweep_map: YamlMap,
                 parse: Callable[..., Any], config_keys: tuple[str, ...], methods: list[str]) -> tuple[list[SweepCell], list[str], list[YamlMap]]:
     """Every dataset item at every grid point, validated by ``parse`` (with the config's key positions).
@@ -200,6 +212,10 @@ def sweep_cells(items: list[tuple[YamlMap, Path | None, str | None]], shared: Ya
         merged = YamlMap({**mapping, **shared})
         merged.file, merged.line = mapping.file, mapping.line
         merged.key_lines = {**shared.key_lines, **mapping.key_lines}
+        for key in PER_DATASET:  # an inline dataset item's prompt/train override the sweep file's, key by key
+            if mapping.get(key) is not None:
+                own = as_map(mapping[key], where=key, file=mapping.file, line=mapping.line_of(key))
+                merged[key] = merged_map(as_map(shared.get(key) or {}, where=key, file=shared.file), own)
         if "vars" in shared or "vars" in mapping:
             merged["vars"] = YamlMap({**(shared.get("vars") or {}), **(mapping.get("vars") or {})})
             merged["vars"].file = merged.file

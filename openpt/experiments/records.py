@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataError
 from ..fileio import atomic_write
 from ..training import distributed
 
@@ -14,13 +15,20 @@ logger = logging.getLogger(__name__)
 RESULTS_NAME = "results.jsonl"
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a results file; unreadable lines (a write cut short) are skipped with a warning."""
+def read_records(path: str | Path, *, with_lines: bool = False) -> list[Any]:
+    """The records of a results file; unreadable lines (a write cut short) are skipped with a warning.
+
+    ``with_lines``: ``(line number, record)`` pairs.
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    records = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({type(exc).__name__})") from None
+    records: list[Any] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -29,7 +37,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             logger.warning("%s:%d: skipping an unreadable line (interrupted write?)", path, lineno)
             continue
         if isinstance(record, dict):
-            records.append(record)
+            records.append((lineno, record) if with_lines else record)
     return records
 
 

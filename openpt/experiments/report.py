@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..fileio import atomic_write
+from ..errors import DataError
+from ..outputs import OutputDir
 from .pivot import Filters, matches, parse_filters, pivot_markdown, plot_pivot, pyplot, save_figure, slug
 from .records import read_records
 
@@ -174,32 +175,54 @@ def plot_methods(records: Iterable[dict[str, Any]], directory: Path) -> list[Pat
 
 def write_report(results: str | Path, directory: str | Path | None = None, *, k: int | None = None, rows: list[str] | None = None,
                  cols: list[str] | None = None, x: str | None = None, hue: str | None = None, where: list[str] | None = None,
-                 refs: list[str] | None = None, metric: str | None = None, plots: bool = True) -> tuple[str, list[Path]]:
+                 refs: list[str] | None = None, metric: str | None = None, plots: bool = True,
+                 overwrite: bool = False) -> tuple[str, list[Path]]:
     """Write ``report.md`` and the PNG plots for ``results`` into ``directory`` (default: beside it).
 
     Without ``rows``/``cols`` the table is datasets x methods per K and the plots are K curves and
     method bars; with them (or ``x``) the records are pivoted (see :mod:`openpt.experiments.pivot`).
     ``where``: ``KEY=VALUE[,...]`` filters; ``refs``: filters of reference records (one per item);
-    ``plots=False``: the markdown only (what ``openpt run`` writes after every run).
+    ``plots=False``: the markdown only (what ``openpt run`` writes after every run). The directory
+    goes through :class:`~openpt.outputs.OutputDir`: a directory holding other files is refused
+    unless ``overwrite``; a report written there before is replaced.
     """
     results = Path(results)
-    records = read_records(results)
+    records = checked_records(results)
     chosen: Filters = parse_filters(where)
     ref_filters = [parse_filters([item]) for item in refs or []]
     if chosen:
         records = [r for r in records if r.get("status") != "ok" or matches(r, chosen) or any(matches(r, f) for f in ref_filters)]
     directory = Path(directory) if directory is not None else results.parent / "report"
-    directory.mkdir(parents=True, exist_ok=True)
-    if rows or cols:
-        table = pivot_markdown(latest_ok(records), list(rows or []), list(cols or []), refs=ref_filters, metric=metric)
-    else:
-        table = markdown_table(records, k)
-    if not plots or (rows or cols) and not x:
-        figures: list[Path] = []
-    elif x:
-        figures = plot_pivot(latest_ok(records), x, hue, directory, refs=ref_filters, metric=metric)
-    else:
-        figures = plot_k_curves(records, directory) + plot_methods(records, directory)
-    body = f"# Results: {results.name}\n\n{table}\n" + "".join(f"![{p.stem}]({p.name})\n" for p in figures)
-    atomic_write(directory / "report.md", lambda tmp: Path(tmp).write_text(body))
+    with OutputDir(directory, overwrite=overwrite, resumable=True) as out:
+        if rows or cols:
+            table = pivot_markdown(latest_ok(records), list(rows or []), list(cols or []), refs=ref_filters, metric=metric)
+        else:
+            table = markdown_table(records, k)
+        if not plots or (rows or cols) and not x:
+            figures: list[Path] = []
+        elif x:
+            figures = plot_pivot(latest_ok(records), x, hue, directory, refs=ref_filters, metric=metric)
+        else:
+            figures = plot_k_curves(records, directory) + plot_methods(records, directory)
+        out.record(figures)
+        body = f"# Results: {results.name}\n\n{table}\n" + "".join(f"![{p.stem}]({p.name})\n" for p in figures)
+        out.write_text("report.md", body)
     return table, [directory / "report.md", *figures]
+
+
+def checked_records(path: Path) -> list[dict[str, Any]]:
+    """The records of ``path``; an ``ok`` record without what a report needs is a :class:`DataError` naming its line."""
+    records = read_records(path, with_lines=True)
+    for lineno, record in records:
+        if record.get("status") != "ok":
+            continue
+        metric = record.get("primary_metric") or "accuracy"
+        metrics = record.get("metrics")
+        problems = [key for key, ok in (
+            ("dataset", isinstance(record.get("dataset"), str)), ("method", isinstance(record.get("method"), str)),
+            ("k", type(record.get("k")) is int), ("seed", type(record.get("seed")) is int),
+            (f"metrics.{metric}", isinstance(metrics, dict) and type(metrics.get(metric)) in (int, float)),
+        ) if not ok]
+        if problems:
+            raise DataError(f"{path}:{lineno}: {problems[0]}: missing or of the wrong type in an ok record")
+    return [record for _, record in records]

@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import platform
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -20,9 +19,10 @@ from ..data.loading import Dataset
 from ..data.sampling import lmbff_split, split_off_eval
 from ..data.sources import resolve_data
 from ..errors import SpecError
-from ..fileio import atomic_write
 from ..model.build import build_model, template_spec, verbalizer_spec
 from ..model.saving import save_prompt
+from ..outputs import OutputDir
+from ..template.parser import format_template
 from ..template.spec import TemplateSpec
 from ..template.template import hard_version
 from ..training import distributed
@@ -152,10 +152,13 @@ class Experiment:
             every N steps and when it ends (0: no training-state files).
         resume: continue from those files (a seed without one starts from scratch): a killed run
             restarted with ``resume=True`` writes the same results as an uninterrupted one.
+        overwrite: allow an output directory that holds an earlier run; the files openpt wrote
+            there are deleted first (see :class:`~openpt.outputs.OutputDir`; without ``overwrite``
+            or ``resume`` a non-empty directory is refused).
     """
 
     def __init__(self, config: ExperimentConfig, output: str | Path, *, backbone: Backbone | None = None, log: Callable[[str], None] = print,
-                 checkpoint_every: int = 0, resume: bool = False) -> None:
+                 checkpoint_every: int = 0, resume: bool = False, overwrite: bool = False) -> None:
         self.config = config
         self.output = Path(output)
         self.backbone = backbone
@@ -163,6 +166,8 @@ class Experiment:
         self.checkpoint_every = checkpoint_every
         self.resume = resume
         self.data_info: dict[str, Any] = {}
+        self.overwrite = overwrite
+        self.out: OutputDir | None = None
 
     def load_data(self) -> tuple[Dataset, Dataset]:
         """The training pool (K-shot rows are drawn from it) and the evaluation set; see :mod:`openpt.data.sources`."""
@@ -173,13 +178,24 @@ class Experiment:
         return resolved.train_pool, resolved.eval_set
 
     def run(self) -> dict[str, Any]:
+        """Check and lock the output directory, then run (see :meth:`run_in`)."""
+        with OutputDir(self.output, overwrite=self.overwrite, resume=self.resume) as out:
+            self.out = out
+            try:
+                return self.run_in(out)
+            finally:
+                self.out = None
+
+    def run_in(self, out: OutputDir) -> dict[str, Any]:
+        """Zero-shot, then every seed; writes results.json, timing.json and the best seed's prompt into ``out``."""
         cfg, start = self.config, time.perf_counter()
-        self.output.mkdir(parents=True, exist_ok=True)
         spec = template_spec(cfg.template, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("template"))
         verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("verbalizer"))
         train_set, eval_set = self.load_data()
         verbalizer.check_labels(train_set.label_names)
         check_fields(spec, train_set, eval_set)
+        for seed in cfg.data.seeds:  # a class too small for a K-shot draw fails here, before any scoring or training
+            fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed)
         backbone = self.backbone or configured_backbone(cfg)
         require_trainable(build_model(backbone, spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt))
         metrics = metric_names(cfg)
@@ -188,6 +204,7 @@ class Experiment:
             "config": config_to_dict(cfg.raw),
             "versions": versions(),
             "device": str(backbone.input_embeddings().weight.device),
+            "threads": torch.get_num_threads(),  # float sums depend on it: same config, seed and threads give identical files
             "data": {"train": len(train_set), "eval": len(cap_eval(eval_set, cfg.data.max_eval, cfg.data.eval_pick)), "eval_split": cfg.data.eval_split,
                      "k": cfg.data.k, "protocol": cfg.data.protocol, **self.data_info},
             "runs": [],
@@ -197,23 +214,27 @@ class Experiment:
             zs_model = build_model(backbone, zs_spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt)
             use_unlabeled(zs_model, train_set)
             results["zero_shot"] = evaluate(zs_model, cap_eval(eval_set, cfg.data.max_eval, cfg.data.eval_pick).examples, cfg.train.eval_batch_size, metrics)
+            results["zero_shot"]["template"] = format_template(zs_spec.segments)
             self.log(f"zero-shot ({cfg.name}): accuracy {results['zero_shot']['accuracy']:.4f}")
         for seed in cfg.data.seeds:
             results["runs"].append(self.run_seed(backbone, spec, train_set, eval_set, seed, metrics))
         results["summary"] = {m: mean_std([run["eval"][m] for run in results["runs"]]) for m in metrics}
         best = max(results["runs"], key=lambda r: (r["best_dev_accuracy"] or 0.0, -r["seed"]))
         if distributed.current().is_main:  # one writer in a data-parallel run
-            if (self.output / "prompt").exists():
-                shutil.rmtree(self.output / "prompt")
-            shutil.copytree(self.output / best["prompt"], self.output / "prompt")
+            for name in out.written():  # only the files save_prompt wrote: never a temporary or a user's file
+                if name.startswith(best["prompt"] + "/"):
+                    out.copy(out.path / name, "prompt/" + name[len(best["prompt"]) + 1:])
         results["prompt"] = {"path": "prompt", "seed": best["seed"], "selected_by": "best dev accuracy"}
         results["wall_seconds"] = round(time.perf_counter() - start, 2)
         stable, timing = split_timing(results)  # results.json: identical for the same config and seed
-        atomic_write(self.output / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(stable, indent=2) + "\n"))
-        atomic_write(self.output / TIMING_NAME, lambda tmp: Path(tmp).write_text(json.dumps(timing, indent=2) + "\n"))
-        write_records(self.output / RESULTS_NAME, result_rows(cfg, results, spec.name, getattr(verbalizer, "name", None)))
+        out.write_text("results.json", json.dumps(stable, indent=2) + "\n")
+        out.write_text(TIMING_NAME, json.dumps(timing, indent=2) + "\n")
+        rows = out.path_for(RESULTS_NAME)
+        write_records(rows, result_rows(cfg, results, spec.name, getattr(verbalizer, "name", None)))
+        out.record([rows])
         if distributed.current().is_main:
-            write_report(self.output / RESULTS_NAME, plots=False)
+            write_report(rows, plots=False, overwrite=True)
+            out.record_tree("report")
         return results
 
     def run_seed(self, backbone: Backbone, spec, train_set: Dataset, eval_set: Dataset, seed: int, metrics: list[str]) -> dict[str, Any]:
@@ -224,13 +245,17 @@ class Experiment:
         model = build_model(backbone, spec, verbalizer, cfg.prompt, seed=seed)
         use_unlabeled(model, train_set)
         train_cfg = type(cfg.train)(**{**cfg.train.__dict__, "seed": seed})
+        out = self.out or OutputDir(self.output, resume=True)
         saver = None
         if self.checkpoint_every or self.resume:
-            saver = TrainCheckpointer(self.output / "checkpoints" / f"seed-{seed}.safetensors", self.checkpoint_every, resume=self.resume)
+            saver = TrainCheckpointer(out.path_for(f"checkpoints/seed-{seed}.safetensors"), self.checkpoint_every, resume=self.resume)
         outcome = train(model, few_train.examples, few_dev.examples, train_cfg, checkpoint=saver)
+        if saver is not None and saver.path.is_file():
+            out.record([saver.path])
         scores = evaluate(model, eval_set.examples, cfg.train.eval_batch_size, metrics)
         prompt_dir = Path("seeds") / f"seed-{seed}"
-        save_prompt(model, self.output / prompt_dir, extra={"seed": seed, "sampled": info})
+        save_prompt(model, out.path_for(prompt_dir, directory=True), extra={"seed": seed, "sampled": info})
+        out.record_tree(prompt_dir)
         self.log(
             f"seed {seed}: {outcome.steps} steps, best dev {outcome.best_dev_accuracy:.4f} at step {outcome.best_step}, "
             f"eval accuracy {scores['accuracy']:.4f} ({outcome.seconds:.1f}s)"
@@ -284,7 +309,8 @@ def results_table(results: dict[str, Any]) -> str:
     rows = ["| setting | accuracy | macro-F1 |", "|---|---|---|"]
     if "zero_shot" in results:
         zs = results["zero_shot"]
-        rows.append(f"| zero-shot (hard template) | {zs['accuracy']:.4f} | {zs['macro_f1']:.4f} |")
+        template = f": `{zs['template']}`" if "template" in zs else ""
+        rows.append(f"| zero-shot (hard template{template}) | {zs['accuracy']:.4f} | {zs['macro_f1']:.4f} |")
     for run in results["runs"]:
         rows.append(f"| K={results['data']['k']} prompt-only, seed {run['seed']} | {run['eval']['accuracy']:.4f} | {run['eval']['macro_f1']:.4f} |")
     acc, f1 = results["summary"]["accuracy"], results["summary"]["macro_f1"]

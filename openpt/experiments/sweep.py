@@ -30,7 +30,9 @@ from typing import Any, Callable, Iterator
 from ..backbone.base import Backbone
 from ..data.loading import Dataset
 from ..data.sources import source_name
+from ..errors import DataError
 from ..model.build import template_spec, verbalizer_spec
+from ..outputs import OutputDir
 from ..template.parser import format_template
 from ..training import distributed
 from ..verbalizer import verbalizer_config
@@ -41,7 +43,7 @@ from .report import write_report
 from .records import RESULTS_NAME, append_record, portable, read_records
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
-from .runner import Experiment, check_fields, configured_backbone, fewshot_sets, metric_names, sampling_pool, versions
+from .runner import Experiment, cap_eval, check_fields, configured_backbone, fewshot_sets, metric_names, sampling_pool, versions
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
             t_info = _describe(template, "template", cfg.base_dir)
             for verbalizer in verbalizers:
                 v_info = _describe(verbalizer, "verbalizer", cfg.base_dir)
-                for k in sweep.k if sweep else [cfg.data.k]:
+                for k in sweep.k if sweep and not sweep.k_per_dataset else [cfg.data.k]:
                     for seed in sweep.seeds if sweep else cfg.data.seeds:
                         for method in methods:
                             where = {"dataset": cfg.name, "method": method, "k": k, "seed": seed, **cell.axes}
@@ -153,6 +155,18 @@ def _data_key(cfg: ExperimentConfig) -> str:
     return json.dumps(config_to_dict(dataclasses.asdict(cfg.data)), sort_keys=True, default=str)
 
 
+def no_draw(cfg: ExperimentConfig, train_full: Dataset, eval_full: Dataset, max_eval: int | None,
+            why: str) -> tuple[Dataset, Dataset, Dataset, dict[str, Any]]:
+    """The sets of a method that does not train when no K-shot draw is possible: no training data,
+    the whole (capped) evaluation split."""
+    cap = max_eval if max_eval is not None else cfg.data.max_eval
+    evaluated = cap_eval(eval_full, cap, cfg.data.eval_pick)
+    info = {"protocol": cfg.data.protocol, "eval_split": cfg.data.eval_split, "eval_size": len(evaluated),
+            "train_indices": [], "dev_indices": [], "source": train_full.source,
+            "note": f"no K-shot draw ({why}); evaluated on all of {cfg.data.eval_split}"}
+    return train_full.subset([]), train_full.subset([]), evaluated, info
+
+
 @dataclass
 class SweepSummary:
     """What one invocation did."""
@@ -174,10 +188,13 @@ class Sweep:
         log: where progress lines go.
         progress: show a progress bar (stderr) across the whole sweep.
         backbones: already loaded backbones by name (loaded on first use otherwise).
+        overwrite: start over in an output directory that holds an earlier sweep (the files
+            openpt wrote there are deleted first). Without it a directory openpt wrote continues
+            (finished runs are skipped) and any other non-empty directory is refused.
     """
 
     def __init__(self, config: ExperimentConfig, output: str | Path, *, log: Callable[[str], None] = print,
-                 progress: bool = True, backbones: dict[str, Backbone] | None = None) -> None:
+                 progress: bool = True, backbones: dict[str, Backbone] | None = None, overwrite: bool = False) -> None:
         self.config = config
         self.output = Path(output)
         self.results = self.output / RESULTS_NAME
@@ -190,6 +207,7 @@ class Sweep:
         cache_dir = config.sweep.cache_dir if config.sweep and config.sweep.cache_dir else self.output / "features"
         self.features = FeatureCache(cache_dir)
         self.versions = package_versions()
+        self.overwrite = overwrite
 
     def pending(self) -> tuple[list[RunSpec], int]:
         """Runs without an ``ok`` record yet, and the number of runs skipped."""
@@ -199,8 +217,17 @@ class Sweep:
         return todo, len(runs) - len(todo)
 
     def run(self) -> SweepSummary:
-        """Run every pending run; returns counts (a failing run is recorded and does not stop the sweep)."""
+        """Run every pending run; returns counts (a failing run is recorded and does not stop the sweep).
+
+        The output directory is locked for the whole sweep: a second sweep on it fails at once
+        instead of running (and appending) the same runs again.
+        """
+        with OutputDir(self.output, overwrite=self.overwrite, resumable=True) as out:
+            return self._run_in(out)
+
+    def _run_in(self, out: OutputDir) -> SweepSummary:
         start = time.perf_counter()
+        out.path_for(RESULTS_NAME)
         todo, skipped = self.pending()
         distributed.current().barrier()  # every process reads the same finished runs before any is appended
         total = len(todo) + skipped
@@ -210,6 +237,9 @@ class Sweep:
         for run in self._progress(todo, total, skipped):
             record = self.execute(run)
             append_record(self.results, record)
+            out.record([self.results])
+            if (self.output / self.run_dir(run)).is_dir():
+                out.record_tree(self.run_dir(run))
             if record["status"] == "ok":
                 finished += 1
             else:
@@ -227,6 +257,11 @@ class Sweep:
                 bar.set_postfix_str(run.label, refresh=True)
                 yield run
                 bar.update(1)
+
+    @staticmethod
+    def run_dir(run: RunSpec) -> Path:
+        """Where a run's artifacts go, relative to the output directory."""
+        return Path("runs") / run.config.name / run.method / f"k{run.k}-seed{run.seed}-{run.run_id}"
 
     def backbone(self, cfg: ExperimentConfig) -> Backbone:
         if cfg.backbone not in self._backbones:
@@ -273,7 +308,12 @@ class Sweep:
         train_full, eval_full = self.data(cfg)
         verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir).check_labels(train_full.label_names)
         check_fields(spec, train_full, eval_full)
-        few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval)
+        try:
+            few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval)
+        except DataError as exc:  # too few examples for a K-shot draw: zero-shot needs none
+            if method.trains:
+                raise
+            few_train, few_dev, eval_set, info = no_draw(cfg, train_full, eval_full, run.max_eval, str(exc))
         pool = sampling_pool(cfg.data, train_full, eval_full, run.max_eval)
         out: dict[str, Any] = {"protocol": info["protocol"], "eval_split": info["eval_split"], "eval_size": info["eval_size"],
                                "sampled": {"train_indices": info["train_indices"], "dev_indices": info["dev_indices"],
@@ -287,7 +327,7 @@ class Sweep:
             cache_key = json.dumps([{k: v for k, v in run.settings.items() if k not in ("k", "seed")}, guids], sort_keys=True, default=str)
             if cache_key in self._zero_shot:
                 return {**out, "metrics": self._zero_shot[cache_key], "reused": "zero-shot scores of an identical earlier run"}
-        run_dir = self.output / "runs" / cfg.name / run.method / f"k{run.k}-seed{run.seed}-{run.run_id}"
+        run_dir = self.output / self.run_dir(run)
         save = self.config.sweep.save_prompts if self.config.sweep else True
         context = RunContext(
             config=cfg, backbone=self.backbone(cfg), template=spec, verbalizer=run.verbalizer,

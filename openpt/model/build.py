@@ -11,11 +11,11 @@ import torch
 from ..backbone.base import Backbone
 from ..backbone.tokens import special_like_ids
 from ..device import autocast_dtype, resolve_device
-from ..errors import ConfigError, SpecError
+from ..errors import ConfigError, SpecError, brief
 from ..registry import TEMPLATES, UnknownNameError
 from ..spec import YamlMap, as_map, check_keys, load_yaml
 from ..template.ptuning import PromptEncoder, PromptEncoderConfig
-from ..template.regularization import PromptRegularization
+from ..template.regularization import PromptRegularization, options_dataclass
 from ..template.soft import SoftInit, corpus_vocab_ranking, cycle, label_word_rows, vocab_pool, vocab_sample
 from ..template.spec import TemplateSpec, load_template_spec, template_spec_from_mapping, template_spec_from_text
 from ..template.template import Template
@@ -55,6 +55,8 @@ class PromptOptions:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 1:
+            raise ConfigError(f"expected a positive number of tokens, got {brief(self.max_length)}", key="prompt.max_length")
         autocast_dtype(self.precision)
 
 
@@ -65,21 +67,45 @@ def resolve_path(value: str, base_dir: Path | None) -> Path:
 
 
 def template_spec(value: Any, *, base_dir: Path | None = None, file: str | None = None, line: int | None = None) -> TemplateSpec:
-    """A template from a file path (``*.yaml``; an OpenPrompt ``*.txt``), inline template text, or an inline
-    mapping (``{file: templates.txt, choice: N}``: line N of an OpenPrompt file, see :mod:`.openprompt_files`)."""
+    """A template from a file path (``*.yaml``: a template spec; an OpenPrompt ``*.txt``: its first line,
+    or line N with ``{file: templates.txt, choice: N}``, see :mod:`.openprompt_files`; any other file: its
+    template text), inline template text, or an inline mapping. A value that looks like a path (no
+    spaces, brackets or braces) but names no file is a "file not found" error, not template text."""
     if isinstance(value, TemplateSpec):
         return value
     if isinstance(value, str):
         if value.endswith(YAML_SUFFIXES):
             return load_template_spec(resolve_path(value, base_dir))
-        if value.endswith(TEMPLATE_SUFFIXES) and "[MASK]" not in value and "{" not in value:
-            return openprompt_template(resolve_path(value, base_dir))
+        path = resolve_path(value, base_dir) if looks_like_path(value) else None
+        if path is not None and path.suffix in TEMPLATE_SUFFIXES:
+            return openprompt_template(path)
+        if path is not None and path.is_file():
+            return template_text_file(path)
+        if path is not None:
+            raise SpecError("file not found", file=path, line=None, key="template")
         return template_spec_from_text(value)
     mapping = as_map(value, where="template", file=file, line=line)
     if "file" in mapping:  # an OpenPrompt template file: {file: templates.txt, choice: 1}
         check_keys(mapping, FILE_KEYS[:2], prefix="template.")
         return openprompt_template(resolve_path(str(mapping["file"]), base_dir), mapping.get("choice", 0))
     return template_spec_from_mapping(mapping)
+
+
+def looks_like_path(value: str) -> bool:
+    """A file name rather than template text: no whitespace, brackets or braces, and a suffix or a slash."""
+    return bool(value) and not any(ch in value for ch in " \t\n[]{}") and ("/" in value or bool(Path(value).suffix))
+
+
+def template_text_file(path: Path) -> TemplateSpec:
+    """A template from a text file holding template text (errors name the file)."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read ({type(exc).__name__})", file=path, key="template") from None
+    try:
+        return template_spec_from_text(text)
+    except SpecError as exc:
+        raise exc.located(file=path) from None
 
 
 def verbalizer_spec(value: Any, *, base_dir: Path | None = None, file: str | None = None, line: int | None = None) -> Verbalizer:
@@ -127,6 +153,7 @@ def build_model(
     parts are built on the CPU (the same initial values everywhere) and then moved.
     """
     options = options or PromptOptions()
+    check_max_length(options.max_length, backbone)
     soft_init = soft_init_from(options.soft_init, template)
     bound = template_class(template)(
         template,
@@ -143,6 +170,21 @@ def build_model(
     model.autocast_dtype = autocast_dtype(options.precision)
     configure_prompt(model, options, soft_init, seed=seed, corpus=corpus)
     return model.place(resolve_device(device) if device is not None else None)
+
+
+def position_limit(backbone: Backbone) -> int | None:
+    """The longest input the backbone has position embeddings for (``None``: no such limit, e.g. T5)."""
+    limits = [getattr(backbone.config, "max_position_embeddings", None), getattr(backbone.tokenizer, "model_max_length", None)]
+    limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]  # tokenizers without a limit say 10**30
+    return min(limits) if limits else None
+
+
+def check_max_length(max_length: int, backbone: Backbone) -> None:
+    """Refuse a ``max_length`` beyond the backbone's positions (inputs that long fail or wrap around)."""
+    limit = position_limit(backbone)
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"{max_length} tokens is more than {backbone.name_or_path} has positions for ({limit})",
+                          key="prompt.max_length")
 
 
 def provisional_init(init: SoftInit) -> SoftInit:
@@ -193,8 +235,11 @@ def soft_init_from(values: dict[str, Any], template: TemplateSpec) -> SoftInit:
     allowed = {"strategy", "init_range", "vocab_top", "text", "seed", "vocab_order"}
     unknown = sorted(set(merged) - allowed)
     if unknown:
-        raise SpecError(f"unknown key(s) {unknown}; expected some of {sorted(allowed)}", file=getattr(template, "source", None), key="soft_init")
-    return SoftInit(**merged)
+        raise SpecError(f"unknown key(s) {brief(unknown)}; expected some of {sorted(allowed)}", file=getattr(template, "source", None), key="soft_init")
+    try:
+        return options_dataclass(SoftInit, merged, "soft_init")
+    except SpecError as exc:
+        raise exc.located(file=getattr(template, "source", None)) from None
 
 
 def load_spec_file(path: str | Path) -> YamlMap:

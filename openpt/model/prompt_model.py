@@ -12,6 +12,8 @@ from torch import nn
 from ..backbone.base import Backbone
 from ..device import autocast, to_device
 from ..data.loading import as_examples
+from ..errors import ConfigError, brief
+from ..progress import bar
 from ..template.regularization import regularization_loss
 from ..template.template import Template
 from ..types import Batch, InputExample, MaskOutputs
@@ -158,14 +160,18 @@ class PromptModel(nn.Module):
     @torch.inference_mode()
     def scores(self, examples: Sequence[InputExample], batch_size: int = 64) -> torch.Tensor:
         """Class scores ``[N, C]`` for ``examples`` in their original order."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ConfigError(f"expected a positive number of examples per batch, got {brief(batch_size)}", key="batch_size")
         was_training = self.training
         self.eval()
         if self.calibration.active and self.calibration.is_stale(self):
             calibrate(self, batch_size=batch_size)  # content-free inputs, or the registered unlabeled ones
         out = torch.empty(len(examples), self.verbalizer.num_classes, device=self.device)
         try:
-            for indices, batch in self.batches(examples, batch_size):
-                out[indices] = self(batch).float()
+            with bar(total=len(examples), desc="scoring", unit="ex") as progress:
+                for indices, batch in self.batches(examples, batch_size):
+                    out[indices] = self(batch).float()
+                    progress.update(len(indices))
         finally:
             self.train(was_training)
         return out.cpu()

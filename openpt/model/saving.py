@@ -7,22 +7,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
 
 from ..backbone.base import Backbone, load_backbone
-from ..errors import CheckpointError, OpenPTError
+from ..errors import CheckpointError, OpenPTError, brief
 from ..fileio import atomic_write
+from ..spec import as_map, dataclass_from
 from ..template.parser import format_template
 from ..template.spec import TemplateSpec, template_spec_from_mapping
 from ..verbalizer import verbalizer_config, verbalizer_from_mapping
 from .build import PromptOptions, build_model
+from .prompt_checks import (DIGEST_KEY, FORMAT_VERSION, check_calibration, check_labels, check_prompt_config, check_tensors,
+                            prompt_digest)
 from .prompt_model import PromptModel
 
 WEIGHTS_NAME = "prompt.safetensors"
 CONFIG_NAME = "prompt_config.json"
 BACKBONE_DIR = "backbone"
-FORMAT_VERSION = 1
 
 
 def template_config(spec: TemplateSpec) -> dict[str, Any]:
@@ -89,21 +91,41 @@ def save_prompt(model: PromptModel, directory: str | Path, *, extra: dict[str, A
         "backbone": model.backbone.signature(),
         "options": saved_options,
         "trainable": sorted(tensors),
-        **(extra or {}),
+        **({"extra_keys": sorted(extra), **extra} if extra else {}),
     }
-    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    data = stable_safetensors(tensors, {"format": "pt", DIGEST_KEY: prompt_digest(config)})  # bytes, so a full disk is an OSError of our own write
+    atomic_write(directory / WEIGHTS_NAME, lambda tmp: Path(tmp).write_bytes(data))
     atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
     return directory
 
 
+def stable_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes whose header lists ``metadata`` in sorted key order.
+
+    safetensors writes metadata in hash-map order, which changes from process to process: two
+    keys made identical prompts differ in their bytes. The sorted header has the same length.
+    """
+    data = save(tensors, metadata=metadata)
+    length = int.from_bytes(data[:8], "little")
+    header = data[8:8 + length].decode("utf-8")
+    start = header.index('"__metadata__":{') + len('"__metadata__":')
+    end = header.index("}", start) + 1
+    ordered = json.dumps(dict(sorted(json.loads(header[start:end]).items())), separators=(",", ":"))
+    assert len(ordered) == end - start
+    return data[:8] + (header[:start] + ordered + header[end:]).encode("utf-8") + data[8 + length:]
+
+
 def read_prompt_config(directory: str | Path) -> dict[str, Any]:
+    """The checked ``prompt_config.json`` of a saved prompt (one :class:`CheckpointError` line when it is broken)."""
     path = Path(directory) / CONFIG_NAME
     try:
-        return json.loads(path.read_text())
+        return check_prompt_config(json.loads(path.read_text(encoding="utf-8")), path)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: not found (is {directory} a saved prompt directory?)") from None
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read ({type(exc).__name__})") from None
 
 
 def read_prompt_weights(directory: str | Path) -> dict[str, torch.Tensor]:
@@ -144,21 +166,25 @@ def load_prompt(directory: str | Path, backbone: Backbone | None = None, *, devi
     try:
         spec = template_spec_from_mapping(config["template"])
         verbalizer = verbalizer_from_mapping(config["verbalizer"])
+        options = dataclass_from(PromptOptions, as_map(config["options"], where="options"), "options.")
     except OpenPTError as exc:
         raise CheckpointError(f"{directory / CONFIG_NAME}: {exc}") from None
-    options = PromptOptions(**config["options"])
+    check_labels(config, verbalizer.label_names, directory / CONFIG_NAME)
+    check_calibration(config.get("calibration"), len(verbalizer.label_names), directory / CONFIG_NAME)
     # the saved tensors replace the initialisation, so it needs no corpus ranking
     model = build_model(backbone, spec, verbalizer, dataclasses.replace(options, soft_init={**options.soft_init, "vocab_order": "ids"}),
                         device=device)
     model.options = options
-    tensors = read_prompt_weights(directory)
+    try:
+        with safe_open(str(directory / WEIGHTS_NAME), framework="pt") as handle:
+            metadata = handle.metadata()
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (FileNotFoundError, SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{directory / WEIGHTS_NAME}: cannot read weights ({brief(str(exc), 200)})") from None
     expected = {name: p for name, p in model.named_trainable_parameters() if not name.startswith("backbone.")}
-    if set(tensors) != set(expected):
-        raise CheckpointError(f"{directory / WEIGHTS_NAME}: holds {sorted(tensors)}, the prompt expects {sorted(expected)}")
+    check_tensors(tensors, expected, metadata, config, directory / WEIGHTS_NAME)
     with torch.no_grad():
         for name, tensor in tensors.items():
-            if tensor.shape != expected[name].shape:
-                raise CheckpointError(f"{directory / WEIGHTS_NAME}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
             expected[name].copy_(tensor)
     model.calibration.load_state(config.get("calibration"), model)
     return model

@@ -135,9 +135,11 @@ class TemplateEncoder:
             i for i in self.field_parts if self.parts[i].shortenable and (allowed is None or self.parts[i].field in allowed)
         }
         self._order: list[int] | None = None
-        if truncation == "tail_first" and truncate is not None:
+        if truncation == "tail_first":  # without ``truncate``: every shortenable field, the last one trimmed first
             slot = {self.parts[i].field: k for k, i in enumerate(self.field_parts)}
-            self._order = [slot[name] for name in reversed(list(truncate)) if name in slot]
+            names = list(truncate) if truncate is not None else list(dict.fromkeys(self.parts[i].field for i in self.field_parts
+                                                                                    if i in self._shortenable))
+            self._order = [slot[name] for name in reversed(names) if name in slot]
         self._chunks = self._compile()
 
     def _field_ids(self, examples: Sequence[InputExample]) -> list[list[list[int]]]:

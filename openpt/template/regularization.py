@@ -12,25 +12,32 @@ Set them with ``PromptOptions.regularization`` (YAML ``prompt.regularization``):
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, brief
+from ..spec import type_name, type_ok
 
 L2_TARGETS = ("zero", "init")
 T = TypeVar("T")
 
 
 def options_dataclass(cls: type[T], values: Mapping[str, Any] | None, key: str) -> T:
-    """``cls(**values)`` with unknown keys reported as a :class:`ConfigError` at ``key``."""
+    """``cls(**values)`` with unknown keys and values of the wrong type (a string or ``.inf`` for a
+    number) reported as a :class:`ConfigError` at ``key``."""
     values = dict(values or {})
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)}; expected some of {', '.join(names)}", key=key)
+        raise ConfigError(f"unknown key(s) {', '.join(str(u)[:40] for u in unknown[:5])}; expected some of {', '.join(names)}", key=key)
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if not type_ok(value, hints[name]):
+            raise ConfigError(f"expected {type_name(hints[name])}, got {brief(value)}", key=f"{key}.{name}")
     return cls(**values)
 
 

@@ -192,8 +192,13 @@ class SoftPrompt(nn.Module):
         return self.weight if self.encoder is None else self.encoder(self.weight)
 
     def lookup(self, index: torch.Tensor) -> torch.Tensor:
-        """Soft vectors ``[B, L, H]`` for table rows ``index`` ``[B, L]``, with prompt dropout in training."""
-        return prompt_dropout(self()[index], self.regularizer, self.training)
+        """Soft vectors ``[B, L, H]`` for table rows ``index`` ``[B, L]``, with prompt dropout in training.
+
+        ``F.embedding``, not ``table[index]``: the backward of advanced indexing accumulates rows
+        that repeat in ``index`` in an order that depends on thread scheduling (a different prompt
+        on every multi-threaded run); the embedding backward sums them in a fixed order.
+        """
+        return prompt_dropout(torch.nn.functional.embedding(index, self()), self.regularizer, self.training)
 
     def regularization(self) -> torch.Tensor:
         """The L2 penalty of the table (0 unless ``regularizer.l2`` is set)."""

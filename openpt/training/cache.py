@@ -27,6 +27,7 @@ from ..backbone.mlm import gather_positions
 from ..errors import ConfigError, check_settings
 from ..model.calibration import model_content_free_examples
 from ..model.prompt_model import PromptModel
+from ..progress import bar
 from ..types import InputExample, MaskOutputs
 
 logger = logging.getLogger(__name__)
@@ -75,12 +76,14 @@ def cache_mask_states(model: PromptModel, examples: Sequence[InputExample], batc
     model.eval()
     hidden: torch.Tensor | None = None
     try:
-        for indices, batch in model.batches(examples, batch_size):
-            embeds = model.template.embed(batch, model.backbone.input_embeddings())
-            states = gather_positions(model.backbone.encode(embeds, batch.attention_mask), batch.mask_positions).float()
-            if hidden is None:
-                hidden = torch.empty(len(examples), *states.shape[1:], device=states.device)
-            hidden[indices] = states
+        with bar(total=len(examples), desc="encoding", unit="ex") as progress:
+            for indices, batch in model.batches(examples, batch_size):
+                embeds = model.template.embed(batch, model.backbone.input_embeddings())
+                states = gather_positions(model.backbone.encode(embeds, batch.attention_mask), batch.mask_positions).float()
+                if hidden is None:
+                    hidden = torch.empty(len(examples), *states.shape[1:], device=states.device)
+                hidden[indices] = states
+                progress.update(len(indices))
     finally:
         model.train(was_training)
     assert hidden is not None, "no examples to cache"

@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from ..data.loading import as_examples
-from ..errors import ConfigError, DataError, check_settings
+from ..errors import ConfigError, DataError, TrainingError, check_settings
 from ..metrics import compute_metrics
 from ..device import grad_scaler
 from ..model.checkpointing import enable_checkpointing
 from ..model.prompt_model import PromptModel
 from ..types import InputExample
+from ..progress import bar
 from . import distributed
 from .state import EpochSampler, LoopState, TrainCheckpointer, fingerprint
 
@@ -62,11 +63,14 @@ class TrainConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        finite = {name: math.isfinite(getattr(self, name)) for name in ("lr", "weight_decay", "warmup_ratio", "max_grad_norm", "backbone_lr")}
+        check_settings(self, finite, "train.")
         checks = {
             "lr": self.lr > 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
             "eval_every": self.eval_every >= 0, "eval_batch_size": self.eval_batch_size >= 1,
             "warmup_ratio": 0 <= self.warmup_ratio < 1, "steps": self.steps is None or self.steps >= 1,
             "patience": self.patience is None or self.patience >= 1, "max_grad_norm": self.max_grad_norm >= 0,
+            "weight_decay": self.weight_decay >= 0, "backbone_lr": self.backbone_lr > 0, "seed": 0 <= self.seed < 2**32,
         }
         check_settings(self, checks, "train.")
 
@@ -110,6 +114,13 @@ def require_trainable(model: PromptModel) -> None:
     """Fail (saying what to add) when ``model`` has no parameter to train."""
     if not model.trainable_parameters():
         raise ConfigError(NOTHING_TO_TRAIN, key="train")
+
+
+def check_finite(loss: torch.Tensor, step: int, config: TrainConfig) -> None:
+    """Stop at the first non-finite loss: every later step would only spread NaN through the prompt."""
+    if not torch.isfinite(loss).all():
+        raise TrainingError(f"training loss is {loss.item()} at step {step} (train.lr={config.lr}); the prompt diverged: "
+                            "lower train.lr or set train.max_grad_norm")
 
 
 def make_optimizer(model: PromptModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -162,53 +173,58 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
     if config.gradient_checkpointing:
         enable_checkpointing(model)
     model.train()
-    while step < total:
-        for chunk in sampler.epoch():
-            mine = [chunk[i] for i in world.share(len(chunk))]
-            optimizer.zero_grad(set_to_none=True)
-            loss, penalty = torch.zeros((), device=device), torch.zeros((), device=device)
-            if mine:
-                batch = model.place_batch(model.template.collate([encoded[i] for i in mine]))
-                loss = F.cross_entropy(model(batch), batch.labels)
-                penalty = model.regularization_loss()  # L2 on prompt parameters (0 when off)
-                total_loss = loss + penalty
-                (scaler.scale(total_loss) if scaler is not None else total_loss).backward()
-            if world.size > 1:
-                weight = len(mine) / len(chunk)
-                world.sync_gradients(params, weight)
-                loss = world.sum(loss.detach() * weight)
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            schedule.step()
-            step += 1
-            record: dict[str, Any] = {"step": step, "loss": loss.item()}
-            if penalty.requires_grad:
-                record["penalty"] = penalty.item()
-            if dev_set and (config.eval_every and step % config.eval_every == 0 or step == total):
-                record["dev_accuracy"] = evaluate(model, dev_set, config.eval_batch_size, ("accuracy",))["accuracy"]
-                model.train()
-                if best_acc is None or record["dev_accuracy"] > best_acc:
-                    best_acc, best_step, stale = record["dev_accuracy"], step, 0
-                    best_state = {n: p.detach().clone() for n, p in model.named_trainable_parameters()}
+    with bar(total=total, initial=step, desc=f"train (seed {config.seed})", unit="step", leave=True) as progress:
+        while step < total:
+            for chunk in sampler.epoch():
+                mine = [chunk[i] for i in world.share(len(chunk))]
+                optimizer.zero_grad(set_to_none=True)
+                loss, penalty = torch.zeros((), device=device), torch.zeros((), device=device)
+                if mine:
+                    batch = model.place_batch(model.template.collate([encoded[i] for i in mine]))
+                    loss = F.cross_entropy(model(batch), batch.labels)
+                    penalty = model.regularization_loss()  # L2 on prompt parameters (0 when off)
+                    total_loss = loss + penalty
+                    (scaler.scale(total_loss) if scaler is not None else total_loss).backward()
+                if world.size > 1:
+                    weight = len(mine) / len(chunk)
+                    world.sync_gradients(params, weight)
+                    loss = world.sum(loss.detach() * weight)
+                if scaler is None:  # with fp16 the scaler skips a step whose gradients overflowed
+                    check_finite(loss.detach() + penalty.detach(), step + 1, config)  # after the sum: every process stops together
                 else:
-                    stale += 1
-                logger.info("step %d loss %.4f dev %.4f", step, record["loss"], record["dev_accuracy"])
-            history.append(record)
-            stop = step >= total or bool(config.patience and stale >= config.patience)
-            if stop:
-                total = step
-            if checkpoint is not None and checkpoint.due(step, stop):
-                checkpoint.save(model, optimizer, schedule, sampler, LoopState(
-                    step, total, stale, best_acc, best_step, time.perf_counter() - start, history, best_state), key)
-            if stop:
-                break
+                    scaler.unscale_(optimizer)
+                if config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                schedule.step()
+                step += 1
+                record: dict[str, Any] = {"step": step, "loss": loss.item()}
+                if penalty.requires_grad:
+                    record["penalty"] = penalty.item()
+                if dev_set and (config.eval_every and step % config.eval_every == 0 or step == total):
+                    record["dev_accuracy"] = evaluate(model, dev_set, config.eval_batch_size, ("accuracy",))["accuracy"]
+                    model.train()
+                    if best_acc is None or record["dev_accuracy"] > best_acc:
+                        best_acc, best_step, stale = record["dev_accuracy"], step, 0
+                        best_state = {n: p.detach().clone() for n, p in model.named_trainable_parameters()}
+                    else:
+                        stale += 1
+                    logger.info("step %d loss %.4f dev %.4f", step, record["loss"], record["dev_accuracy"])
+                history.append(record)
+                progress.update(1)
+                progress.set_postfix(loss=f"{record['loss']:.4f}", **({"dev": f"{best_acc:.4f}"} if best_acc is not None else {}), refresh=False)
+                stop = step >= total or bool(config.patience and stale >= config.patience)
+                if stop:
+                    total = step
+                if checkpoint is not None and checkpoint.due(step, stop):
+                    checkpoint.save(model, optimizer, schedule, sampler, LoopState(
+                        step, total, stale, best_acc, best_step, time.perf_counter() - start, history, best_state), key)
+                if stop:
+                    break
     if dev_set and config.keep_best:
         with torch.no_grad():
             for name, p in model.named_trainable_parameters():

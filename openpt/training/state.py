@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from ..errors import CheckpointError
 
@@ -196,7 +196,8 @@ class TrainCheckpointer:
         }
         text = json.dumps(meta, default=_json_default)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, lambda tmp: save_file(tensors, tmp, metadata={"openpt_training_state": text}))
+        data = save(tensors, metadata={"openpt_training_state": text})  # bytes, so a full disk is an OSError of our own write
+        atomic_write(self.path, lambda tmp: Path(tmp).write_bytes(data))
         logger.info("saved training state at step %d to %s", loop.step, self.path)
 
     def read(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

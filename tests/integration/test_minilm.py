@@ -45,7 +45,7 @@ def test_cli_run_eval_predict_round_trip(tmp_path, shared_dir, capsys):
     ])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
-    assert "| zero-shot (hard template) |" in printed and "mean ± std" in printed
+    assert "| zero-shot (hard template: `" in printed and "mean ± std" in printed
     results = json.loads((out / "results.json").read_text())
     assert results["data"]["eval"] == 64 and results["runs"][0]["steps"] == 6
     assert results["runs"][0]["sampled"]["train_indices"] and results["versions"]["transformers"]
@@ -95,7 +95,7 @@ def test_readme_quickstart_runs(tmp_path, shared_dir, monkeypatch):
     script.write_text(source.replace("epochs=10", "steps=2").replace('load_split("../shared/data/sst2", "dev").examples', 'load_split("../shared/data/sst2", "dev").examples[:32]'))
     monkeypatch.chdir(project)
     namespace = runpy.run_path(str(script))
-    assert (project / "my-prompt" / "prompt.safetensors").stat().st_size < 64 * 1024
+    assert (project / "runs" / "quickstart-prompt" / "prompt.safetensors").stat().st_size < 64 * 1024
     assert namespace["probs"].shape == (1, 2) and namespace["labels"][0] in (0, 1)
 
 

@@ -88,7 +88,7 @@ def test_wrong_key_in_config(project, capsys):
 
 def test_wrong_nested_key_and_bad_value(project, capsys):
     code, err = run_cli(["run", project / "config.yaml", "train.lr=fast"], capsys)
-    assert_one_line_error(code, err, "train.lr", "expected float")
+    assert_one_line_error(code, err, "train.lr", "expected a finite number")
     code, err = run_cli(["run", project / "config.yaml", "train.lrr=0.1"], capsys)
     assert_one_line_error(code, err, "train.lrr", "did you mean 'lr'")
 
@@ -110,7 +110,7 @@ def test_empty_text_to_predict(project, capsys):
 def test_wrong_backbone_for_checkpoint(project, capsys, tiny_roberta_dir):
     assert main(["run", str(project / "config.yaml"), "--output", str(project / "out")]) == 0
     capsys.readouterr()
-    code, err = run_cli(["eval", project / "out" / "prompt", "--data", project / "data", "--backbone", tiny_roberta_dir], capsys)
+    code, err = run_cli(["eval", project / "out" / "prompt", "--data", project / "data", "--split", "test", "--backbone", tiny_roberta_dir], capsys)
     assert_one_line_error(code, err, "cannot load onto", "model_type='roberta'")
 
 

@@ -39,3 +39,40 @@ def test_split_timing_moves_only_wall_times():
     assert stable == {"name": "x", "runs": [{"seed": 3, "eval": {"accuracy": 1.0}}]}
     assert timing == {"wall_seconds": 9.0, "train_seconds": {"3": 1.5}}
     assert results["wall_seconds"] == 9.0  # the returned dict keeps them (the CLI prints the time)
+
+
+def test_soft_prompt_gradient_is_the_same_on_every_multithreaded_backward():
+    """Repeated rows (every non-soft position reads row 0) must be summed in a fixed order: with
+    ``table[index]`` 8 backward passes on 2 threads gave 7 different gradients."""
+    import hashlib
+
+    import torch
+
+    from openpt.template.soft import SoftInit, SoftPrompt, SoftRun
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        soft = SoftPrompt([SoftRun(0, 20)], torch.nn.Embedding(50, 384), SoftInit("uniform"))
+        index = torch.zeros(32, 128, dtype=torch.long)
+        index[:, 1:21] = torch.arange(20)
+        upstream = torch.randn(32, 128, 384)
+        digests = set()
+        for _ in range(8):
+            soft.weight.grad = None
+            (soft.lookup(index) * upstream).sum().backward()
+            digests.add(hashlib.sha256(soft.weight.grad.numpy().tobytes()).hexdigest())
+        assert len(digests) == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_prompt_weights_header_is_written_in_one_order():
+    """safetensors writes metadata in hash-map order (random per call): the prompt file sorts it."""
+    import torch
+
+    from openpt.model.saving import stable_safetensors
+
+    files = {stable_safetensors({"t": torch.ones(2)}, {"format": "pt", "openpt_prompt_digest": "ab" * 32, "z": "1"}) for _ in range(20)}
+    assert len(files) == 1 and b'{"format":"pt","openpt_prompt_digest":' in files.pop()

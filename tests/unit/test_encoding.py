@@ -66,6 +66,20 @@ def test_truncation_longest_first_over_two_fields(tiny_bert_dir):
     assert tokens.count("good") == 7 and tokens.count("bad") == 4
 
 
+def test_tail_first_without_truncate_trims_the_last_field_first(tiny_bert_dir):
+    from openpt.backbone import load_backbone
+    from openpt.model.build import PromptOptions, build_model
+    from openpt.template.spec import TemplateSpec
+    from openpt.verbalizer import ManualVerbalizer
+
+    spec = template_spec_from_text("{text} ? [MASK] , {text_b}")
+    spec = TemplateSpec(spec.segments, truncation="tail_first")  # no truncate: every shortenable field, last one first
+    model = build_model(load_backbone(tiny_bert_dir), spec, ManualVerbalizer({"negative": ["terrible"], "positive": ["great"]}),
+                        PromptOptions(max_length=16))
+    tokens = [t for t, _ in model.template.render(InputExample(" ".join(["good"] * 20), text_b=" ".join(["bad"] * 4)))]
+    assert tokens.count("good") == 11 and tokens.count("bad") == 0  # longest_first gives 7 and 4
+
+
 def test_unshortenable_field_too_long_is_a_clear_error(tiny_bert_dir):
     model = make_model(tiny_bert_dir, "{text!full} it was [MASK] .", max_length=10)
     with pytest.raises(DataError, match="does not fit max_length=10"):

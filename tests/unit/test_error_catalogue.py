@@ -56,10 +56,10 @@ CASES: dict[str, Case] = {
     "config-missing-required": (SpecError, ("config.yaml", "backbone", "missing required key"),
                                 lambda p, b: (edit(p / "config.yaml", f"backbone: {b}\n", ""), load_config(p / "config.yaml"))),
     "config-override-syntax": (ConfigError, ("override 'train.lr'", "key=value"), lambda p, b: load_config(p / "config.yaml", ["train.lr"])),
-    "config-bad-batch-size": (ConfigError, ("train.batch_size", "invalid value 0"),
+    "config-bad-batch-size": (ConfigError, ("override 'train.batch_size=0'", "invalid value 0"),
                               lambda p, b: load_config(p / "config.yaml", ["train.batch_size=0"])),
-    "config-empty-seeds": (SpecError, ("seeds", "non-empty list of integers"), lambda p, b: load_config(p / "config.yaml", ["data.seeds=[]"])),
-    "config-bad-k": (SpecError, ("k", "positive integer", "0"), lambda p, b: load_config(p / "config.yaml", ["data.k=0"])),
+    "config-empty-seeds": (SpecError, ("override 'data.seeds=[]'", "non-empty list of distinct integers"), lambda p, b: load_config(p / "config.yaml", ["data.seeds=[]"])),
+    "config-bad-k": (SpecError, ("override 'data.k=0'", "positive integer", "0"), lambda p, b: load_config(p / "config.yaml", ["data.k=0"])),
     "config-python-tag": (SpecError, ("config.yaml", "invalid YAML"),
                           lambda p, b: ((p / "config.yaml").write_text("backbone: !!python/object/apply:os.system ['echo pwned']\n"),
                                         load_config(p / "config.yaml"))),
@@ -145,6 +145,32 @@ CASES: dict[str, Case] = {
     "prompt-weights-pickle": (CheckpointError, ("prompt.safetensors", "cannot read weights"),
                               lambda p, b: (torch.save({"template.soft.weight": torch.zeros(2, 32)}, saved_prompt(p, b) / WEIGHTS_NAME),
                                             load_prompt(p / "prompt", backbone_of(b)))),
+    "prompt-template-edited": (CheckpointError, ("prompt.safetensors", "saved with another template"),
+                               lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c["template"].update(text="[SOFT*2] {text} so [MASK] !")),
+                                             load_prompt(p / "prompt", backbone_of(b)))),
+    "prompt-labels-edited": (CheckpointError, ("prompt_config.json", "labels ['good', 'bad'] do not match"),
+                             lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c.update(labels=["good", "bad"])),
+                                           load_prompt(p / "prompt", backbone_of(b)))),
+    "prompt-weights-nan": (CheckpointError, ("template.soft.weight holds NaN",),
+                           lambda p, b: (save_file({"template.soft.weight": torch.full((2, 32), float("nan"))}, str(saved_prompt(p, b) / WEIGHTS_NAME)),
+                                         load_prompt(p / "prompt", backbone_of(b)))),
+    "prompt-weights-dtype": (CheckpointError, ("template.soft.weight has dtype float64, expected float32",),
+                             lambda p, b: (save_file({"template.soft.weight": torch.zeros(2, 32, dtype=torch.float64)}, str(saved_prompt(p, b) / WEIGHTS_NAME)),
+                                           load_prompt(p / "prompt", backbone_of(b)))),
+    "prompt-calibration-nan": (CheckpointError, ("calibration.prior", "finite probabilities > 0"),
+                               lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c.update(calibration={"mode": "none", "inputs": [], "prior": [float("nan"), 1.0]})),
+                                             load_prompt(p / "prompt", backbone_of(b)))),
+    "prompt-format-version": (CheckpointError, ("format_version 99 is not one this openpt reads",),
+                              lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c.update(format_version=99)), load_prompt(p / "prompt"))),
+    "prompt-config-unknown-key": (CheckpointError, ("'templat': unknown key",),
+                                  lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c.update(templat=1)), load_prompt(p / "prompt"))),
+    "prompt-config-missing-key": (CheckpointError, ("template: missing required key",),
+                                  lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c.pop("template")), load_prompt(p / "prompt"))),
+    "prompt-config-wrong-type": (CheckpointError, ("options: expected dict, got 'fast'",),
+                                 lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c.update(options="fast")), load_prompt(p / "prompt"))),
+    "prompt-options-unknown-key": (CheckpointError, ("options.max_lenght: unknown key",),
+                                   lambda p, b: (edit_config(saved_prompt(p, b), lambda c: c["options"].update(max_lenght=3)),
+                                                 load_prompt(p / "prompt", backbone_of(b)))),
     "training-state-corrupt": (CheckpointError, ("state.safetensors", "cannot read training state"),
                                lambda p, b: ((p / "state.safetensors").write_bytes(b"\x00" * 16),
                                              train(make_model(b), examples(), None, TrainConfig(steps=1, batch_size=2, eval_every=0),
@@ -156,6 +182,8 @@ CASES: dict[str, Case] = {
     # backbones
     "backbone-config-invalid-json": (BackboneError, ("config.json", "invalid JSON"),
                                      lambda p, b: ((p / "model").mkdir(), (p / "model" / "config.json").write_text("{"), backbone_of(p / "model"))),
+    "backbone-pickled-weights": (BackboneError, ("the weights file is a pickle holding more than tensors", "never unpickles"),
+                                 lambda p, b: backbone_of(pickled_copy(b, p / "model"))),
     "backbone-no-config": (BackboneError, ("config.json: not found", "model directory"),
                            lambda p, b: ((p / "model").mkdir(), backbone_of(p / "model"))),
     # devices and backbone options
@@ -181,6 +209,25 @@ def copy(source: Path, target: Path) -> None:
 
 def labelled(path: Path, labels: list[str]) -> None:
     path.write_text("".join(json.dumps({"text": f"row {i}", "label": label}) + "\n" for i, label in enumerate(labels)))
+
+
+def edit_config(directory: Path, change: Callable[[dict], object]) -> None:
+    """Change a saved prompt's prompt_config.json in place."""
+    config = json.loads((directory / CONFIG_NAME).read_text())
+    change(config)
+    (directory / CONFIG_NAME).write_text(json.dumps(config))
+
+
+def pickled_copy(backbone: Path, target: Path) -> Path:
+    """``backbone`` copied to ``target`` with its weights as a pickle holding a non-tensor object."""
+    import datetime
+    import shutil
+
+    shutil.copytree(backbone, target)
+    for weights in target.glob("*.safetensors"):
+        weights.unlink()
+    torch.save({"bert.embeddings.word_embeddings.weight": datetime.date(2020, 1, 1)}, target / "pytorch_model.bin")
+    return target
 
 
 def append(path: Path, row: dict) -> None:

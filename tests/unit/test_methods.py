@@ -95,6 +95,22 @@ def test_feature_cache_persists_and_reuses(backbone, tmp_path):
     assert second.features(backbone, examples, max_length=32).tolist() == x.tolist() and second.computed == 0
 
 
+def test_feature_cache_is_keyed_by_weights_not_path(backbone, tmp_path):
+    examples = dataset(TEXTS).examples
+    x = FeatureCache(tmp_path / "f").features(backbone, examples, max_length=32)
+    with torch.no_grad():  # new weights at the same path (a re-trained or replaced model directory)
+        backbone.input_embeddings().weight.mul_(2.0)
+    try:
+        again = FeatureCache(tmp_path / "f")
+        y = again.features(backbone, examples, max_length=32)
+        assert again.computed == 4 and y.tolist() != x.tolist()
+    finally:
+        with torch.no_grad():
+            backbone.input_embeddings().weight.div_(2.0)
+    (next((tmp_path / "f").iterdir())).write_bytes(b"\x00" * 8)  # a damaged cache file is computed again
+    assert FeatureCache(tmp_path / "f").features(backbone, examples, max_length=32).shape == x.shape
+
+
 def test_soft_prefix_added_only_when_missing():
     manual = template_spec_from_mapping({"type": "manual", "text": "{text} it was [MASK] ."})
     spec = with_soft_prefix(manual, 4)

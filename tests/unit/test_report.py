@@ -65,3 +65,20 @@ def test_report_missing_file_is_one_line_error(tmp_path, capsys):
 def test_write_report_defaults_beside_results(tmp_path):
     table, written = write_report(write(tmp_path / "results.jsonl", RECORDS[:2]))
     assert written[0] == tmp_path / "report" / "report.md" and "50.0 ± 0.0 (2)" in table
+
+
+def test_report_on_a_malformed_row_or_into_a_file_is_one_line(tmp_path, capsys):
+    results = write(tmp_path / "results.jsonl", [*RECORDS[:2], {**RECORDS[2], "k": "sixteen"}])
+    assert main(["report", str(results)]) == 2
+    assert capsys.readouterr().err.strip() == f"openpt: error: {results}:3: k: missing or of the wrong type in an ok record"
+    write(results, RECORDS)
+    (tmp_path / "taken").write_text("a file")
+    assert main(["report", str(results), "--output", str(tmp_path / "taken")]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.md").write_text("mine")
+    assert main(["report", str(results), "--output", str(tmp_path / "mine")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["report", str(results), "--output", str(tmp_path / "mine"), "--overwrite"]) == 0
+    assert main(["report", str(results), "--output", str(tmp_path / "mine")]) == 0  # its own report is replaced
+    assert (tmp_path / "mine" / "notes.md").read_text() == "mine"

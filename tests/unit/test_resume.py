@@ -18,7 +18,7 @@ from safetensors import safe_open
 
 from openpt.fileio import atomic_write
 from openpt.cli import main
-from openpt.errors import CheckpointError
+from openpt.errors import CheckpointError, OutputError
 from openpt.training.loop import TrainConfig, train
 from openpt.training.state import EpochSampler, TrainCheckpointer
 
@@ -118,9 +118,9 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
     def failing(tmp: str) -> None:
         Path(tmp).write_text("half")
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match=r"state.json: cannot write \(No space left on device\)"):  # one line naming the file
         atomic_write(target, failing)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["state.json"]
 

@@ -108,6 +108,13 @@ def test_sweep_failing_run_is_recorded_and_sweep_continues(project, capsys):
     assert "2 run(s) finished, 2 failed" in out and "boom at seed 1" in out
     summary = Sweep(load_config(project / "sweep.yaml", ["sweep.methods=[explode, zero_shot]"]), project / "out", progress=False).run()
     assert (summary.skipped, summary.failed) == (2, 2)  # failures are retried, successes skipped
+    capsys.readouterr()
+    code = main(["run", str(project / "sweep.yaml"), "--output", str(project / "out"), "--no-progress", "sweep.methods=[explode, zero_shot]"])
+    captured = capsys.readouterr()
+    assert code == 1 and "every run that ran failed (2)" in captured.err  # only failures this time: not a success
+    assert main(["run", str(project / "sweep.yaml"), "--output", str(project / "out"), "--no-progress", "sweep.methods=[zero_shot]"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing new in" in out and "appended" not in out
 
 
 def test_zero_shot_scores_reused_across_seeds(project):
@@ -150,3 +157,28 @@ def test_split_off_eval_and_eval_cap(project):
     assert len(capped) == 5 and capped.examples == cap_eval(load_split(project / "data", "train"), 5).examples
     with pytest.raises(SpecError, match="split_off_eval draws from the eval split"):
         load_config(project / "sweep.yaml", ["data.protocol=split_off_eval"])
+
+
+def test_zero_shot_runs_when_a_class_is_too_small_for_k(project):
+    summary = Sweep(load_config(project / "sweep.yaml", ["sweep.k=[50]", "sweep.seeds=[1]"]), project / "out", progress=False).run()
+    assert (summary.finished, summary.failed) == (1, 1)
+    zero, probe = read_records(project / "out" / "results.jsonl")
+    assert zero["method"] == "zero_shot" and zero["status"] == "ok" and "no K-shot draw" in zero["note"]
+    assert zero["eval_size"] == 6 and 0 <= zero["metrics"]["accuracy"] <= 1
+    assert probe["status"] == "error" and "need 100 (50 for train + 50 for dev)" in probe["error"]
+
+
+def test_inline_datasets_keep_their_k_prompt_and_train(project, caplog):
+    (project / "small.yaml").write_text("name: small\ntemplate: template.yaml\nverbalizer: verbalizer.yaml\n"
+                                        "data: {path: data, k: 1}\nprompt: {max_length: 24}\n")
+    big = "{name: big, data: {path: data, k: 2}, template: template.yaml, verbalizer: verbalizer.yaml, prompt: {max_length: 20}, train: {steps: 1}}"
+    (project / "sweep.yaml").write_text((project / "sweep.yaml").read_text().replace("  k: [2]\n", f"  datasets: [small.yaml, {big}]\n"))
+    runs = expand(load_config(project / "sweep.yaml"))
+    assert {r.config.name: r.k for r in runs} == {"small": 1, "big": 2}  # no sweep.k: each dataset's own data.k
+    by_dataset = {r.config.name: r for r in runs}
+    assert by_dataset["big"].settings["prompt"]["max_length"] == 20 and by_dataset["big"].config.methods["linear_probe"].train.steps == 1
+    assert by_dataset["small"].settings["prompt"]["max_length"] == 32  # a dataset file's prompt is not used in a sweep...
+    assert "small.yaml:5: prompt: not used in a sweep" in caplog.text  # ...and it says so
+    (project / "small.yaml").write_text((project / "small.yaml").read_text().replace("verbalizer:", "verbaliser:"))
+    with pytest.raises(SpecError, match="small.yaml:3: verbaliser: unknown key; did you mean 'verbalizer'"):
+        load_config(project / "sweep.yaml")

@@ -1,7 +1,8 @@
 """Frozen sentence features (pooled final hidden states), computed once per text and backbone.
 
-A :class:`FeatureCache` keys every vector by (backbone, pooling, max length) and a hash of the
-example's texts, so the evaluation set is encoded once for all seeds, K values and runs, and
+A :class:`FeatureCache` keys every vector by the backbone's content (a hash of its weights and
+vocabulary, not its path: changed weights at the same path get new features), pooling, max length
+and a hash of the example's texts, so the evaluation set is encoded once for all seeds, K values and runs, and
 survives restarts when it has a directory (``<dir>/<key>.safetensors``, texts' hashes in its metadata).
 """
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save
 
 from ...backbone.base import Backbone
 from ...device import to_device
@@ -64,17 +65,33 @@ class FeatureCache:
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory
         self._tables: dict[str, dict[str, np.ndarray]] = {}
+        self._digests: dict[int, tuple[Backbone, str]] = {}  # the backbone is kept so its id is not reused
         self.computed = 0
+
+    def content_digest(self, backbone: Backbone) -> str:
+        """SHA-256 of the backbone's weights and vocabulary (computed once per backbone object)."""
+        if id(backbone) not in self._digests:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(backbone.model.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            digest.update(json.dumps(sorted(backbone.tokenizer.get_vocab().items())).encode())
+            self._digests[id(backbone)] = (backbone, digest.hexdigest())
+        return self._digests[id(backbone)][1]
 
     def _table(self, key: str) -> dict[str, np.ndarray]:
         if key not in self._tables:
             table: dict[str, np.ndarray] = {}
             file = self.directory / f"{key}.safetensors" if self.directory else None
             if file is not None and file.is_file():
-                with safe_open(str(file), framework="np") as saved:
-                    keys = json.loads(saved.metadata()["keys"])
-                    table = dict(zip(keys, saved.get_tensor("features")))
-                logger.info("loaded %d cached feature vectors from %s", len(table), file)
+                try:
+                    with safe_open(str(file), framework="np") as saved:
+                        keys = json.loads(saved.metadata()["keys"])
+                        table = dict(zip(keys, saved.get_tensor("features")))
+                    logger.info("loaded %d cached feature vectors from %s", len(table), file)
+                except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:  # a cache: an unreadable file is computed again
+                    logger.warning("%s: unreadable feature cache (%s); computing the features again", file, type(exc).__name__)
+                    table = {}
             self._tables[key] = table
         return self._tables[key]
 
@@ -85,12 +102,12 @@ class FeatureCache:
         table = self._tables[key]
         features = np.stack(list(table.values()))
         atomic_write(self.directory / f"{key}.safetensors",
-                     lambda tmp: save_file({"features": features}, tmp, metadata={"keys": json.dumps(list(table))}))
+                     lambda tmp: Path(tmp).write_bytes(save({"features": features}, metadata={"keys": json.dumps(list(table))})))
 
     def features(self, backbone: Backbone, examples: Sequence[InputExample], *, pooling: str = "mean",
                  max_length: int = 128, batch_size: int = 64) -> np.ndarray:
         """Feature matrix ``[N, H]`` of ``examples`` (computing only the ones not cached)."""
-        name = f"{backbone.name_or_path}|{backbone.config.model_type}|{pooling}|{max_length}"
+        name = f"{self.content_digest(backbone)}|{backbone.config.model_type}|{pooling}|{max_length}"
         key = hashlib.sha1(name.encode()).hexdigest()[:16]
         table = self._table(key)
         keys = [text_key(e) for e in examples]
