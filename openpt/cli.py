@@ -97,15 +97,15 @@ def _eval(args: argparse.Namespace) -> int:
     from .data.loading import LabelRules, load_split
     from .training.loop import evaluate
 
+    if args.prompt is None and not (args.backbone and args.template and args.verbalizer):
+        raise OpenPTError("openpt eval needs a saved PROMPT directory, or --backbone, --template and --verbalizer "
+                          "to score a template and verbalizer zero-shot")
     if args.split is None and Path(args.data).is_dir():
         raise OpenPTError(f"--split: which split of {args.data} to evaluate? (e.g. --split dev or --split test)")
     split = args.split or "test"
     if args.prompt is None:
         from .model.zero_shot import zero_shot_model
 
-        if not (args.backbone and args.template and args.verbalizer):
-            raise OpenPTError("openpt eval needs a saved PROMPT directory, or --backbone, --template and --verbalizer "
-                              "to score a template and verbalizer zero-shot")
         model = zero_shot_model(args.backbone, args.template, args.verbalizer, max_length=args.max_length)
         dataset = load_split(args.data, split, rules=LabelRules(hint=model.verbalizer.label_names, required=True))
     elif args.template or args.verbalizer:

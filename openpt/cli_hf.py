@@ -16,7 +16,7 @@ def add_predict_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("texts", nargs="*", help="texts to label (the template's {text})")
     cmd.add_argument("--file", help="rows to label: .jsonl, .csv, .tsv (a header row), or any other file with one text per line")
     cmd.add_argument("--fields", help="template field -> column, e.g. text=sentence,text_b=question (default: same names)")
-    cmd.add_argument("--format", default="tsv", help="output: tsv (default), jsonl or json")
+    cmd.add_argument("--format", default="tsv", help="output format: tsv, jsonl or json (default: tsv)")
     cmd.add_argument("--output", "-o", help="file to write (default: stdout); rows are written as they are scored")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
 

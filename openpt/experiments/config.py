@@ -456,7 +456,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         item = override_of(exc.key, overrides or [])
         if item is None:
             raise
-        raise ConfigError(exc.problem, key=f"override {brief(item)}") from None
+        target = item.partition("=")[0]
+        inner = f": {exc.key}" if exc.key and exc.key.startswith(target + ".") else ""  # the key inside the overridden value
+        raise ConfigError(exc.problem, key=f"override {brief(item)}{inner}") from None
 
 
 def override_of(key: str | None, overrides: list[str]) -> str | None:

@@ -77,7 +77,7 @@ def template_spec(value: Any, *, base_dir: Path | None = None, file: str | None 
         if value.endswith(YAML_SUFFIXES):
             return load_template_spec(resolve_path(value, base_dir))
         path = resolve_path(value, base_dir) if looks_like_path(value) else None
-        if path is not None and path.suffix in TEMPLATE_SUFFIXES:
+        if path is not None and path.suffix in TEMPLATE_SUFFIXES and path.is_file():
             return openprompt_template(path)
         if path is not None and path.is_file():
             return template_text_file(path)

@@ -18,7 +18,10 @@ def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
 
 
 def run_cli(args, capsys) -> tuple[int, str]:
-    code = main([str(a) for a in args])
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse's own checks (option types) exit with status 2 after one error line
+        code = exc.code
     err = capsys.readouterr().err.strip()
     return code, err
 

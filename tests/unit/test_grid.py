@@ -56,7 +56,7 @@ def test_grid_crosses_zips_unites_blocks_and_excludes(project):
 
 
 def test_grid_errors_name_the_key(project):
-    with pytest.raises(ConfigError, match=r"sweep.yaml:\d+: sweep.grid.trian.lr: unknown key"):
+    with pytest.raises(ConfigError, match=r"override 'sweep.grid=\{trian.lr: \[0.1\]\}': sweep.grid.trian.lr: unknown key"):
         load_config(project / "sweep.yaml", ["sweep.grid={trian.lr: [0.1]}"])
     with pytest.raises(ConfigError, match="lists of one common length"):
         load_config(project / "sweep.yaml", ["sweep.grid={zip: {train.lr: [0.1], placement: [prefix, suffix]}}"])
