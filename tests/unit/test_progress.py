@@ -18,6 +18,7 @@ class Terminal(io.StringIO):
 
 @pytest.fixture()
 def screen():
+    progress.set_enabled(True)  # an earlier `openpt ... --no-progress` in this process turned bars off
     yield Terminal()
     progress.set_enabled(True)
 
