@@ -31,6 +31,7 @@ from ..data.loading import Dataset
 from ..model.build import template_spec, verbalizer_spec
 from ..template.parser import format_template
 from ..training import distributed
+from ..training.prepare import unlabeled_inputs
 from ..verbalizer import verbalizer_config
 from .config import ExperimentConfig, config_to_dict
 from .methods import METHODS, RunContext
@@ -268,7 +269,8 @@ class Sweep:
         if "note" in info:
             out["note"] = info["note"]
         cache_key = None
-        if not method.trains:  # zero-shot: same scores for every seed/K with the same evaluation set
+        verbalizer = verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir)
+        if not method.trains and not verbalizer.learns_from_labels():  # zero-shot: same scores for every seed/K with the same evaluation set
             guids = hashlib.sha256("\n".join(e.guid or "" for e in eval_set).encode()).hexdigest()
             cache_key = json.dumps([{k: v for k, v in run.settings.items() if k not in ("k", "seed")}, guids], sort_keys=True, default=str)
             if cache_key in self._zero_shot:
@@ -279,6 +281,7 @@ class Sweep:
             config=cfg, backbone=self.backbone(cfg.backbone), template=spec, verbalizer=run.verbalizer,
             settings=cfg.methods[run.method], train_set=few_train, dev_set=few_dev, eval_set=eval_set, seed=run.seed,
             metrics=metric_names(cfg), output=run_dir if save else None, features=self.features,
+            unlabeled=unlabeled_inputs(train_full.examples),
         )
         outcome = method.run(context)
         out["metrics"] = outcome.pop("eval")

@@ -9,10 +9,13 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ...backbone.base import Backbone
 from ...data.loading import Dataset
-from ...model.build import PromptOptions, verbalizer_spec
+from ...model.build import PromptOptions, build_model, verbalizer_spec
+from ...model.prompt_model import PromptModel
 from ...registry import Registry
 from ...template.spec import TemplateSpec
 from ...training.loop import TrainConfig
+from ...training.prepare import prepare_verbalizer, use_unlabeled
+from ...types import InputExample
 from ...verbalizer.base import Verbalizer
 
 if TYPE_CHECKING:
@@ -85,6 +88,7 @@ class RunContext:
         metrics: metric names to report (first = primary).
         output: a directory for artifacts (saved prompts), or ``None`` to save nothing.
         features: cache of frozen sentence features (linear probe), or ``None``.
+        unlabeled: unlabeled training inputs (``calibrate: mean``, word refinement), or ``None``.
     """
 
     config: ExperimentSettings
@@ -99,6 +103,7 @@ class RunContext:
     metrics: list[str]
     output: Path | None = None
     features: "FeatureCache | None" = None
+    unlabeled: list[InputExample] | None = None
 
     def new_verbalizer(self) -> Verbalizer:
         """A fresh (unbound) verbalizer for a new model."""
@@ -107,6 +112,22 @@ class RunContext:
     def train_config(self) -> TrainConfig:
         """The method's training settings with this run's seed."""
         return dataclasses.replace(self.settings.train, seed=self.seed)
+
+
+def prepared_model(context: RunContext, template: TemplateSpec, prompt: PromptOptions, *,
+                   backbone: Backbone | None = None) -> tuple[PromptModel, dict[str, Any]]:
+    """A model of the run's verbalizer after its data-dependent setup on this run's K-shot sets.
+
+    The setup (:func:`~openpt.training.prepare.prepare_verbalizer`) runs on the shared frozen
+    backbone; the model is built on ``backbone`` (default: the shared one). Returns the model and
+    what the setup chose (``{}`` for a verbalizer without one).
+    """
+    verbalizer = context.new_verbalizer()
+    prepared = prepare_verbalizer(context.backbone, template, verbalizer, train=context.train_set.examples, dev=context.dev_set.examples,
+                                  unlabeled=context.unlabeled, max_length=prompt.max_length, batch_size=context.settings.train.eval_batch_size)
+    model = build_model(backbone or context.backbone, template, verbalizer, prompt, seed=context.seed)
+    use_unlabeled(model, context.unlabeled)
+    return model, prepared
 
 
 def fresh_backbone(backbone: Backbone) -> Backbone:

@@ -8,10 +8,9 @@ from typing import Any
 
 import torch
 
-from ...model.build import build_model
 from ...model.saving import save_prompt
 from ...training.loop import train
-from .base import RunContext, fresh_backbone, register_method, train_and_evaluate
+from .base import RunContext, prepared_model, fresh_backbone, register_method, train_and_evaluate
 from .zero_shot import manual_template
 
 logger = logging.getLogger(__name__)
@@ -39,8 +38,10 @@ def run(context: RunContext) -> dict[str, Any]:
     torch.manual_seed(context.seed)
     prompt = dataclasses.replace(context.settings.prompt, freeze_backbone=False, soft_init={})
     backbone = fresh_backbone(context.backbone)
-    model = build_model(backbone, manual_template(context, options.template), context.new_verbalizer(), prompt, seed=context.seed)
+    model, prepared = prepared_model(context, manual_template(context, options.template), prompt, backbone=backbone)
     result = train_and_evaluate(context, model, fit=train)
+    if prepared:
+        result["verbalizer"] = prepared
     if options.save_prompt and context.output is not None:
         try:
             save_prompt(model, context.output / "prompt", extra={"seed": context.seed})
