@@ -115,17 +115,18 @@ class RunContext:
 
 
 def prepared_model(context: RunContext, template: TemplateSpec, prompt: PromptOptions, *,
-                   backbone: Backbone | None = None) -> tuple[PromptModel, dict[str, Any]]:
+                   backbone: Backbone | None = None, model_template: TemplateSpec | None = None) -> tuple[PromptModel, dict[str, Any]]:
     """A model of the run's verbalizer after its data-dependent setup on this run's K-shot sets.
 
     The setup (:func:`~openpt.training.prepare.prepare_verbalizer`) runs on the shared frozen
-    backbone; the model is built on ``backbone`` (default: the shared one). Returns the model and
-    what the setup chose (``{}`` for a verbalizer without one).
+    backbone under ``template``; the model is built on ``backbone`` (default: the shared one) with
+    ``model_template`` (default ``template``). Returns the model and what the setup chose (``{}``
+    for a verbalizer without one).
     """
     verbalizer = context.new_verbalizer()
     prepared = prepare_verbalizer(context.backbone, template, verbalizer, train=context.train_set.examples, dev=context.dev_set.examples,
                                   unlabeled=context.unlabeled, max_length=prompt.max_length, batch_size=context.settings.train.eval_batch_size)
-    model = build_model(backbone or context.backbone, template, verbalizer, prompt, seed=context.seed)
+    model = build_model(backbone or context.backbone, model_template or template, verbalizer, prompt, seed=context.seed)
     use_unlabeled(model, context.unlabeled)
     return model, prepared
 
