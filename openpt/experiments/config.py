@@ -14,7 +14,7 @@ from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, parse
 from ..training.loop import TrainConfig
 
 TOP_KEYS = ("name", "backbone", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train", "zero_shot", "output",
-            "metrics", "methods", "sweep")
+            "metrics", "methods", "sweep", "patterns")
 DATA_KEYS = ("path", "dataset_config", "train_split", "eval_split", "k", "seeds", "field_map", "label_names", "max_eval", "protocol")
 PROTOCOLS = ("lmbff", "split_off_eval")
 DEFAULT_METRICS = ["accuracy", "macro_f1"]
@@ -63,6 +63,7 @@ class ExperimentConfig:
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     methods: dict[str, Any] = field(default_factory=dict)
     sweep: Any = None
+    patterns: list[dict[str, Any]] | None = None  # PET pattern-verbalizer pairs: [{template, verbalizer, name?}, ...]
 
     @property
     def primary_metric(self) -> str:
@@ -139,7 +140,23 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         raw=data,
         metrics=metrics,
         methods=parse_methods(data, prompt, train),
+        patterns=parse_patterns(data),
     )
+
+
+def parse_patterns(data: YamlMap) -> list[dict[str, Any]] | None:
+    """The ``patterns`` list (PET pattern-verbalizer pairs), each ``{template, verbalizer, name?}``; ``None`` when absent."""
+    value = data.get("patterns")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise data.error("patterns", f"expected a non-empty list of {{template, verbalizer}} mappings, got {value!r}")
+    pairs = []
+    for n, item in enumerate(value):
+        mapping = as_map(item, where=f"patterns[{n}]", file=data.file, line=data.line_of("patterns"))
+        check_keys(mapping, ("name", "template", "verbalizer"), ("template", "verbalizer"), prefix=f"patterns[{n}].")
+        pairs.append({"name": str(mapping.get("name") or f"pattern{n}"), "template": mapping["template"], "verbalizer": mapping["verbalizer"]})
+    return pairs
 
 
 def parse_metrics(data: YamlMap) -> list[str]:
@@ -202,7 +219,7 @@ def _override(cls: type, base: Any, value: Any, prefix: str, parent: YamlMap) ->
 
 
 SWEEP_KEYS = ("datasets", "methods", "k", "seeds", "templates", "verbalizers", "max_eval", "cache_dir", "save_prompts")
-DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics")
+DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "patterns")
 
 
 @dataclass

@@ -107,6 +107,10 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
                                 "train": dataclasses.asdict(ms.train), "prompt": dataclasses.asdict(ms.prompt),
                                 "options": config_to_dict(dataclasses.asdict(ms.options)),
                             }
+                            if cfg.patterns:  # PET pairs (absent: run ids as before)
+                                settings["patterns"] = [{"name": p["name"], "template": _describe(p["template"], "template", cfg.base_dir),
+                                                         "verbalizer": _describe(p["verbalizer"], "verbalizer", cfg.base_dir)}
+                                                        for p in cfg.patterns]
                             if not METHODS.get(method).trains:  # only what changes the scores
                                 settings.pop("train")
                             blob = json.dumps(settings, sort_keys=True, default=str)

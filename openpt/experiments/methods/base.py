@@ -27,6 +27,7 @@ class ExperimentSettings(Protocol):
 
     base_dir: Path
     zero_shot_template: Any
+    patterns: Any
 
 
 @dataclass(frozen=True)
@@ -115,15 +116,16 @@ class RunContext:
 
 
 def prepared_model(context: RunContext, template: TemplateSpec, prompt: PromptOptions, *,
-                   backbone: Backbone | None = None, model_template: TemplateSpec | None = None) -> tuple[PromptModel, dict[str, Any]]:
+                   backbone: Backbone | None = None, model_template: TemplateSpec | None = None,
+                   verbalizer: Any = None) -> tuple[PromptModel, dict[str, Any]]:
     """A model of the run's verbalizer after its data-dependent setup on this run's K-shot sets.
 
     The setup (:func:`~openpt.training.prepare.prepare_verbalizer`) runs on the shared frozen
     backbone under ``template``; the model is built on ``backbone`` (default: the shared one) with
-    ``model_template`` (default ``template``). Returns the model and what the setup chose (``{}``
-    for a verbalizer without one).
+    ``model_template`` (default ``template``) and ``verbalizer`` (a file or mapping; default the
+    run's). Returns the model and what the setup chose (``{}`` for a verbalizer without one).
     """
-    verbalizer = context.new_verbalizer()
+    verbalizer = context.new_verbalizer() if verbalizer is None else verbalizer_spec(verbalizer, base_dir=context.config.base_dir)
     prepared = prepare_verbalizer(context.backbone, template, verbalizer, train=context.train_set.examples, dev=context.dev_set.examples,
                                   unlabeled=context.unlabeled, max_length=prompt.max_length, batch_size=context.settings.train.eval_batch_size)
     model = build_model(backbone or context.backbone, model_template or template, verbalizer, prompt, seed=context.seed)
