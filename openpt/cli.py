@@ -77,6 +77,10 @@ def _load_prompt(args: argparse.Namespace):
     backbone = None
     if args.backbone:
         backbone = load_backbone(args.backbone, kind=read_prompt_config(args.prompt)["backbone"]["kind"])
+    if args.ensemble:  # more saved prompts of the same task: mean class probabilities
+        from .model.ensemble import PromptEnsemble
+
+        return PromptEnsemble.load([args.prompt, *args.ensemble], backbone)
     return load_prompt(args.prompt, backbone)
 
 
@@ -208,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("prompt", help="saved prompt directory")
         cmd.add_argument("--backbone", help="backbone directory (default: the one recorded in the prompt)")
         cmd.add_argument("--batch-size", type=int, default=64)
+        cmd.add_argument("--ensemble", action="append", metavar="PROMPT",
+                         help="another saved prompt of the same task (repeatable): average the class probabilities")
         cmd.set_defaults(func=func)
         if name == "eval":
             cmd.add_argument("--data", required=True, help="dataset directory (shared format) or a JSONL/CSV file")

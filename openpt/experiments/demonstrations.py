@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError
 from ..metrics import compute_metrics
+from ..model.ensemble import mean_probabilities
 from ..template.segments import Mask, Placeholder, Soft, Text
 from ..template.spec import TemplateSpec
 from ..types import InputExample
@@ -163,14 +163,9 @@ class DemonstrationSampler:
         return out
 
 
-def ensemble_probabilities(score_sets: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Mean class probabilities ``[N, C]`` of several score tensors ``[N, C]`` (log-scale scores)."""
-    return torch.stack([torch.softmax(scores.float(), dim=-1) for scores in score_sets]).mean(0)
-
-
 def evaluate_with_demonstrations(model: Any, sampler: DemonstrationSampler, examples: Sequence[InputExample], batch_size: int,
                                  metrics: Sequence[str]) -> dict[str, float]:
     """Metrics of ``model`` on ``examples``, class probabilities averaged over ``sampler.config.ensemble`` samplings."""
-    scores = [model.scores(sampler.attach(examples, sampling=s), batch_size) for s in range(sampler.config.ensemble)]
-    predictions = ensemble_probabilities(scores).argmax(-1).tolist()
+    probs = [model.predict(sampler.attach(examples, sampling=s), batch_size)[1] for s in range(sampler.config.ensemble)]
+    predictions = mean_probabilities(probs).argmax(-1).tolist()
     return compute_metrics([e.label for e in examples], predictions, metrics)

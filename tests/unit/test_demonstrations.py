@@ -6,8 +6,7 @@ import pytest
 
 from openpt.backbone import load_backbone
 from openpt.errors import ConfigError
-from openpt.experiments.demonstrations import (DemonstrationConfig, DemonstrationSampler, ensemble_probabilities, fill,
-                                               with_demonstrations)
+from openpt.experiments.demonstrations import DemonstrationConfig, DemonstrationSampler, fill, with_demonstrations
 from openpt.experiments.methods import METHODS
 from openpt.model.build import PromptOptions, build_model, template_spec, verbalizer_spec
 from openpt.types import InputExample
@@ -62,13 +61,6 @@ def test_similar_selection_draws_the_closest_examples():
     sampler = DemonstrationSampler(config, TEMPLATE, ["terrible", "great"], POOL, seed=0, embed=embed)
     demos = sampler.attach([InputExample("q")])[0].meta["demonstrations"]
     assert demos == "a terrible movie . it was terrible . a great movie . it was great ."
-
-
-def test_ensemble_of_identical_members_equals_one_member():
-    import torch
-
-    scores = torch.log_softmax(torch.randn(5, 3), -1)
-    torch.testing.assert_close(ensemble_probabilities([scores, scores, scores]), scores.exp())
 
 
 def test_prompt_finetune_with_demonstrations_runs(backbone, tmp_path):

@@ -11,7 +11,8 @@ from openpt.errors import ConfigError
 from openpt.experiments.config import load_config
 from openpt.experiments.methods import METHODS
 from openpt.experiments.methods.ipet import confident_examples
-from openpt.experiments.methods.pvp import ensemble_probabilities, weighted_mean
+from openpt.experiments.methods.pvp import ensemble_probabilities
+from openpt.model.ensemble import PromptEnsemble, mean_probabilities
 from openpt.experiments.sweep import Sweep, read_records
 from openpt.model.build import PromptOptions, build_model, template_spec, verbalizer_spec
 from openpt.training.loop import TrainConfig, train
@@ -27,9 +28,9 @@ def test_an_ensemble_of_identical_members_equals_one_member(tiny_bert_dir):
     model = build_model(load_backbone(tiny_bert_dir), template_spec("{text} it was [MASK] ."), verbalizer_spec(VERBALIZER))
     alone = model.predict(SENTIMENT)[1]
     torch.testing.assert_close(ensemble_probabilities([model, model, model], [0.2, 0.5, 1.0], SENTIMENT), alone)
-    torch.testing.assert_close(weighted_mean([alone, alone], [1.0, 3.0]), alone)
+    torch.testing.assert_close(mean_probabilities([alone, alone], [1.0, 3.0]), alone)
     other = torch.softmax(torch.randn_like(alone), -1)
-    torch.testing.assert_close(weighted_mean([alone, other], [1.0, 3.0]), 0.25 * alone + 0.75 * other)
+    torch.testing.assert_close(mean_probabilities([alone, other], [1.0, 3.0]), 0.25 * alone + 0.75 * other)
 
 
 def test_distillation_on_a_synthetic_task_recovers_the_teacher_labels(tiny_bert_dir):
@@ -97,3 +98,27 @@ def test_pet_needs_patterns_and_checks_options(backbone, tmp_path):  # noqa: F81
     with pytest.raises(ConfigError, match="generations: expected a positive integer"):
         METHODS.get("ipet").options(generations=0)
     assert dataclasses.asdict(METHODS.get("ipet").options()) == {"weighting": "dev_accuracy", "unlabeled": 200, "generations": 1, "growth": 5}
+
+
+def test_saved_prompts_of_one_task_ensemble_at_inference(tiny_bert_dir, tmp_path, capsys):
+    from openpt.cli import main
+    from openpt.errors import CheckpointError
+    from openpt.model.saving import save_prompt
+
+    backbone = load_backbone(tiny_bert_dir)
+    a = build_model(backbone, template_spec("{text} it was [MASK] ."), verbalizer_spec(VERBALIZER))
+    b = build_model(backbone, template_spec("really [MASK] ! {text}"), verbalizer_spec({"labels": {"negative": "bad", "positive": "good"}}))
+    save_prompt(a, tmp_path / "a")
+    save_prompt(b, tmp_path / "b")
+    ensemble = PromptEnsemble.load([tmp_path / "a", tmp_path / "b"])
+    assert ensemble.models[0].backbone is ensemble.models[1].backbone  # one loaded copy
+    expected = (a.predict(SENTIMENT)[1] + b.predict(SENTIMENT)[1]) / 2
+    torch.testing.assert_close(ensemble.predict(SENTIMENT)[1], expected)
+    assert main(["predict", str(tmp_path / "a"), "a fine film .", "--ensemble", str(tmp_path / "b")]) == 0
+    label, prob, _ = capsys.readouterr().out.strip().split("\t")
+    one = ensemble.predict([InputExample("a fine film .")])[1][0]
+    assert label == ["negative", "positive"][int(one.argmax())] and abs(float(prob) - float(one.max())) < 1e-4
+    c = build_model(backbone, template_spec("{text} it was [MASK] ."), verbalizer_spec({"labels": {"neg": "bad", "pos": "good"}}))
+    save_prompt(c, tmp_path / "c")
+    with pytest.raises(CheckpointError, match="are not of one task"):
+        PromptEnsemble.load([tmp_path / "a", tmp_path / "c"])

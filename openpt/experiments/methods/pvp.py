@@ -19,6 +19,7 @@ import torch
 from ...errors import ConfigError
 from ...metrics import compute_metrics
 from ...model.build import template_spec
+from ...model.ensemble import PromptEnsemble, mean_probabilities
 from ...model.prompt_model import PromptModel
 from ...template.template import hard_version
 from ...training.loop import train
@@ -70,18 +71,10 @@ def member_weights(members: Sequence[Member], weighting: str) -> list[float]:
     return weights if sum(weights) > 0 else [1.0] * len(members)
 
 
-def weighted_mean(probabilities: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """``sum_i w_i p_i / sum_i w_i`` of class probabilities ``[N, C]``."""
-    if not probabilities or len(probabilities) != len(weights):
-        raise ValueError(f"expected one weight per member, got {len(probabilities)} members and {len(weights)} weights")
-    total = float(sum(weights))
-    return sum(w / total * p for p, w in zip(probabilities, weights))
-
-
 def ensemble_probabilities(models: Sequence[PromptModel], weights: Sequence[float], examples: Sequence[InputExample],
                            batch_size: int = 64) -> torch.Tensor:
     """Weighted mean of the models' class probabilities ``[N, C]`` (each calibrated when its verbalizer calibrates)."""
-    return weighted_mean([model.predict(list(examples), batch_size)[1] for model in models], weights)
+    return PromptEnsemble(models, weights).predict(list(examples), batch_size)[1]
 
 
 def probability_metrics(probs: torch.Tensor, examples: Sequence[InputExample], metrics: Sequence[str]) -> dict[str, float]:
@@ -114,7 +107,7 @@ def ensemble_and_distill(context: RunContext, members: Sequence[Member], pattern
     batch, evaluation = context.settings.train.eval_batch_size, context.eval_set.examples
     weights = member_weights(members, weighting)
     probs = [m.model.predict(evaluation, batch)[1] for m in members]
-    ensemble = weighted_mean(probs, weights)
+    ensemble = mean_probabilities(probs, weights)
     result: dict[str, Any] = {
         "members": [{"name": m.name, "dev_accuracy": m.dev_accuracy, "weight": round(w, 4), "steps": m.steps,
                      "eval": probability_metrics(p, evaluation, context.metrics)} for m, w, p in zip(members, weights, probs)],
