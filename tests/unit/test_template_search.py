@@ -76,3 +76,12 @@ def test_template_generate_command_writes_ranked_files(tiny_t5_dir, tiny_bert_di
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith(str(tmp_path / "out" / "toy-1.yaml"))
     assert load_template_spec(tmp_path / "out" / "toy-2.yaml").fields == ("text",)
+
+
+def test_generator_without_sentinels_is_refused(tiny_bert_dir):
+    import pytest
+
+    from openpt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"generator: template generation needs a T5-style tokenizer with sentinels; missing \['<extra_id_0>'"):
+        sentinel_ids(load_backbone(tiny_bert_dir).tokenizer)
