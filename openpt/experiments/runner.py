@@ -201,7 +201,7 @@ class Experiment:
             "sampled": info,
             "prompt": str(prompt_dir),
             "loss_first_last": [outcome.history[0]["loss"], outcome.history[-1]["loss"]] if outcome.history else None,
-            **({"verbalizer": prepared} if prepared else {}),
+            **({"verbalizer_setup": prepared} if prepared else {}),
         }
 
 

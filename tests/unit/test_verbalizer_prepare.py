@@ -45,7 +45,7 @@ def test_auto_verbalizer_run_from_a_config_equals_the_python_path(tmp_path, tiny
     experiment = Experiment(config, root / "out", log=lambda line: None)
     results = experiment.run()
     assert "zero_shot_skipped" in results and "zero_shot" not in results
-    recorded = results["runs"][0]["verbalizer"]
+    recorded = results["runs"][0]["verbalizer_setup"]
     assert len(recorded["rerank"]["dev_accuracy"]) == 4  # four candidate sets compared on dev
 
     # Python path: the same seed's K-shot sets, the hard template, prepare + select on cached mask states
@@ -79,7 +79,7 @@ def test_knowledgeable_refines_inside_a_run_and_refuses_without_unlabeled_inputs
            "  positive: [good, great, wonderful, nice]\nrelevance: true\nword_prior: true\n")
     root = project(tmp_path, tiny_bert_dir, kpt)
     results = Experiment(load_config(root / "config.yaml"), root / "out", log=lambda line: None).run()
-    assert results["runs"][0]["verbalizer"]["refined"] and "zero_shot" in results
+    assert results["runs"][0]["verbalizer_setup"]["refined"] and "zero_shot" in results
     saved = json.loads((root / "out" / "prompt" / "prompt_config.json").read_text())["verbalizer"]
     kept = sum(len(words) for words in saved["labels"].values())
     assert saved["refined"] is True and len(saved["priors"]) == kept and any(p != 0 for p in saved["priors"])
@@ -113,7 +113,7 @@ def test_mean_calibration_and_auto_words_run_in_a_sweep(tmp_path, tiny_bert_dir)
     records = read_records(summary.results)
     assert summary.failed == 0 and len(records) == 4, [r.get("error") for r in records]
     zero_shot = [r for r in records if r["method"] == "zero_shot"]
-    assert all("reused" not in r and r["verbalizer"]["words"] for r in zero_shot)  # words searched per seed
+    assert all("reused" not in r and r["verbalizer_setup"]["words"] and r["verbalizer"] == "auto" for r in zero_shot)  # words searched per seed
 
 
 def test_unlabeled_inputs_drop_labels():

@@ -60,7 +60,7 @@ def run(context: RunContext) -> dict[str, Any]:
         model, prepared = prepared_model(context, template, prompt, backbone=backbone, model_template=with_demonstrations(template))
         result = train_with_demonstrations(context, model, template, demonstrations)
     if prepared:
-        result["verbalizer"] = prepared
+        result["verbalizer_setup"] = prepared
     if options.save_prompt and context.output is not None:
         try:
             save_prompt(model, context.output / "prompt", extra={"seed": context.seed})

@@ -54,7 +54,7 @@ def run(context: RunContext) -> dict[str, Any]:
     model, prepared = prepared_model(context, with_soft_prefix(context.template, options.soft_prefix), prompt)
     result = train_and_evaluate(context, model, fit=train)
     if prepared:
-        result["verbalizer"] = prepared
+        result["verbalizer_setup"] = prepared
     if options.save_prompt and context.output is not None:
         save_prompt(model, context.output / "prompt", extra={"seed": context.seed})
         result["prompt"] = "prompt"

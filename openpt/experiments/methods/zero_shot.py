@@ -39,5 +39,5 @@ def run(context: RunContext) -> dict[str, Any]:
     model, prepared = prepared_model(context, manual_template(context, context.settings.options.template), options)
     result = {"eval": evaluate(model, context.eval_set.examples, context.settings.train.eval_batch_size, context.metrics)}
     if prepared:
-        result["verbalizer"] = prepared
+        result["verbalizer_setup"] = prepared
     return result
