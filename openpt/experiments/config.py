@@ -20,7 +20,7 @@ from .grid import PER_DATASET, SweepCell, resolve_variables, sweep_cells
 logger = logging.getLogger(__name__)
 
 TOP_KEYS = ("name", "backbone", "backbone_options", "device", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train",
-            "zero_shot", "output", "metrics", "methods", "sweep", "vars")
+            "zero_shot", "output", "metrics", "methods", "sweep", "vars", "patterns")
 BACKBONE_OPTION_KEYS = ("dtype", "attn_implementation", "device_map", "low_cpu_mem_usage")
 DATA_KEYS = ("path", "train", "eval", "holdout", "holdout_seed", "dataset_config", "train_split", "eval_split", "k", "seeds",
              "field_map", "label_names", "max_eval", "protocol", "eval_pick")
@@ -83,6 +83,7 @@ class ExperimentConfig:
     sweep: Any = None
     device: str = "auto"
     backbone_options: dict[str, Any] = field(default_factory=dict)
+    patterns: list[dict[str, Any]] | None = None  # PET pattern-verbalizer pairs: [{template, verbalizer, name?}, ...]
 
     @property
     def primary_metric(self) -> str:
@@ -175,6 +176,7 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         methods=parse_methods(data, prompt, train),
         device=device,
         backbone_options=backbone_options,
+        patterns=parse_patterns(data),
     )
 
 
@@ -197,6 +199,23 @@ def parse_placement(data: YamlMap) -> tuple[str, dict[str, Any]]:
         if not ok:
             raise options.error(key, f"expected {expected}, got {options[key]!r}")
     return device, dict(options)
+
+
+def parse_patterns(data: YamlMap) -> list[dict[str, Any]] | None:
+    """The ``patterns`` list (PET pattern-verbalizer pairs), each ``{template, verbalizer, name?}``; ``None`` when absent."""
+    value = data.get("patterns")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise data.error("patterns", f"expected a non-empty list of {{template, verbalizer}} mappings, got {value!r}")
+    pairs = []
+    for n, item in enumerate(value):
+        mapping = as_map(item, where=f"patterns[{n}]", file=data.file, line=data.line_of("patterns"))
+        check_keys(mapping, ("name", "template", "verbalizer"), ("template", "verbalizer"), prefix=f"patterns[{n}].")
+        pairs.append({"name": str(mapping.get("name") or f"pattern{n}"), "template": mapping["template"], "verbalizer": mapping["verbalizer"]})
+    return pairs
+
+
 MAX_SEED = 2**32 - 1  # numpy and torch generators take seeds below 2**32
 
 
@@ -278,7 +297,7 @@ def _override(cls: type, base: Any, value: Any, prefix: str, parent: YamlMap) ->
 
 SWEEP_KEYS = ("datasets", "methods", "k", "seeds", "templates", "verbalizers", "max_eval", "cache_dir", "save_prompts", "grid", "zip",
               "exclude")
-DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "vars", "prompt", "train")
+DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "vars", "prompt", "train", "patterns")
 
 
 

@@ -1,7 +1,6 @@
 """Few-shot experiments: zero-shot baseline, then K-shot prompt-only training over seeds."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -27,6 +26,7 @@ from ..template.spec import TemplateSpec
 from ..template.template import hard_version
 from ..training import distributed
 from ..training.loop import evaluate, require_trainable, train
+from ..training.prepare import prepare_verbalizer, unlabeled_inputs, use_unlabeled
 from ..training.state import TrainCheckpointer
 from .config import DataConfig, ExperimentConfig, config_to_dict
 from .records import RESULTS_NAME, portable, write_records
@@ -128,18 +128,6 @@ def check_fields(spec: TemplateSpec, *datasets: Dataset) -> None:
             )
 
 
-UNLABELED_FOR_CALIBRATION = 512
-
-
-def use_unlabeled(model, train_set: Dataset) -> None:
-    """Give ``calibrate: mean`` its unlabeled inputs: the first training texts, labels dropped."""
-    if model.calibration.mode == "mean":
-        from ..model.calibration import calibrate
-
-        texts = [dataclasses.replace(e, label=None) for e in train_set.examples[:UNLABELED_FOR_CALIBRATION]]
-        calibrate(model, texts)
-
-
 class Experiment:
     """Runs one :class:`ExperimentConfig` and writes ``results.json`` and the trained prompts.
 
@@ -211,11 +199,18 @@ class Experiment:
         }
         if cfg.zero_shot:
             zs_spec = hard_version(spec) if cfg.zero_shot_template is None else template_spec(cfg.zero_shot_template, base_dir=cfg.base_dir)
-            zs_model = build_model(backbone, zs_spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt)
-            use_unlabeled(zs_model, train_set)
-            results["zero_shot"] = evaluate(zs_model, cap_eval(eval_set, cfg.data.max_eval, cfg.data.eval_pick).examples, cfg.train.eval_batch_size, metrics)
-            results["zero_shot"]["template"] = format_template(zs_spec.segments)
-            self.log(f"zero-shot ({cfg.name}): accuracy {results['zero_shot']['accuracy']:.4f}")
+            zs_verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir)
+            if zs_verbalizer.learns_from_labels():  # e.g. an auto search: only the seeds' K-shot sets have labels
+                results["zero_shot_skipped"] = f"the {zs_verbalizer.config()['type']} verbalizer learns from each seed's K-shot set"
+                self.log(f"zero-shot ({cfg.name}) skipped: {results['zero_shot_skipped']}")
+            else:
+                unlabeled = unlabeled_inputs(train_set.examples)
+                prepare_verbalizer(backbone, zs_spec, zs_verbalizer, train=None, unlabeled=unlabeled, max_length=cfg.prompt.max_length)
+                zs_model = build_model(backbone, zs_spec, zs_verbalizer, cfg.prompt)
+                use_unlabeled(zs_model, unlabeled)
+                results["zero_shot"] = evaluate(zs_model, cap_eval(eval_set, cfg.data.max_eval, cfg.data.eval_pick).examples, cfg.train.eval_batch_size, metrics)
+                results["zero_shot"]["template"] = format_template(zs_spec.segments)
+                self.log(f"zero-shot ({cfg.name}): accuracy {results['zero_shot']['accuracy']:.4f}")
         for seed in cfg.data.seeds:
             results["runs"].append(self.run_seed(backbone, spec, train_set, eval_set, seed, metrics))
         results["summary"] = {m: mean_std([run["eval"][m] for run in results["runs"]]) for m in metrics}
@@ -242,8 +237,11 @@ class Experiment:
         torch.manual_seed(seed)
         few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed)
         verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir)
+        unlabeled = unlabeled_inputs(train_set.examples)
+        prepared = prepare_verbalizer(backbone, spec, verbalizer, train=few_train.examples, dev=few_dev.examples, unlabeled=unlabeled,
+                                      max_length=cfg.prompt.max_length)
         model = build_model(backbone, spec, verbalizer, cfg.prompt, seed=seed)
-        use_unlabeled(model, train_set)
+        use_unlabeled(model, unlabeled)
         train_cfg = type(cfg.train)(**{**cfg.train.__dict__, "seed": seed})
         out = self.out or OutputDir(self.output, resume=True)
         saver = None
@@ -270,6 +268,7 @@ class Experiment:
             "sampled": info,
             "prompt": str(prompt_dir),
             "loss_first_last": [outcome.history[0]["loss"], outcome.history[-1]["loss"]] if outcome.history else None,
+            **({"verbalizer_setup": prepared} if prepared else {}),
         }
 
 

@@ -35,6 +35,7 @@ from ..model.build import template_spec, verbalizer_spec
 from ..outputs import OutputDir
 from ..template.parser import format_template
 from ..training import distributed
+from ..training.prepare import unlabeled_inputs
 from ..verbalizer import verbalizer_config
 from . import grid
 from .config import ExperimentConfig, config_to_dict
@@ -141,6 +142,10 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
                             drop_added_defaults(settings)
                             if cell.axes:  # swept values count even where the settings above do not show them
                                 settings["axes"] = config_to_dict(cell.axes)
+                            if cfg.patterns:  # PET pairs (absent: run ids as before)
+                                settings["patterns"] = [{"name": p["name"], "template": _describe(p["template"], "template", cfg.base_dir),
+                                                         "verbalizer": _describe(p["verbalizer"], "verbalizer", cfg.base_dir)}
+                                                        for p in cfg.patterns]
                             if not METHODS.get(method).trains:  # only what changes the scores
                                 settings.pop("train")
                             blob = json.dumps(settings, sort_keys=True, default=str)
@@ -322,7 +327,8 @@ class Sweep:
             out["note"] = info["note"]
         out["data_source"] = {k: v for k, v in self.data_info(cfg).items() if k in ("form", "train_source", "eval_source", "holdout")}
         cache_key = None
-        if not method.trains:  # zero-shot: same scores for every seed/K with the same evaluation set
+        verbalizer = verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir)
+        if not method.trains and not verbalizer.learns_from_labels():  # zero-shot: same scores for every seed/K with the same evaluation set
             guids = hashlib.sha256("\n".join(e.guid or "" for e in eval_set).encode()).hexdigest()
             cache_key = json.dumps([{k: v for k, v in run.settings.items() if k not in ("k", "seed")}, guids], sort_keys=True, default=str)
             if cache_key in self._zero_shot:
@@ -333,6 +339,7 @@ class Sweep:
             config=cfg, backbone=self.backbone(cfg), template=spec, verbalizer=run.verbalizer,
             settings=cfg.methods[run.method], train_set=few_train, dev_set=few_dev, eval_set=eval_set, seed=run.seed,
             metrics=metric_names(cfg), output=run_dir if save else None, features=self.features, pool=pool, k=run.k,
+            unlabeled=unlabeled_inputs(train_full.examples),
         )
         outcome = method.run(context)
         out["metrics"] = outcome.pop("eval")

@@ -134,7 +134,8 @@ def make_optimizer(model: PromptModel, config: TrainConfig) -> torch.optim.Optim
 
 
 def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequence[InputExample] | None, config: TrainConfig,
-          *, checkpoint: TrainCheckpointer | None = None, field_map: dict[str, str] | None = None) -> TrainResult:
+          *, checkpoint: TrainCheckpointer | None = None, field_map: dict[str, str] | None = None,
+          soft_targets: torch.Tensor | None = None) -> TrainResult:
     """Train the trainable parameters of ``model`` on ``train_set``; select on ``dev_set`` accuracy.
 
     In a data-parallel run (:mod:`openpt.training.distributed`) each process computes its share of every
@@ -142,6 +143,8 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
     With ``checkpoint``, the full training state is saved every ``checkpoint.every`` steps and at the
     end, and (``checkpoint.resume``) training continues from a saved state with identical results.
     ``train_set`` / ``dev_set`` may also be ``datasets.Dataset`` objects (``field_map``: openpt field -> column).
+    With ``soft_targets`` (``[N, C]`` class distributions, one row per training example; labels
+    may then be missing) the loss is the cross-entropy against them (distillation).
     """
     start = time.perf_counter()
     names = model.verbalizer.label_names
@@ -150,6 +153,8 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
     encoded = model.template.encode(train_set)
     if not encoded:
         raise DataError("no training examples: the training set is empty")
+    if soft_targets is not None and tuple(soft_targets.shape) != (len(encoded), model.verbalizer.num_classes):
+        raise ValueError(f"soft_targets: expected shape {(len(encoded), model.verbalizer.num_classes)}, got {tuple(soft_targets.shape)}")
     optimizer = make_optimizer(model, config)
     per_epoch = math.ceil(len(encoded) / config.batch_size)
     total = config.steps or per_epoch * config.epochs
@@ -181,7 +186,11 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
                 loss, penalty = torch.zeros((), device=device), torch.zeros((), device=device)
                 if mine:
                     batch = model.place_batch(model.template.collate([encoded[i] for i in mine]))
-                    loss = F.cross_entropy(model(batch), batch.labels)
+                    scores = model(batch)
+                    if soft_targets is None:
+                        loss = F.cross_entropy(scores, batch.labels)
+                    else:  # distillation: cross-entropy against class distributions
+                        loss = -(soft_targets[mine].to(scores.device) * torch.log_softmax(scores, -1)).sum(-1).mean()
                     penalty = model.regularization_loss()  # L2 on prompt parameters (0 when off)
                     total_loss = loss + penalty
                     (scaler.scale(total_loss) if scaler is not None else total_loss).backward()

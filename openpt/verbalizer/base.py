@@ -66,6 +66,26 @@ class Verbalizer(nn.Module):
         """
         return False
 
+    def select(self, backbone: Any, dev: Any) -> bool:
+        """After :meth:`prepare`: choose among prepared candidates on labeled dev data (LM-BFF re-ranking).
+
+        Args:
+            backbone: the (frozen) backbone.
+            dev: :class:`~openpt.training.cache.MaskCache` of the labeled K-shot dev examples.
+
+        Returns:
+            True when :attr:`token_ids` changed.
+        """
+        return False
+
+    def learns_from_labels(self) -> bool:
+        """Whether :meth:`prepare` needs labeled examples (a label-word search, class prototypes)."""
+        return False
+
+    def wants_unlabeled(self) -> bool:
+        """Whether :meth:`prepare` uses unlabeled inputs (it is then refused without them)."""
+        return False
+
     def loss(self, outputs: MaskOutputs, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Training loss of a batch (cross-entropy of the class scores unless overridden)."""
         return F.cross_entropy(scores, labels)

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..errors import SpecError
+from ..errors import ConfigError, SpecError
 from ..registry import VERBALIZERS
 from ..spec import YamlMap, as_map, check_keys
 from ..types import MaskOutputs
@@ -176,9 +176,18 @@ class KnowledgeableVerbalizer(Verbalizer):
         return (slots * self.slot_mask).sum(-1) / self.slot_mask.sum(-1)
 
     def prepare(self, backbone: Any, train: Any, unlabeled: Any = None) -> bool:
-        """Refine the words with unlabeled inputs (priors, relevance) and set the word priors."""
-        if self.refined or unlabeled is None or self._binding is None:
+        """Refine the words with unlabeled inputs (priors, relevance) and set the word priors.
+
+        Raises:
+            ConfigError: the file asks for refinement or priors (see :meth:`wants_unlabeled`) and
+                ``unlabeled`` is missing.
+        """
+        if not self.wants_unlabeled() or self._binding is None:
             return False
+        if unlabeled is None:
+            enabled = [k for k, on in (("relevance", self.relevance), ("word_prior", self.word_prior), ("min_prior", self.min_prior > 0)) if on]
+            raise ConfigError(f"{', '.join(enabled)} need unlabeled inputs: pass an unlabeled cache (openpt run gives the training "
+                              "texts), or set them off", file=self.source, key=enabled[0])
         with torch.no_grad():
             hidden = unlabeled.hidden[:, self.mask : self.mask + 1]
             logits = torch.cat([backbone.head_logits(chunk, torch.arange(backbone.vocab_size, device=chunk.device))[:, 0].float() for chunk in hidden.split(128)])
@@ -207,6 +216,10 @@ class KnowledgeableVerbalizer(Verbalizer):
         self.refined = True
         logger.info("knowledgeable verbalizer: %d words kept after refinement", len(self.word_class))
         return True
+
+    def wants_unlabeled(self) -> bool:
+        """True until refined when relevance, word priors or ``min_prior`` are on."""
+        return not self.refined and (self.relevance or self.word_prior or self.min_prior > 0)
 
     def forward(self, outputs: MaskOutputs) -> torch.Tensor:
         """Class scores ``[B, C]``: log of the weighted mean of each class's calibrated word probabilities."""

@@ -199,6 +199,18 @@ class MultiMaskVerbalizer(Verbalizer):
             self._union_rows()
         return any(changed)
 
+    def select(self, backbone: Any, dev: Any) -> bool:
+        changed = [part.select(backbone, dev) for part in self.parts]
+        if any(changed):
+            self._union_rows()
+        return any(changed)
+
+    def learns_from_labels(self) -> bool:
+        return any(part.learns_from_labels() for part in self.parts)
+
+    def wants_unlabeled(self) -> bool:
+        return any(part.wants_unlabeled() for part in self.parts)
+
     def forward(self, outputs: MaskOutputs) -> torch.Tensor:
         """Class scores ``[B, C]``: the parts' log-scores at each class's labels, summed (or averaged), normalised."""
         combined = 0.0

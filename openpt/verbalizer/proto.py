@@ -93,7 +93,13 @@ class PrototypicalVerbalizer(Verbalizer):
         self.token_ids = list(self.manual.token_ids) if self.manual is not None else []
 
     def bind_backbone(self, backbone: Any) -> None:
-        """Create the projection (orthogonal, seeded) and prototypes for the backbone's hidden size."""
+        """Create the projection (orthogonal, seeded) and prototypes for the backbone's hidden size.
+
+        Bound again to a backbone of the same size (a verbalizer prepared on one model, then
+        trained in another), it keeps its prototypes.
+        """
+        if self.projection is not None and self.projection.shape[1] == backbone.config.hidden_size:
+            return
         generator = torch.Generator().manual_seed(self.seed)
         projection = torch.empty(self.dim, backbone.config.hidden_size)
         nn.init.orthogonal_(projection, generator=generator)
@@ -120,6 +126,9 @@ class PrototypicalVerbalizer(Verbalizer):
                 if len(members):
                     self.prototypes[c] = F.normalize(members.mean(0), dim=-1)
         return False
+
+    def learns_from_labels(self) -> bool:
+        return True
 
     def forward(self, outputs: MaskOutputs) -> torch.Tensor:
         """Class log-probabilities ``[B, C]`` (prototypes, plus the manual words when given)."""

@@ -45,7 +45,7 @@ def context(backbone, method: str, tmp_path: Path, **train) -> RunContext:
 
 
 def test_methods_registered():
-    assert METHODS.names() == sorted(["zero_shot", "prompt_tuning", "prompt_finetune", "finetune", "linear_probe", "verbalizer_fit", "verbalizer_zero_shot", *(
+    assert METHODS.names() == sorted(["zero_shot", "prompt_tuning", "prompt_finetune", "finetune", "linear_probe", "verbalizer_fit", "verbalizer_zero_shot", "pet", "ipet", *(
         ["explode"] if "explode" in METHODS else [])])
     assert not METHODS.get("zero_shot").trains and METHODS.get("finetune").trains
 

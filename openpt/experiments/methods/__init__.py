@@ -9,10 +9,12 @@
 | ``linear_probe`` | scikit-learn logistic regression | frozen pooled sentence features |
 | ``verbalizer_fit`` | the verbalizer's tensors, on cached mask states | hard template + verbalizer (+ calibration) |
 | ``verbalizer_zero_shot`` | nothing (label-free preparation + calibration) | hard template + verbalizer (+ calibration) |
+| ``pet`` | every dataset pattern-verbalizer pair (prompt-based FT), then a distilled final pair | ensemble -> soft labels -> first pair |
+| ``ipet`` | as ``pet``, with generations trained on the other pairs' confident labels | ensemble -> soft labels -> first pair |
 """
 from __future__ import annotations
 
-from . import finetune, linear_probe, prompt_finetune, prompt_tuning, verbalizer_fit, zero_shot  # noqa: F401  register
+from . import finetune, ipet, linear_probe, pet, prompt_finetune, prompt_tuning, verbalizer_fit, zero_shot  # noqa: F401  register
 from .base import METHODS, Method, MethodSettings, RunContext, fresh_backbone, register_method
 
 __all__ = ["METHODS", "Method", "MethodSettings", "RunContext", "fresh_backbone", "register_method"]

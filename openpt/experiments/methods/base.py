@@ -9,10 +9,13 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ...backbone.base import Backbone
 from ...data.loading import Dataset
-from ...model.build import PromptOptions, verbalizer_spec
+from ...model.build import PromptOptions, build_model, verbalizer_spec
+from ...model.prompt_model import PromptModel
 from ...registry import Registry
 from ...template.spec import TemplateSpec
 from ...training.loop import TrainConfig
+from ...training.prepare import prepare_verbalizer, use_unlabeled
+from ...types import InputExample
 from ...verbalizer.base import Verbalizer
 
 if TYPE_CHECKING:
@@ -24,6 +27,7 @@ class ExperimentSettings(Protocol):
 
     base_dir: Path
     zero_shot_template: Any
+    patterns: Any
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class RunContext:
         features: cache of frozen sentence features (linear probe), or ``None``.
         pool: the examples the K-shot sets were drawn from (unlabeled inputs, vocabulary counts), or ``None``.
         k: examples per class of the K-shot sets (0: unknown).
+        unlabeled: unlabeled training inputs (``calibrate: mean``, word refinement), or ``None``.
     """
 
     config: ExperimentSettings
@@ -103,6 +108,7 @@ class RunContext:
     features: "FeatureCache | None" = None
     pool: Dataset | None = None
     k: int = 0
+    unlabeled: list[InputExample] | None = None
 
     def new_verbalizer(self) -> Verbalizer:
         """A fresh (unbound) verbalizer for a new model."""
@@ -111,6 +117,24 @@ class RunContext:
     def train_config(self) -> TrainConfig:
         """The method's training settings with this run's seed."""
         return dataclasses.replace(self.settings.train, seed=self.seed)
+
+
+def prepared_model(context: RunContext, template: TemplateSpec, prompt: PromptOptions, *,
+                   backbone: Backbone | None = None, model_template: TemplateSpec | None = None,
+                   verbalizer: Any = None, corpus: list[str] | None = None) -> tuple[PromptModel, dict[str, Any]]:
+    """A model of the run's verbalizer after its data-dependent setup on this run's K-shot sets.
+
+    The setup (:func:`~openpt.training.prepare.prepare_verbalizer`) runs on the shared frozen
+    backbone under ``template``; the model is built on ``backbone`` (default: the shared one) with
+    ``model_template`` (default ``template``) and ``verbalizer`` (a file or mapping; default the
+    run's). Returns the model and what the setup chose (``{}`` for a verbalizer without one).
+    """
+    verbalizer = context.new_verbalizer() if verbalizer is None else verbalizer_spec(verbalizer, base_dir=context.config.base_dir)
+    prepared = prepare_verbalizer(context.backbone, template, verbalizer, train=context.train_set.examples, dev=context.dev_set.examples,
+                                  unlabeled=context.unlabeled, max_length=prompt.max_length, batch_size=context.settings.train.eval_batch_size)
+    model = build_model(backbone or context.backbone, model_template or template, verbalizer, prompt, seed=context.seed, corpus=corpus)
+    use_unlabeled(model, context.unlabeled)
+    return model, prepared
 
 
 def fresh_backbone(backbone: Backbone) -> Backbone:

@@ -8,12 +8,11 @@ from typing import Any
 import torch
 
 from ...errors import ConfigError
-from ...model.build import build_model
 from ...model.saving import save_prompt
 from ...template.segments import Soft, Text
 from ...template.spec import TemplateSpec
 from ...training.loop import train
-from .base import RunContext, register_method, train_and_evaluate
+from .base import RunContext, prepared_model, register_method, train_and_evaluate
 
 
 @dataclass
@@ -57,14 +56,16 @@ def run(context: RunContext) -> dict[str, Any]:
     options = context.settings.options
     torch.manual_seed(context.seed)
     prompt = dataclasses.replace(context.settings.prompt, freeze_backbone=True)
-    template = with_soft_prefix(context.template, options.soft_prefix, deep_prefix=bool(prompt.prefix))
     corpus = None
     if options.vocab_corpus == "pool":
         if context.pool is None:
             raise ConfigError("vocab_corpus: pool needs the sampling pool (run through a sweep)", key="methods.prompt_tuning.vocab_corpus")
         corpus = [e.text for e in context.pool.examples]
-    model = build_model(context.backbone, template, context.new_verbalizer(), prompt, seed=context.seed, corpus=corpus)
+    model, prepared = prepared_model(context, with_soft_prefix(context.template, options.soft_prefix, deep_prefix=bool(prompt.prefix)), prompt,
+                                     corpus=corpus)
     result = train_and_evaluate(context, model, fit=train)
+    if prepared:
+        result["verbalizer_setup"] = prepared
     if options.save_prompt and context.output is not None:
         save_prompt(model, context.output / "prompt", extra={"seed": context.seed})
         result["prompt"] = "prompt"

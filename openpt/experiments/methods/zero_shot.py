@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ...model.build import PromptOptions, build_model, template_spec
+from ...model.build import PromptOptions, template_spec
 from ...template.spec import TemplateSpec
 from ...template.template import hard_version
 from ...training.loop import evaluate
-from .base import RunContext, register_method
+from .base import RunContext, prepared_model, register_method
 
 
 @dataclass
@@ -36,5 +36,8 @@ def manual_template(context: RunContext, override: Any = None) -> TemplateSpec:
 def run(context: RunContext) -> dict[str, Any]:
     """Evaluate the hard template with the frozen backbone."""
     options = PromptOptions(max_length=context.settings.prompt.max_length)
-    model = build_model(context.backbone, manual_template(context, context.settings.options.template), context.new_verbalizer(), options)
-    return {"eval": evaluate(model, context.eval_set.examples, context.settings.train.eval_batch_size, context.metrics)}
+    model, prepared = prepared_model(context, manual_template(context, context.settings.options.template), options)
+    result = {"eval": evaluate(model, context.eval_set.examples, context.settings.train.eval_batch_size, context.metrics)}
+    if prepared:
+        result["verbalizer_setup"] = prepared
+    return result
