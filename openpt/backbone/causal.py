@@ -30,6 +30,22 @@ if TYPE_CHECKING:
     from ..template.template import Template
 
 
+@dataclass(frozen=True)
+class Extent:
+    """Host-side bounds of a batch's prefixes, read from the device in one transfer.
+
+    Attributes:
+        first_slot / last_slot: smallest and largest mask position.
+        longest: the longest prefix.
+        suffix: the most real tokens after a slot (0: every mask is last).
+    """
+
+    first_slot: int
+    last_slot: int
+    longest: int
+    suffix: int
+
+
 @dataclass
 class Prefix:
     """Per-example sequences that words are spliced into (what the scoring LM reads).
@@ -42,6 +58,8 @@ class Prefix:
         positions: ``[B]`` where the word goes (the mask slot, which the word replaces).
         keep_suffix: keep (and score) the tokens after the mask: rank classification.
         extra: per-example tensors the model call needs (e.g. encoder states), indexed per row.
+
+    Widths come from :meth:`extent`, one host sync per batch whatever the path.
     """
 
     embeds: torch.Tensor
@@ -51,15 +69,26 @@ class Prefix:
     positions: torch.Tensor
     keep_suffix: bool
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    _extent: Extent | None = field(default=None, init=False, repr=False)
+
+    def extent(self) -> Extent:
+        """The batch's :class:`Extent` (read once, then cached)."""
+        if self._extent is None:
+            bounds = torch.stack([self.positions.min(), self.positions.max(), self.lengths.max(),
+                                  (self.lengths - 1 - self.positions).max()])
+            self._extent = Extent(*(int(value) for value in bounds.tolist()))
+        return self._extent
 
 
 @dataclass
 class Rows:
-    """What to splice in, one row per (example, word): ``example [N]``, ``ids [N, S]``, ``lengths [N]``."""
+    """What to splice in, one row per (example, word): ``example [N]``, ``ids [N, S]``, ``lengths [N]``,
+    and ``longest`` (the largest of ``lengths``, known on the host)."""
 
     example: torch.Tensor
     ids: torch.Tensor
     lengths: torch.Tensor
+    longest: int
 
     @classmethod
     def of_words(cls, batch_size: int, words: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> "Rows":
@@ -70,6 +99,7 @@ class Rows:
             example=torch.arange(batch_size, device=device).repeat_interleave(count),
             ids=table.repeat(batch_size, 1),
             lengths=lengths.repeat(batch_size),
+            longest=max(len(w) for w in words),
         )
 
 
@@ -96,11 +126,14 @@ def splice(prefix: Prefix, rows: Rows, word_embeds: torch.Tensor, *, keep_suffix
     """Put each row's word at its example's mask slot: ``prefix[:p] + word (+ suffix after the slot)``.
 
     Scored positions are the word's tokens and, with ``keep_suffix``, the scorable suffix tokens.
+    The width is the host-side bound ``longest prefix - 1 (or last slot) + longest row``: the exact
+    longest filled sequence when every example gets the longest row (all words, or equal rows).
     """
     p = prefix.positions[rows.example].unsqueeze(1)  # [N, 1]
     n = rows.lengths.unsqueeze(1)
     end = prefix.lengths[rows.example].unsqueeze(1) - 1 + n if keep_suffix else p + n
-    width = int(end.max())
+    extent = prefix.extent()
+    width = (extent.longest - 1 if keep_suffix else extent.last_slot) + rows.longest
     j = torch.arange(width, device=p.device).unsqueeze(0)  # [1, T]
     in_word = (j >= p) & (j < p + n)
     in_suffix = (j >= p + n) & (j < end)
@@ -115,11 +148,17 @@ def splice(prefix: Prefix, rows: Rows, word_embeds: torch.Tensor, *, keep_suffix
     return Spliced(embeds * valid.unsqueeze(-1).to(embeds.dtype), valid.long(), targets, scored)
 
 
-def scored_index(scored: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scored positions per row, ascending: ``index [N, K]`` (padded with 1) and ``valid [N, K]``."""
+def row_extra(prefix: Prefix, rows: Rows) -> dict[str, torch.Tensor]:
+    """The prefix's per-example model inputs (e.g. encoder states), one per row."""
+    return {key: value[rows.example] for key, value in prefix.extra.items()}
+
+
+def scored_index(scored: torch.Tensor, most: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scored positions per row, ascending: ``index [N, K]`` (padded with 1) and ``valid [N, K]``;
+    ``most`` bounds the scored positions of a row (host-side: no sync)."""
     width = scored.shape[1]
     keys = torch.where(scored, torch.arange(width, device=scored.device), width)
-    index = keys.sort(dim=1).values[:, : max(int(scored.sum(1).max()), 1)]
+    index = keys.sort(dim=1).values[:, : min(max(most, 1), width)]
     valid = index < width
     return torch.where(valid, index, 1), valid
 
@@ -188,27 +227,41 @@ class SequenceBackbone(Backbone):
         """Logits of the scoring LM on spliced rows (the head runs only where :func:`head_at` says)."""
         return self.model(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits
 
-    def _head_logits(self, prefix: Prefix, rows: Rows, spliced: Spliced, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        extra = {key: value[rows.example] for key, value in prefix.extra.items()}
+    def _head_logits(self, extra: dict[str, torch.Tensor], embeds: torch.Tensor, attention: torch.Tensor,
+                     index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities ``[N, K, V]`` and the head's input ``[N, K, H]`` at ``index [N, K]``."""
         with head_at(self.head, index) as captured:
-            logits = self.run(spliced.embeds, spliced.attention, extra)
+            logits = self.run(embeds, attention, extra)
         if len(captured) != 1:
             raise BackboneError(f"{type(self.model).__name__}: the LM head was not called once per forward")
         return logits.log_softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32)), captured[0]
+
+    def slot_token(self, prefix: Prefix) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities ``[B, V]`` of the token at each example's slot, and the state ``[B, H]``.
+
+        What :meth:`next_token` gives for empty rows, without splicing: a left-to-right LM reading
+        position ``slot - 1`` never sees the slot or what follows, so the prefix runs as it is,
+        cut at the last slot, with the attention mask ending at each slot.
+        """
+        width = prefix.extent().last_slot
+        columns = torch.arange(width, device=prefix.positions.device).unsqueeze(0)
+        attention = (columns < prefix.positions.unsqueeze(1)).long()
+        logprobs, hidden = self._head_logits(prefix.extra, prefix.embeds[:, :width], attention, (prefix.positions - 1).unsqueeze(1))
+        return logprobs[:, 0], hidden[:, 0]
 
     def next_token(self, prefix: Prefix, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities ``[N, V]`` of the token after each row's word, and the state ``[N, H]``."""
         spliced = splice(prefix, rows, self.word_embeddings()(rows.ids), keep_suffix=False)
         last = (prefix.positions[rows.example] + rows.lengths - 1).unsqueeze(1)
-        logprobs, hidden = self._head_logits(prefix, rows, spliced, last)
+        logprobs, hidden = self._head_logits(row_extra(prefix, rows), spliced.embeds, spliced.attention, last)
         return logprobs[:, 0], hidden[:, 0]
 
     def sequence_scores(self, prefix: Prefix, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed log-probabilities ``[N]`` of each row's scored tokens, and the state ``[N, H]``
         that predicts the word's first token."""
         spliced = splice(prefix, rows, self.word_embeddings()(rows.ids), keep_suffix=prefix.keep_suffix)
-        index, valid = scored_index(spliced.scored)
-        logprobs, hidden = self._head_logits(prefix, rows, spliced, index - 1)
+        index, valid = scored_index(spliced.scored, rows.longest + (prefix.extent().suffix if prefix.keep_suffix else 0))
+        logprobs, hidden = self._head_logits(row_extra(prefix, rows), spliced.embeds, spliced.attention, index - 1)
         token = logprobs.gather(-1, spliced.targets.gather(1, index).unsqueeze(-1)).squeeze(-1)
         return torch.where(valid, token, torch.zeros_like(token)).sum(-1), hidden[:, 0]
 
@@ -222,11 +275,9 @@ class SequenceBackbone(Backbone):
             return MaskOutputs(logits=None, hidden=hidden.unsqueeze(1), generated=generated)
         if not words:
             raise SpecError("the verbalizer has no words to score")
-        has_suffix = prefix.keep_suffix and bool((prefix.lengths - 1 > prefix.positions).any())
+        has_suffix = prefix.keep_suffix and prefix.extent().suffix > 0
         if max(len(w) for w in words) == 1 and not has_suffix:  # one forward of B rows
-            nothing = torch.zeros(size, dtype=torch.long, device=device)
-            empty = Rows(torch.arange(size, device=device), nothing.unsqueeze(1) + self.pad_id, nothing)
-            logprobs, hidden = self.next_token(prefix, empty)
+            logprobs, hidden = self.slot_token(prefix)
             scores = logprobs[:, [w[0] for w in words]]
         else:  # one forward of B * W rows
             sums, hidden = self.sequence_scores(prefix, Rows.of_words(size, words, self.pad_id, device))
@@ -243,7 +294,7 @@ class SequenceBackbone(Backbone):
         done = torch.zeros(size, dtype=torch.bool, device=device)
         first_hidden = None
         for step in range(max_new_tokens):
-            rows = Rows(torch.arange(size, device=device), tokens, torch.full((size,), step, dtype=torch.long, device=device))
+            rows = Rows(torch.arange(size, device=device), tokens, torch.full((size,), step, dtype=torch.long, device=device), step)
             logprobs, hidden = self.next_token(prefix, rows)
             first_hidden = hidden if first_hidden is None else first_hidden
             chosen = logprobs.argmax(-1)
@@ -302,14 +353,14 @@ class CausalLMBackbone(SequenceBackbone):
             )
 
     def prefix(self, inputs_embeds: torch.Tensor, batch: Batch) -> Prefix:
-        positions = batch.mask_positions[:, 0]
-        if bool((positions == 0).any()):
-            raise DataError("a causal LM cannot score a [MASK] at position 0: nothing precedes it")
-        return Prefix(
+        prefix = Prefix(
             embeds=inputs_embeds,
             ids=batch.input_ids,
             scorable=(batch.soft_index < 0) & batch.attention_mask.bool(),
             lengths=batch.attention_mask.sum(1),
-            positions=positions,
+            positions=batch.mask_positions[:, 0],
             keep_suffix=True,
         )
+        if prefix.extent().first_slot == 0:
+            raise DataError("a causal LM cannot score a [MASK] at position 0: nothing precedes it")
+        return prefix

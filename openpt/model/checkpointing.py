@@ -6,11 +6,14 @@ inputs in the forward pass and recomputes the rest in the backward pass (non-ree
 backbone in eval mode (a frozen backbone keeps dropout off) and needs no
 ``enable_input_require_grads``: gradients reach the soft prompt through the layer inputs, and
 the recompute re-attaches the deep-prompt prefixes that were attached in the forward pass.
+The wrappers hold the layer and the prompt model weakly: a model dropped after
+:func:`enable_checkpointing` frees its memory at once, not at the next garbage collection.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 from typing import Any, Callable
 
 import torch
@@ -35,7 +38,7 @@ def enable_checkpointing(model: PromptModel) -> int:
         raise ConfigError(f"{type(model.backbone.model).__name__} has no checkpointable layers", key="train.gradient_checkpointing")
     for layer in layers:
         if not isinstance(layer.__dict__.get("forward"), _Checkpointed):
-            layer.forward = _Checkpointed(layer.forward, functools.partial(_recompute_context, model))
+            layer.forward = _Checkpointed(layer.forward, functools.partial(_recompute_context, weakref.ref(model)))
     return len(layers)
 
 
@@ -46,20 +49,35 @@ def disable_checkpointing(model: PromptModel) -> None:
             del layer.forward
 
 
-def _recompute_context(model: PromptModel) -> tuple[Any, Any]:
+def _recompute_context(model_ref: "weakref.ref[PromptModel]") -> tuple[Any, Any]:
     """(forward context, recompute context): the recompute re-attaches the prefixes active now."""
-    prefix = model.prefix
+    model = model_ref()
+    prefix = model.prefix if model is not None else None
     active = prefix.active if prefix is not None else None
     return contextlib.nullcontext(), (prefix.hooked(active) if active is not None else contextlib.nullcontext())
 
 
 class _Checkpointed:
-    """A layer's ``forward`` run under non-reentrant activation checkpointing when gradients are on."""
+    """A layer's ``forward`` run under non-reentrant activation checkpointing when gradients are on.
+
+    Stored on the layer itself, so a bound ``forward`` is held weakly (a strong one would make the
+    layer a reference cycle that outlives ``del model`` until the garbage collector runs).
+    """
 
     def __init__(self, forward: Callable[..., Any], context_fn: Callable[[], tuple[Any, Any]]) -> None:
-        self.forward, self.context_fn = forward, context_fn
+        self._forward: Callable[[], Callable[..., Any] | None] = (
+            weakref.WeakMethod(forward) if hasattr(forward, "__self__") else (lambda: forward))
+        self.context_fn = context_fn
+
+    @property
+    def forward(self) -> Callable[..., Any]:
+        forward = self._forward()
+        if forward is None:
+            raise ReferenceError("the checkpointed layer no longer exists")
+        return forward
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        forward = self.forward
         if not torch.is_grad_enabled():
-            return self.forward(*args, **kwargs)
-        return checkpoint(self.forward, *args, use_reentrant=False, context_fn=self.context_fn, **kwargs)
+            return forward(*args, **kwargs)
+        return checkpoint(forward, *args, use_reentrant=False, context_fn=self.context_fn, **kwargs)

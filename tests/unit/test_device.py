@@ -5,6 +5,9 @@ With ``OPENPT_TEST_DEVICE`` set (e.g. ``cuda``) the tiny backbones load on that 
 """
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -135,3 +138,16 @@ def test_unavailable_devices_are_one_line_errors():
     else:
         with pytest.raises(ConfigError, match="device: 'cuda' requested but CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_a_checkpointed_model_is_freed_without_the_garbage_collector(tiny_bert_dir):
+    model = make_model(tiny_bert_dir, "[SOFT*2] " + MANUAL, sharp=True)
+    enable_checkpointing(model)
+    prompt_gradients(model)  # the wrappers ran
+    backbone = weakref.ref(model.backbone.model)
+    gc.disable()
+    try:
+        del model
+        assert backbone() is None  # reference counting alone frees it: no cycle through the wrappers
+    finally:
+        gc.enable()
