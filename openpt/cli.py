@@ -8,9 +8,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Sequence
 
 from .cli_hf import add_commands, add_predict_options
+from .cli_parsing import DEVICE_HELP, Parser, common_options, non_negative, positive_batch, whole_number
 from .errors import OpenPTError
 
 
@@ -232,66 +233,18 @@ def _verbalizer_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def whole_number(minimum: int, what: str, maximum: int = 2**31 - 1) -> Callable[[str], int]:
-    """An argparse type: a whole number in ``minimum..maximum`` (``--batch-size 0`` is an error, not garbage)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number of {what}, got {text[:40]!r}") from None
-        if not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"expected a number of {what} in {minimum}..{maximum}, got {text[:40]}")
-        return value
-
-    return parse
-
-
-_non_negative = whole_number(0, "steps")
-_positive_batch = whole_number(1, "examples per batch")
-
-
-class _Help(argparse.HelpFormatter):
-    """Every option's help ends with its default (unless the help text already states it)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.option_strings and "default" not in text and not any(action.default is v for v in (None, False, argparse.SUPPRESS)):
-            text += " (default: %(default)s)"
-        return text
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with ``openpt: error:`` lines on stderr (exit status 2) and defaults shown in every option's help."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _Help)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"openpt: error: {self.prog}: {message[:300]}\n")
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    """Options every subcommand takes after its name (``openpt run -v CONFIG``)."""
-    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress (INFO)")
-
-
-DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps"
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="openpt", description="Prompt learning over Hugging Face backbones.")
+    parser = Parser(prog="openpt", description="Prompt learning over Hugging Face backbones.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="run a few-shot experiment from a YAML config")
 
-    _common(run)
+    common_options(run)
     run.add_argument("config", help="experiment YAML (a sweep when it has a 'sweep:' section)")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=0.01 data.seeds=[13]")
     run.add_argument("--output", "-o", help="output directory (default: the config's 'output' or runs/<name>)")
-    run.add_argument("--checkpoint-every", type=_non_negative, default=0, metavar="N",
+    run.add_argument("--checkpoint-every", type=non_negative, default=0, metavar="N",
                      help="save the full training state to OUTPUT/checkpoints/ every N steps and at the end of each seed (0: off)")
     run.add_argument("--resume", action="store_true", help="continue a killed run from OUTPUT/checkpoints/ (same results as an uninterrupted run)")
     run.add_argument("--overwrite", action="store_true",
@@ -304,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="markdown table and plots from a sweep's results.jsonl")
 
-    _common(report)
+    common_options(report)
     report.add_argument("results", help="results.jsonl written by a sweep")
     report.add_argument("--output", "-o", help="directory for report.md and PNGs (default: <results dir>/report)")
     report.add_argument("--overwrite", action="store_true", help="write into an output directory that holds other files (openpt's own are replaced)")
@@ -323,10 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, help_text in (("eval", _eval, "evaluate a saved prompt, or a template + verbalizer zero-shot, on a labeled split"),
                                   ("predict", _predict, "label texts with a saved prompt")):
         cmd = sub.add_parser(name, help=help_text)
-        _common(cmd)
+        common_options(cmd)
         cmd.add_argument("prompt", nargs="?" if name == "eval" else None, help="saved prompt directory")
         cmd.add_argument("--backbone", help="backbone directory (default: the one recorded in the prompt)")
-        cmd.add_argument("--batch-size", type=_positive_batch, default=64, help="examples per forward pass")
+        cmd.add_argument("--batch-size", type=positive_batch, default=64, help="examples per forward pass")
         cmd.add_argument("--device", default="auto", help=DEVICE_HELP)
         cmd.add_argument("--ensemble", action="append", metavar="PROMPT",
                          help="another saved prompt of the same task (repeatable): average the class probabilities")
@@ -351,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)  # export --to peft, import peft
     template = sub.add_parser("template", help="template tools").add_subparsers(dest="template_command", required=True)
     check = template.add_parser("check", help="validate a template and show how it renders")
-    _common(check)
+    common_options(check)
     check.add_argument("file", help="template YAML file (or a text file with inline template text)")
     check.add_argument("--backbone", help="render with this backbone's tokenizer")
     check.add_argument("--example", help="text to render (default: a short review)")
@@ -362,21 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--generator", required=True, help="T5-style seq2seq model directory (span filling)")
     generate.add_argument("--backbone", required=True, help="masked-LM backbone that ranks the candidates on the K-shot dev set")
     generate.add_argument("--data", required=True, help="dataset directory (shared format) or a JSONL/CSV file")
-    generate.add_argument("--split", default="train")
+    generate.add_argument("--split", default="train", help="split the K-shot train and dev sets are drawn from")
     generate.add_argument("--verbalizer", required=True, help="verbalizer YAML (its first word per class fills the spans)")
-    generate.add_argument("--k", type=int, default=16, help="examples per class for train and for dev")
-    generate.add_argument("--seed", type=int, default=13)
-    generate.add_argument("--beam", type=int, default=20)
-    generate.add_argument("--max-span-tokens", type=int, default=8)
+    generate.add_argument("--k", type=whole_number(1, "examples per class"), default=16, help="examples per class for train and for dev")
+    generate.add_argument("--seed", type=whole_number(0, "seed", 2**32 - 1), default=13, help="seed of the K-shot draw")
+    generate.add_argument("--beam", type=whole_number(1, "beams"), default=20, help="beam width of the span decoding")
+    generate.add_argument("--max-span-tokens", type=whole_number(1, "tokens"), default=8, help="longest decoded span")
     generate.add_argument("--layout", choices=["after", "before"], default="after", help="the spans and mask after or before the text")
-    generate.add_argument("--candidates", type=int, default=20, help="best decodes ranked on dev")
-    generate.add_argument("--top", type=int, default=5, help="templates written")
-    generate.add_argument("--output-dir", required=True)
-    generate.add_argument("--name", default="auto")
+    generate.add_argument("--candidates", type=whole_number(1, "candidates"), default=20, help="best decodes ranked on dev")
+    generate.add_argument("--top", type=whole_number(1, "templates"), default=5, help="templates written")
+    generate.add_argument("--output-dir", required=True, help="directory for the generated template files")
+    generate.add_argument("--name", default="auto", help="file name prefix of the generated templates")
     generate.set_defaults(func=_template_generate)
     verbalizer = sub.add_parser("verbalizer", help="verbalizer tools").add_subparsers(dest="verbalizer_command", required=True)
     search = verbalizer.add_parser("search", help="search label words on labeled data and write them as a verbalizer YAML")
-    _common(search)
+    common_options(search)
     search.add_argument("--backbone", required=True, help="masked-LM backbone directory")
     search.add_argument("--template", required=True, help="template YAML file or inline template text with [MASK]")
     search.add_argument("--data", required=True, help="dataset directory (shared format) or a JSONL/CSV file")
@@ -388,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--mask", type=whole_number(0, "the [MASK] slot"), default=0, help="which [MASK] slot the words fill")
     search.add_argument("--name", default="auto_words", help="name of the written verbalizer")
     search.add_argument("--max-length", type=whole_number(1, "tokens"), default=128, help="maximum sequence length, special tokens included")
-    search.add_argument("--batch-size", type=_positive_batch, default=32, help="examples per forward pass")
+    search.add_argument("--batch-size", type=positive_batch, default=32, help="examples per forward pass")
     search.add_argument("--output", "-o", help="verbalizer YAML to write")
     search.add_argument("--device", default="auto", help=DEVICE_HELP)
     search.set_defaults(func=_verbalizer_search)

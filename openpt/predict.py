@@ -17,7 +17,6 @@ import json
 from dataclasses import dataclass
 from typing import IO, Callable, Iterable, Iterator, Sequence
 
-import torch
 
 from .errors import DataError, OpenPTError
 from .model.prompt_model import PromptModel
@@ -89,7 +88,7 @@ def predict_stream(
         if not chunk:
             return
         try:
-            probs = torch.softmax(model.scores([example for _, example in chunk], batch_size), dim=-1)
+            probs = model.predict([example for _, example in chunk], batch_size)[1]  # a PromptModel or a PromptEnsemble
         except DataError:
             if len(chunk) == 1:
                 raise

@@ -4,29 +4,28 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..data.loading import HF_DATASETS_PREFIX
 from ..data.sources import form_problem
-from ..errors import ConfigError, SpecError, brief
+from ..errors import ConfigError, brief
 from ..model.build import PromptOptions, looks_like_path
-from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, parse_yaml, type_ok
+from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, type_ok
 from ..training.loop import TrainConfig
 from .grid import PER_DATASET, SweepCell, resolve_variables, sweep_cells
+from .overrides import apply_overrides, errors_named_by_override
+from .values import DEFAULT_METRICS, MAX_SEED, check_top_types, parse_metrics, parse_patterns, parse_placement, seeds_ok
 
 logger = logging.getLogger(__name__)
 
 TOP_KEYS = ("name", "backbone", "backbone_options", "device", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train",
             "zero_shot", "output", "metrics", "methods", "sweep", "vars", "patterns")
-BACKBONE_OPTION_KEYS = ("dtype", "attn_implementation", "device_map", "low_cpu_mem_usage")
 DATA_KEYS = ("path", "train", "eval", "holdout", "holdout_seed", "dataset_config", "train_split", "eval_split", "k", "seeds",
              "field_map", "label_names", "max_eval", "protocol", "eval_pick")
 PROTOCOLS = ("lmbff", "split_off_eval", "held_out_eval")
 EVAL_PICKS = ("random", "first")
-DEFAULT_METRICS = ["accuracy", "macro_f1"]
 
 
 @dataclass
@@ -91,32 +90,6 @@ class ExperimentConfig:
         return self.metrics[0]
 
 
-def apply_overrides(data: YamlMap, overrides: list[str]) -> None:
-    """Apply ``a.b=value`` overrides (values parsed as YAML scalars/lists)."""
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.lr=0.01)")
-        try:
-            value = parse_yaml(text)
-        except SpecError:
-            raise ConfigError(f"override {item!r}: value is not valid YAML") from None
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = YamlMap()
-                child.file = "<command line>"
-                node[part] = child
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a mapping")
-            node = child
-        node[parts[-1]] = value
-        if isinstance(node, YamlMap):
-            node.key_lines.pop(parts[-1], None)
-
-
 def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | None = None) -> ExperimentConfig:
     """Validate a loaded config mapping (a sweep config when it has a ``sweep`` section)."""
     data = as_map(data, where="config", file=file)
@@ -178,72 +151,6 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         backbone_options=backbone_options,
         patterns=parse_patterns(data),
     )
-
-
-def parse_placement(data: YamlMap) -> tuple[str, dict[str, Any]]:
-    """``device`` (checked by name only: the machine that runs it may differ) and ``backbone_options``."""
-    from ..device import DEVICE_NAMES, weight_dtype
-
-    device = str(data.get("device", "auto"))
-    if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", device):
-        raise data.error("device", f"unknown device {device!r}; expected one of {', '.join(DEVICE_NAMES)}")
-    options = as_map(data.get("backbone_options") or {}, where="backbone_options", file=data.file, line=data.line_of("backbone_options"))
-    check_keys(options, BACKBONE_OPTION_KEYS, prefix="backbone_options.")
-    try:
-        weight_dtype(options.get("dtype"))
-    except ConfigError as exc:
-        raise options.error("dtype", exc.problem) from None
-    for key, ok, expected in (("attn_implementation", isinstance(options.get("attn_implementation", ""), str), "a string (eager, sdpa, ...)"),
-                              ("device_map", isinstance(options.get("device_map", ""), (str, dict)), "auto or a mapping"),
-                              ("low_cpu_mem_usage", isinstance(options.get("low_cpu_mem_usage", False), bool), "true or false")):
-        if not ok:
-            raise options.error(key, f"expected {expected}, got {options[key]!r}")
-    return device, dict(options)
-
-
-def parse_patterns(data: YamlMap) -> list[dict[str, Any]] | None:
-    """The ``patterns`` list (PET pattern-verbalizer pairs), each ``{template, verbalizer, name?}``; ``None`` when absent."""
-    value = data.get("patterns")
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value:
-        raise data.error("patterns", f"expected a non-empty list of {{template, verbalizer}} mappings, got {value!r}")
-    pairs = []
-    for n, item in enumerate(value):
-        mapping = as_map(item, where=f"patterns[{n}]", file=data.file, line=data.line_of("patterns"))
-        check_keys(mapping, ("name", "template", "verbalizer"), ("template", "verbalizer"), prefix=f"patterns[{n}].")
-        pairs.append({"name": str(mapping.get("name") or f"pattern{n}"), "template": mapping["template"], "verbalizer": mapping["verbalizer"]})
-    return pairs
-
-
-MAX_SEED = 2**32 - 1  # numpy and torch generators take seeds below 2**32
-
-
-def seeds_ok(seeds: Any) -> bool:
-    """A non-empty list of distinct seeds 0..MAX_SEED (a repeated seed would be averaged as if independent)."""
-    return (isinstance(seeds, list) and bool(seeds) and len(set(map(repr, seeds))) == len(seeds)
-            and all(type_ok(s, int) and 0 <= s <= MAX_SEED for s in seeds))
-
-
-TOP_TYPES = {"name": (str, "a name"), "output": (str, "a directory path"), "zero_shot": (bool, "true or false")}
-
-
-def check_top_types(data: YamlMap) -> None:
-    """Top-level values are of their declared type: ``zero_shot: "false"`` is an error, not ``bool("false")``."""
-    for key, (kind, expected) in TOP_TYPES.items():
-        value = data.get(key)
-        if value is not None and not type_ok(value, kind):
-            raise data.error(key, f"expected {expected}, got {brief(value)}")
-
-
-def parse_metrics(data: YamlMap) -> list[str]:
-    """The ``metrics`` list (first = the one reports lead with); names from :data:`openpt.metrics.METRICS`."""
-    from ..metrics import METRICS
-
-    value = data.get("metrics", DEFAULT_METRICS)
-    if not isinstance(value, list) or not value or not all(isinstance(m, str) and m in METRICS for m in value):
-        raise data.error("metrics", f"expected a non-empty list of {', '.join(METRICS)}, got {brief(value)}")
-    return list(value)
 
 
 def parse_methods(data: YamlMap, prompt: PromptOptions, train: TrainConfig) -> dict[str, Any]:
@@ -469,25 +376,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not isinstance(data, YamlMap):
         raise ConfigError("expected a mapping at the top level", file=path)
     apply_overrides(data, overrides or [])
-    try:
+    with errors_named_by_override(overrides or []):
         return parse_config(data, file=path, base_dir=Path(path).resolve().parent)
-    except SpecError as exc:
-        item = override_of(exc.key, overrides or [])
-        if item is None:
-            raise
-        target = item.partition("=")[0]
-        inner = f": {exc.key}" if exc.key and exc.key.startswith(target + ".") else ""  # the key inside the overridden value
-        raise ConfigError(exc.problem, key=f"override {brief(item)}{inner}") from None
-
-
-def override_of(key: str | None, overrides: list[str]) -> str | None:
-    """The (last) override that set ``key`` (``train.lr``; a nested error key ``seeds`` matches ``data.seeds=...``)."""
-    found = None
-    for item in overrides:
-        target = item.partition("=")[0]
-        if key and (key == target or target.endswith("." + key) or key.startswith(target + ".")):
-            found = item
-    return found
 
 
 def config_to_dict(value: Any) -> Any:

@@ -43,8 +43,11 @@ class PromptEnsemble:
         if not models:
             raise ValueError("an ensemble needs at least one model")
         labels = models[0].verbalizer.label_names
+        fields = set(models[0].template.spec.fields)
         for model in models[1:]:
             model.verbalizer.check_labels(labels)
+            if set(model.template.spec.fields) != fields:
+                raise ValueError(f"members read different input fields: {sorted(fields)} and {sorted(model.template.spec.fields)}")
         self.models = list(models)
         self.weights = [1.0] * len(models) if weights is None else list(weights)
         if len(self.weights) != len(self.models):
@@ -70,6 +73,11 @@ class PromptEnsemble:
             return cls(models)
         except Exception as exc:  # label mismatch: name the prompts
             raise CheckpointError(f"prompts {[str(d) for d in directories]} are not of one task: {exc}") from None
+
+    @property
+    def template(self):
+        """The first member's template (what inputs the ensemble reads; members of one task read the same fields)."""
+        return self.models[0].template
 
     @property
     def verbalizer(self):

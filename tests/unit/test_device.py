@@ -80,12 +80,12 @@ def test_explicit_cpu_device_gives_the_default_numbers_exactly(tiny_bert_dir):
     pinned = build_model(backbone, spec, verbalizer, PromptOptions(max_length=64), device="cpu")
     assert pinned.device == torch.device("cpu")
     default = make_model(tiny_bert_dir, "[SOFT*2] " + MANUAL)
-    if default.device.type != "cpu":
-        pytest.skip("the default device of this test session is not the CPU")
-    torch.testing.assert_close(pinned.scores(SENTIMENT), default.scores(SENTIMENT), atol=0, rtol=0)
+    exact = default.device.type == "cpu"  # under OPENPT_TEST_DEVICE=cuda the default model is on the GPU: parity, not identity
+    tolerance = {"atol": 0, "rtol": 0} if exact else {"atol": 1e-4, "rtol": 1e-4}
+    torch.testing.assert_close(pinned.scores(SENTIMENT), default.scores(SENTIMENT), **tolerance)
     config = TrainConfig(lr=0.05, steps=2, batch_size=3, eval_every=0)
     first, second = train(pinned, SENTIMENT, None, config), train(default, SENTIMENT, None, config)
-    assert [r["loss"] for r in first.history] == [r["loss"] for r in second.history]
+    torch.testing.assert_close(torch.tensor([r["loss"] for r in first.history]), torch.tensor([r["loss"] for r in second.history]), **tolerance)
 
 
 def test_model_device_follows_the_backbone_and_scores_come_back_on_the_cpu(tiny_bert_dir):

@@ -13,7 +13,7 @@ from openpt.training.loop import TrainConfig, evaluate, train
 
 from .helpers import SENTIMENT, make_model, sharpened_copy
 
-datasets = pytest.importorskip("datasets")
+import datasets
 
 
 def trained(model_dir: Path, tmp_path: Path) -> PromptModel:

@@ -14,7 +14,7 @@ from openpt.types import InputExample
 
 from .helpers import SENTIMENT, make_model, sharpened_copy
 
-peft = pytest.importorskip("peft")
+import peft
 
 PEFT_TEMPLATE = "[SOFT*3] {text} it was [MASK] ."
 EXAMPLES = SENTIMENT[:4]

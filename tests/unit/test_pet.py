@@ -115,7 +115,9 @@ def test_saved_prompts_of_one_task_ensemble_at_inference(tiny_bert_dir, tmp_path
     expected = (a.predict(SENTIMENT)[1] + b.predict(SENTIMENT)[1]) / 2
     torch.testing.assert_close(ensemble.predict(SENTIMENT)[1], expected)
     assert main(["predict", str(tmp_path / "a"), "a fine film .", "--ensemble", str(tmp_path / "b")]) == 0
-    label, prob, _ = capsys.readouterr().out.strip().split("\t")
+    header, line = capsys.readouterr().out.strip().splitlines()  # TSV: line, label, p_<class>...
+    row = dict(zip(header.split("\t"), line.split("\t")))
+    label, prob = row["label"], row[f"p_{row['label']}"]
     one = ensemble.predict([InputExample("a fine film .")])[1][0]
     assert label == ["negative", "positive"][int(one.argmax())] and abs(float(prob) - float(one.max())) < 1e-4
     c = build_model(backbone, template_spec("{text} it was [MASK] ."), verbalizer_spec({"labels": {"neg": "bad", "pos": "good"}}))

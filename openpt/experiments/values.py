@@ -1,0 +1,78 @@
+"""Checks of single top-level config values: device and backbone options, PET patterns, seeds,
+value types, metrics (each a one-line error naming the file, line and key)."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..errors import ConfigError, brief
+from ..spec import YamlMap, as_map, check_keys, type_ok
+
+BACKBONE_OPTION_KEYS = ("dtype", "attn_implementation", "device_map", "low_cpu_mem_usage")
+DEFAULT_METRICS = ["accuracy", "macro_f1"]
+
+
+def parse_placement(data: YamlMap) -> tuple[str, dict[str, Any]]:
+    """``device`` (checked by name only: the machine that runs it may differ) and ``backbone_options``."""
+    from ..device import DEVICE_NAMES, weight_dtype
+
+    device = str(data.get("device", "auto"))
+    if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", device):
+        raise data.error("device", f"unknown device {device!r}; expected one of {', '.join(DEVICE_NAMES)}")
+    options = as_map(data.get("backbone_options") or {}, where="backbone_options", file=data.file, line=data.line_of("backbone_options"))
+    check_keys(options, BACKBONE_OPTION_KEYS, prefix="backbone_options.")
+    try:
+        weight_dtype(options.get("dtype"))
+    except ConfigError as exc:
+        raise options.error("dtype", exc.problem) from None
+    for key, ok, expected in (("attn_implementation", isinstance(options.get("attn_implementation", ""), str), "a string (eager, sdpa, ...)"),
+                              ("device_map", isinstance(options.get("device_map", ""), (str, dict)), "auto or a mapping"),
+                              ("low_cpu_mem_usage", isinstance(options.get("low_cpu_mem_usage", False), bool), "true or false")):
+        if not ok:
+            raise options.error(key, f"expected {expected}, got {options[key]!r}")
+    return device, dict(options)
+
+
+def parse_patterns(data: YamlMap) -> list[dict[str, Any]] | None:
+    """The ``patterns`` list (PET pattern-verbalizer pairs), each ``{template, verbalizer, name?}``; ``None`` when absent."""
+    value = data.get("patterns")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise data.error("patterns", f"expected a non-empty list of {{template, verbalizer}} mappings, got {value!r}")
+    pairs = []
+    for n, item in enumerate(value):
+        mapping = as_map(item, where=f"patterns[{n}]", file=data.file, line=data.line_of("patterns"))
+        check_keys(mapping, ("name", "template", "verbalizer"), ("template", "verbalizer"), prefix=f"patterns[{n}].")
+        pairs.append({"name": str(mapping.get("name") or f"pattern{n}"), "template": mapping["template"], "verbalizer": mapping["verbalizer"]})
+    return pairs
+
+
+MAX_SEED = 2**32 - 1  # numpy and torch generators take seeds below 2**32
+
+
+def seeds_ok(seeds: Any) -> bool:
+    """A non-empty list of distinct seeds 0..MAX_SEED (a repeated seed would be averaged as if independent)."""
+    return (isinstance(seeds, list) and bool(seeds) and len(set(map(repr, seeds))) == len(seeds)
+            and all(type_ok(s, int) and 0 <= s <= MAX_SEED for s in seeds))
+
+
+TOP_TYPES = {"name": (str, "a name"), "output": (str, "a directory path"), "zero_shot": (bool, "true or false")}
+
+
+def check_top_types(data: YamlMap) -> None:
+    """Top-level values are of their declared type: ``zero_shot: "false"`` is an error, not ``bool("false")``."""
+    for key, (kind, expected) in TOP_TYPES.items():
+        value = data.get(key)
+        if value is not None and not type_ok(value, kind):
+            raise data.error(key, f"expected {expected}, got {brief(value)}")
+
+
+def parse_metrics(data: YamlMap) -> list[str]:
+    """The ``metrics`` list (first = the one reports lead with); names from :data:`openpt.metrics.METRICS`."""
+    from ..metrics import METRICS
+
+    value = data.get("metrics", DEFAULT_METRICS)
+    if not isinstance(value, list) or not value or not all(isinstance(m, str) and m in METRICS for m in value):
+        raise data.error("metrics", f"expected a non-empty list of {', '.join(METRICS)}, got {brief(value)}")
+    return list(value)
