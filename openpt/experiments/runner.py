@@ -222,7 +222,7 @@ class Experiment:
         results["prompt"] = {"path": "prompt", "seed": best["seed"], "selected_by": "best dev accuracy"}
         results["wall_seconds"] = round(time.perf_counter() - start, 2)
         stable, timing = split_timing(results)  # results.json: identical for the same config and seed
-        out.write_text("results.json", json.dumps(stable, indent=2) + "\n")
+        out.write_text("results.json", json.dumps(portable(stable, config_roots(cfg), cfg.base_dir), indent=2) + "\n")
         out.write_text(TIMING_NAME, json.dumps(timing, indent=2) + "\n")
         rows = out.path_for(RESULTS_NAME)
         write_records(rows, result_rows(cfg, results, spec.name, getattr(verbalizer, "name", None)))
@@ -291,7 +291,12 @@ def result_rows(cfg: ExperimentConfig, results: dict[str, Any], template: str | 
     for row in rows:  # one id per (config, method, seed); "openpt run" marks them apart from a sweep's runs
         blob = json.dumps([config, row["method"], row["seed"], "openpt run"], sort_keys=True, default=str)
         row["run_id"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    return [portable(row, [cfg.backbone, str(cfg.data.path)], cfg.base_dir) for row in rows]
+    return [portable(row, config_roots(cfg), cfg.base_dir) for row in rows]
+
+
+def config_roots(cfg: ExperimentConfig) -> list[str]:
+    """The absolute paths a config named (backbone, data) that results write back as the config gave them."""
+    return [str(p) for p in (cfg.backbone, cfg.data.path, cfg.data.train, cfg.data.eval) if p is not None]
 
 
 def split_timing(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -44,7 +44,7 @@ from .report import write_report
 from .records import RESULTS_NAME, append_record, portable, read_records
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
-from .runner import Experiment, cap_eval, check_fields, configured_backbone, fewshot_sets, metric_names, sampling_pool, versions
+from .runner import Experiment, cap_eval, check_fields, config_roots, configured_backbone, fewshot_sets, metric_names, sampling_pool, versions
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +305,7 @@ class Sweep:
                           traceback=traceback.format_exc(limit=-3).strip().splitlines()[-6:])
         record.update(wall_seconds=round(time.perf_counter() - start, 2), versions=self.versions,
                       finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), config=run.settings)
-        return portable(record, [run.config.backbone, str(run.config.data.path)], run.config.base_dir)
+        return portable(record, config_roots(run.config), run.config.base_dir)
 
     def _execute(self, run: RunSpec) -> dict[str, Any]:
         cfg, method = run.config, METHODS.get(run.method)
