@@ -30,9 +30,8 @@ def from_pretrained(directory: str | Path, backbone: Backbone | str | Path | Non
                     device: str | torch.device | None = None) -> PromptModel:
     """Load a saved prompt onto ``backbone`` (a :class:`Backbone`, a name or a path; default: the recorded one)."""
     if isinstance(backbone, (str, Path)):
-        backbone = load_backbone(backbone, kind=read_prompt_config(directory)["backbone"]["kind"])
-    model = load_prompt(directory, backbone)
-    return model.to(device) if device is not None else model
+        backbone = load_backbone(backbone, kind=read_prompt_config(directory)["backbone"]["kind"], device=device)
+    return load_prompt(directory, backbone, device=device)
 
 
 def push_to_hub(model: PromptModel, repo_id: str, *, private: bool | None = None, token: str | None = None,
