@@ -39,3 +39,27 @@ def test_verbalizer_file_loads(path):
 def test_example_config_validates(path):
     config = load_config(path)
     assert config.data.k >= 1 and config.data.seeds
+
+
+PUBLISHED = [  # (config, committed results of it): a restarted sweep must find every published run by its id
+    ("examples/lmbff_all_cpu.yaml", "examples/results/lmbff/results.jsonl"),
+    ("examples/fewshot_auto_words_cpu.yaml", "examples/results/fewshot_methods/auto_words.jsonl"),
+    ("examples/fewshot_demonstrations_cpu.yaml", "examples/results/fewshot_methods/demonstrations.jsonl"),
+    ("examples/fewshot_pet_cpu.yaml", "examples/results/fewshot_methods/pet.jsonl"),
+]
+
+
+@pytest.mark.parametrize(("config", "results"), PUBLISHED, ids=[c for c, _ in PUBLISHED])
+def test_published_runs_keep_their_run_ids(config, results):
+    import json
+
+    from openpt.experiments.sweep import expand
+
+    published = {json.loads(line)["run_id"] for line in (ROOT / results).read_text().splitlines() if line.strip()}
+    ids_now = {run.run_id for run in expand(load_config(ROOT / config))}
+    found = published & ids_now
+    assert found, f"no published run of {config} keeps its id"
+    if "lmbff" in config:  # every run of the config is published
+        assert ids_now <= published, f"{len(ids_now - published)} published runs of {config} would run again"
+    else:  # the published runs of these configs are a part of their grid
+        assert published <= ids_now, f"{len(published - ids_now)} published runs of {config} would run again"
