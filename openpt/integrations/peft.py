@@ -87,7 +87,7 @@ def export_peft(prompt_dir: str | Path, output: str | Path) -> ExportSummary:
     """
     prompt_dir, output = Path(prompt_dir), Path(output)
     config = read_prompt_config(prompt_dir)
-    tensors = read_prompt_weights(prompt_dir)
+    tensors, _ = read_prompt_weights(prompt_dir)
     spec = template_spec_from_mapping(config["template"])
     blocker = peft_blocker(config, spec, tensors, prompt_dir)
     if blocker:

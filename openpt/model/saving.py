@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from ..backbone.base import Backbone, load_backbone
 from ..errors import CheckpointError, OpenPTError, brief
@@ -128,13 +128,14 @@ def read_prompt_config(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: cannot read ({type(exc).__name__})") from None
 
 
-def read_prompt_weights(directory: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a saved prompt's ``prompt.safetensors`` (on CPU)."""
+def read_prompt_weights(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (on CPU) and header metadata of a saved prompt's ``prompt.safetensors``."""
     path = Path(directory) / WEIGHTS_NAME
     try:
-        return load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata() or {}
     except (FileNotFoundError, SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: cannot read weights ({exc})") from None
+        raise CheckpointError(f"{path}: cannot read weights ({brief(str(exc), 200)})") from None
 
 
 def check_backbone(saved: dict[str, Any], backbone: Backbone, directory: Path) -> None:
@@ -175,12 +176,7 @@ def load_prompt(directory: str | Path, backbone: Backbone | None = None, *, devi
     model = build_model(backbone, spec, verbalizer, dataclasses.replace(options, soft_init={**options.soft_init, "vocab_order": "ids"}),
                         device=device)
     model.options = options
-    try:
-        with safe_open(str(directory / WEIGHTS_NAME), framework="pt") as handle:
-            metadata = handle.metadata()
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (FileNotFoundError, SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{directory / WEIGHTS_NAME}: cannot read weights ({brief(str(exc), 200)})") from None
+    tensors, metadata = read_prompt_weights(directory)
     expected = {name: p for name, p in model.named_trainable_parameters() if not name.startswith("backbone.")}
     check_tensors(tensors, expected, metadata, config, directory / WEIGHTS_NAME)
     with torch.no_grad():
