@@ -28,6 +28,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3, help="repeat the short tokenization phase, keep the best")
     parser.add_argument("--bf16", action="store_true", help="also time inference and training under bfloat16 autocast")
+    parser.add_argument("--packing", action="store_true",
+                        help="also time training and inference over unsorted batches with prompt.packing on and off")
     parser.add_argument("--out", default="benchmarks/results/bench.json")
     return parser.parse_args()
 
@@ -124,9 +126,29 @@ def main() -> None:
                 "steps_per_s": round(args.train_steps / seconds, 3), "examples_per_s": round(16 * args.train_steps / seconds, 2),
                 "loss_first_last": [losses[3], losses[-1]]}
 
+    initial_prompt = soft.template.soft.weight.detach().clone()
     result["train_soft"] = timed_training(soft)
     rss_after["train_soft"] = round(peak_rss_mb(), 1)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)  # float32 only: the comparison with the anchors
+    if args.packing:  # (3') batches in data order (training's random order, unsorted scoring), padded vs packed
+        def unsorted_inference(model) -> dict:
+            encoded = model.template.encode(cycle(args.inf_n))
+            batches = [model.template.collate(encoded[i : i + 32]) for i in range(0, len(encoded), 32)]
+            with torch.inference_mode():
+                model(batches[0])
+                t0 = time.perf_counter()
+                scores = torch.cat([model(batch) for batch in batches])
+            seconds = time.perf_counter() - t0
+            return {"n": args.inf_n, "seconds": round(seconds, 3), "examples_per_s": round(args.inf_n / seconds, 2),
+                    "label_logprob_sum": round(float(scores.sum()), 3)}
+
+        for packing in (False, True):
+            soft.packing = packing
+            suffix = "packed" if packing else "padded"
+            result[f"inference_soft_unsorted_{suffix}"] = unsorted_inference(soft)
+            soft.template.soft.weight.data.copy_(initial_prompt)
+            result[f"train_soft_{suffix}"] = timed_training(soft)
+        soft.packing = False
     if args.bf16:  # (4) the same with the backbone under bfloat16 autocast (prompt.precision: bf16)
         for model in (manual, soft):
             model.autocast_dtype = torch.bfloat16
@@ -147,6 +169,10 @@ def main() -> None:
     if args.bf16:
         print(f"| inference, manual template, bf16 autocast (examples/s) | {result['inference_manual_bf16']['examples_per_s']:.1f} |")
         print(f"| prompt-only training, bf16 autocast (steps/s) | {result['train_soft_bf16']['steps_per_s']:.3f} |")
+    if args.packing:
+        for phase, unit, key in (("inference_soft_unsorted", "examples/s", "examples_per_s"), ("train_soft", "steps/s", "steps_per_s")):
+            padded, packed = result[f"{phase}_padded"][key], result[f"{phase}_packed"][key]
+            print(f"| {phase.replace('_', ' ')}: padded / packed ({unit}) | {padded:.2f} / {packed:.2f} = {packed / padded:.2f}× |")
     print(f"| first-batch label log-prob sum (reference -81.8627) | {result['inference_manual']['first_batch_label_logprob_sum']} |")
     print(f"\nwrote {args.out}", file=sys.stderr)
 

@@ -16,6 +16,10 @@ runs the same hand loop as the anchor (forward, cross-entropy, backward, AdamW o
 inference examples/s, training steps/s, and peak GPU memory, also with activation
 checkpointing. ``--peft`` reads the anchor's JSON from the same run and adds the ratios.
 
+Packing: the inference and training phases run twice more with ``prompt.packing`` on (several
+sequences per row, block-diagonal attention; see ``openpt/backbone/packing.py``), on the same
+batches: ``openpt_inference_packed`` and ``openpt_train_packed``.
+
 Steady state: every batch has its own width, so the first pass of a phase over the batches pays
 one-time per-shape costs (allocator growth, kernel selection) that the next phase on the same
 shapes does not. Each openpt phase therefore times two passes over the very same batches, cold
@@ -134,7 +138,8 @@ def openpt_batches(anchor_batches: list, causal: bool, mask_id: int, pad_id: int
         else:
             positions = N_SOFT + pos
             input_ids[torch.arange(size, device=device), positions] = mask_id
-        out.append(Batch(input_ids, mask, soft_index, positions.unsqueeze(1), y))
+        lengths = tuple(mask.sum(1).tolist())  # what openpt's collate knows on the host (read here, before any timing)
+        out.append(Batch(input_ids, mask, soft_index, positions.unsqueeze(1), y, lengths=lengths))
     return out
 
 
@@ -214,6 +219,7 @@ def run_anchor(anchor: Any, args: argparse.Namespace, dtype: torch.dtype) -> dic
 
 
 def throughput(anchor: Any, kind: str, args: argparse.Namespace, dtype: torch.dtype) -> dict[str, Any]:
+    from openpt.model.build import enable_packing
     from openpt.model.checkpointing import enable_checkpointing
 
     device = args.device
@@ -235,6 +241,9 @@ def throughput(anchor: Any, kind: str, args: argparse.Namespace, dtype: torch.dt
         # the timed rows (not the warm-up batches) in openpt's evaluation order
         res["openpt_inference_length_sorted"] = timed(
             lambda b: prompt(b), batches[:2] + openpt_batches(length_sorted(raw[2:]), causal, mask_id if mask_id is not None else pad_id, pad_id), device)
+        enable_packing(prompt)  # prompt.packing: true (several rows per sequence, block-diagonal attention)
+        res["openpt_inference_packed"] = timed(lambda b: prompt(b), batches, device)
+        prompt.packing = False
     optimizer = torch.optim.AdamW(prompt.trainable_parameters(), lr=1e-2)
     losses: list[float] = []
 
@@ -247,6 +256,9 @@ def throughput(anchor: Any, kind: str, args: argparse.Namespace, dtype: torch.dt
 
     prompt.train()
     res["openpt_train"] = timed(step, batches, device)
+    prompt.packing = True
+    res["openpt_train_packed"] = timed(step, batches, device)
+    prompt.packing = False
     enable_checkpointing(prompt)
     res["openpt_train_grad_ckpt"] = timed(step, batches, device)
     res["losses_first_last"] = [round(float(losses[0]), 4), round(float(losses[-1]), 4)]
@@ -268,6 +280,9 @@ def ratios(ours: dict[str, Any], peft: dict[str, Any], state: str = "warm") -> d
     return {
         "inference_vs_peft": ratio(inference["examples_per_s"], peft["peft_inference"]["examples_per_s"]),
         "train_vs_peft": ratio(train["steps_per_s"], peft["peft_train"]["steps_per_s"]),
+        "packed_inference_vs_peft": ratio(phase("openpt_inference_packed")["examples_per_s"], peft["peft_inference"]["examples_per_s"]),
+        "packed_train_vs_peft": ratio(phase("openpt_train_packed")["steps_per_s"], peft["peft_train"]["steps_per_s"]),
+        "packed_inference_overhead_vs_bare_forward": ratio(bare["examples_per_s"], phase("openpt_inference_packed")["examples_per_s"]),
         "train_grad_ckpt_vs_peft_grad_ckpt": ratio(ckpt["steps_per_s"], peft["peft_train_grad_ckpt"]["steps_per_s"]),
         "inference_overhead_vs_bare_forward": ratio(bare["examples_per_s"], inference["examples_per_s"]),
         "inference_overhead_vs_hf_forward_same_tokens": ratio(phase("hf_forward_same_tokens")["examples_per_s"], inference["examples_per_s"]),
@@ -298,6 +313,8 @@ def table(res: dict[str, Any]) -> str:
         rows += [
             f"| {kind} | inference, examples/s | {ex('openpt_inference')} | {pp('peft_inference', 'examples_per_s')} | "
             f"{pair(r.get('inference_vs_peft'), rc.get('inference_vs_peft'))}× PEFT |",
+            f"| {kind} | inference, packed, examples/s | {ex('openpt_inference_packed')} | | "
+            f"{pair(r.get('packed_inference_vs_peft'), rc.get('packed_inference_vs_peft'))}× PEFT |",
             f"| {kind} | inference, same rows length-sorted, examples/s | {ex('openpt_inference_length_sorted')} | | "
             f"{pair(r.get('length_sorted_inference_vs_peft'), rc.get('length_sorted_inference_vs_peft'))}× PEFT |",
             f"| {kind} | HF forward on openpt's tokens / bare HF forward (anchor), examples/s | {ex('hf_forward_same_tokens')} | "
@@ -306,10 +323,14 @@ def table(res: dict[str, Any]) -> str:
             f"bare/openpt {pair(r.get('inference_overhead_vs_bare_forward'), rc.get('inference_overhead_vs_bare_forward'))} |",
             f"| {kind} | training, steps/s | {st('openpt_train')} | {pp('peft_train', 'steps_per_s')} | "
             f"{pair(r.get('train_vs_peft'), rc.get('train_vs_peft'))}× |",
+            f"| {kind} | training, packed, steps/s | {st('openpt_train_packed')} | | "
+            f"{pair(r.get('packed_train_vs_peft'), rc.get('packed_train_vs_peft'))}× |",
             f"| {kind} | training + ckpt, steps/s | {st('openpt_train_grad_ckpt')} | {pp('peft_train_grad_ckpt', 'steps_per_s')} | "
             f"{pair(r.get('train_grad_ckpt_vs_peft_grad_ckpt'), rc.get('train_grad_ckpt_vs_peft_grad_ckpt'))}× |",
         ]
-        for phase, peft_phase in (("openpt_inference", "peft_inference"), ("openpt_train", "peft_train"), ("openpt_train_grad_ckpt", "peft_train_grad_ckpt")):
+        for phase, peft_phase in (("openpt_inference", "peft_inference"), ("openpt_inference_packed", "peft_inference"),
+                                  ("openpt_train", "peft_train"), ("openpt_train_packed", "peft_train"),
+                                  ("openpt_train_grad_ckpt", "peft_train_grad_ckpt")):
             key = {"openpt_inference": "inference_peak_mb_vs_peft", "openpt_train": "train_peak_mb_vs_peft"}.get(phase)
             rows.append(f"| {kind} | peak MB, {phase.removeprefix('openpt_')} | {pk(phase)} | {pp(peft_phase, 'peak_mb')} | "
                         f"{pair(r.get(key), rc.get(key)) if key else ''} |")

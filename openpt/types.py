@@ -6,6 +6,7 @@ data without importing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dc_field
+from typing import Callable
 
 import torch
 
@@ -37,6 +38,8 @@ class Batch:
         soft_index: ``[B, L]`` row in the soft table, -1 where the token is not soft.
         mask_positions: ``[B, M]`` position of each ``[MASK]`` slot.
         labels: ``[B]`` class ids, or ``None`` for unlabeled data.
+        lengths: real tokens per row, known on the host (set by ``collate``; packing reads it
+            without waiting for the device); ``None``: read from ``attention_mask`` when needed.
     """
 
     input_ids: torch.Tensor
@@ -44,10 +47,19 @@ class Batch:
     soft_index: torch.Tensor
     mask_positions: torch.Tensor
     labels: torch.Tensor | None = None
+    lengths: tuple[int, ...] | None = None
+
+    def map_tensors(self, move: Callable[[torch.Tensor], torch.Tensor]) -> "Batch":
+        """The same batch with ``move`` applied to every tensor (host lengths kept)."""
+        return Batch(*(move(t) if t is not None else None for t in (
+            self.input_ids, self.attention_mask, self.soft_index, self.mask_positions, self.labels)), lengths=self.lengths)
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(*(t.to(device) if t is not None else None for t in (
-            self.input_ids, self.attention_mask, self.soft_index, self.mask_positions, self.labels)))
+        return self.map_tensors(lambda t: t.to(device))
+
+    def row_lengths(self) -> list[int]:
+        """Real tokens per row: :attr:`lengths`, or the attention mask's row sums (a device sync)."""
+        return list(self.lengths) if self.lengths is not None else self.attention_mask.sum(1).tolist()
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]

@@ -1,6 +1,7 @@
 """Backbone interface and loading: a Hugging Face model + tokenizer behind one API."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -13,6 +14,7 @@ from ..device import resolve_device, weight_dtype
 from ..errors import BackboneError, ConfigError
 from ..registry import BACKBONES, UnknownNameError
 from ..types import MaskOutputs
+from .packing import MASK_IMPLEMENTATIONS, Packing, attention_implementation
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class Backbone(nn.Module):
 
     kind = "base"
     scores_words = False  # True: scores whole label words (word_outputs), not logits at a mask slot
+    causal_attention = False  # True: tokens attend only backwards (what a packed row's mask must keep)
 
     def __init__(self, model: nn.Module, tokenizer: Any, name_or_path: str) -> None:
         super().__init__()
@@ -78,16 +81,20 @@ class Backbone(nn.Module):
             parameter.requires_grad_(False)
 
     def mask_outputs(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, mask_positions: torch.Tensor, token_ids: torch.Tensor
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, mask_positions: torch.Tensor, token_ids: torch.Tensor,
+        *, lengths: Sequence[int] | None = None,
     ) -> MaskOutputs:
-        """LM logits of ``token_ids`` ``[B, M, W]`` and hidden states ``[B, M, H]`` at the masks."""
+        """LM logits of ``token_ids`` ``[B, M, W]`` and hidden states ``[B, M, H]`` at the masks;
+        with ``lengths`` (real tokens per row), from one packed forward (:mod:`.packing`)."""
         raise NotImplementedError
 
     def word_outputs(
-        self, inputs_embeds: torch.Tensor, batch: Any, words: Sequence[Sequence[int]], *, max_new_tokens: int = 0
+        self, inputs_embeds: torch.Tensor, batch: Any, words: Sequence[Sequence[int]], *, max_new_tokens: int = 0,
+        pack: bool = False,
     ) -> MaskOutputs:
         """For backbones with :attr:`scores_words`: log-likelihoods ``[B, N]`` of the ``N`` words
-        (token-id lists) at the mask, or, with ``max_new_tokens``, greedy tokens generated there."""
+        (token-id lists) at the mask, or, with ``max_new_tokens``, greedy tokens generated there;
+        ``pack``: every forward runs on packed rows (:mod:`.packing`)."""
         raise NotImplementedError(f"{type(self).__name__} reads logits at mask slots; use mask_outputs")
 
     def special_frame(self) -> tuple[list[int], list[int]]:
@@ -98,6 +105,58 @@ class Backbone(nn.Module):
 
     def check_template(self, template: Any) -> None:
         """Raise :class:`~openpt.errors.SpecError` if this backbone cannot score ``template``."""
+
+    def position_offset(self) -> int:
+        """The position id of a sequence's first token when the model numbers them itself
+        (RoBERTa and its clones: ``padding_idx + 1``; others: 0)."""
+        embeddings = getattr(self.model.base_model, "embeddings", None)
+        if embeddings is not None and hasattr(embeddings, "create_position_ids_from_inputs_embeds"):
+            return int(embeddings.padding_idx) + 1
+        return 0
+
+    def packed_forward(self, module: nn.Module, inputs_embeds: torch.Tensor, packing: Packing, **kwargs: Any) -> Any:
+        """``module`` (the model or its base) on ``inputs_embeds [B, L, H]`` packed into ``[R, C, H]``
+        rows: block-diagonal (block-causal) attention mask, position ids restarting per sequence."""
+        packed = packing.pack(inputs_embeds)
+        mask = packing.attention_mask(causal=self.causal_attention, implementation=attention_implementation(self.model),
+                                      dtype=packed.dtype)
+        return module(inputs_embeds=packed, attention_mask=mask, position_ids=packing.positions + self.position_offset(), **kwargs)
+
+    def check_packing(self) -> None:
+        """Refuse packing (:class:`BackboneError`) unless a packed forward of a small random batch
+        gives the padded forward's hidden states (checked once per backbone)."""
+        if getattr(self, "_packing_checked", False):
+            return
+        name = type(self.model).__name__
+        implementation = attention_implementation(self.model)
+        if implementation not in MASK_IMPLEMENTATIONS:
+            raise BackboneError(f"{self.name_or_path}: packing needs the sdpa or eager attention implementation, {name} runs "
+                                f"{implementation!r}; set backbone_options.attn_implementation: sdpa, or turn prompt.packing off")
+        base = self.model.base_model
+        if "position_ids" not in inspect.signature(base.forward).parameters:
+            raise BackboneError(f"{self.name_or_path}: packing restarts position ids per sequence, and {type(base).__name__} "
+                                "takes none; turn prompt.packing off")
+        weight = self.input_embeddings().weight
+        lengths = [5, 2, 3]
+        generator = torch.Generator().manual_seed(0)
+        embeds = (torch.randn(len(lengths), max(lengths), weight.shape[1], generator=generator) * weight.detach().float().std().cpu())
+        embeds = embeds.to(device=weight.device, dtype=weight.dtype)
+        attention = (torch.arange(max(lengths)) < torch.tensor(lengths).unsqueeze(1)).long().to(weight.device)
+        packing = Packing.plan(lengths, max(lengths), weight.device)
+        with torch.no_grad():
+            padded = base(inputs_embeds=embeds, attention_mask=attention).last_hidden_state.float()
+            packed = self.packed_forward(base, embeds, packing).last_hidden_state.float()
+        last = torch.tensor(lengths, device=weight.device).unsqueeze(1) - 1
+        unpacked = packing.gather(packed, torch.minimum(torch.arange(max(lengths), device=weight.device), last))
+        real = attention.bool()
+        scale = padded[real].abs().max().clamp(min=1.0)
+        tolerance = 1e-3 if weight.dtype == torch.float32 else 5e-2
+        difference = float(((unpacked - padded)[real].abs().max() / scale))
+        if not difference <= tolerance:
+            raise BackboneError(f"{self.name_or_path}: {name} gives other hidden states for a packed batch than for the same "
+                                f"sequences padded (relative difference {difference:.2g}): it does not honour a 4-D attention "
+                                "mask or position ids; turn prompt.packing off")
+        self._packing_checked = True
 
 
 def detect_kind(config: Any) -> str:

@@ -25,6 +25,7 @@ from ..errors import BackboneError, DataError, SpecError
 from ..registry import BACKBONES
 from ..types import Batch, MaskOutputs
 from .base import Backbone
+from .packing import Packing, plan_packing
 
 if TYPE_CHECKING:
     from ..template.template import Template
@@ -58,6 +59,7 @@ class Prefix:
         positions: ``[B]`` where the word goes (the mask slot, which the word replaces).
         keep_suffix: keep (and score) the tokens after the mask: rank classification.
         extra: per-example tensors the model call needs (e.g. encoder states), indexed per row.
+        pack: run every forward on packed rows (:mod:`.packing`).
 
     Widths come from :meth:`extent`, one host sync per batch whatever the path.
     """
@@ -69,6 +71,7 @@ class Prefix:
     positions: torch.Tensor
     keep_suffix: bool
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    pack: bool = False
     _extent: Extent | None = field(default=None, init=False, repr=False)
 
     def extent(self) -> Extent:
@@ -164,8 +167,9 @@ def scored_index(scored: torch.Tensor, most: int) -> tuple[torch.Tensor, torch.T
 
 
 @contextlib.contextmanager
-def head_at(head: nn.Module, index: torch.Tensor) -> Iterator[list[torch.Tensor]]:
-    """Run the LM head only at ``index [N, K]``: its input ``[N, T, H]`` becomes ``[N, K, H]``.
+def head_at(head: nn.Module, index: torch.Tensor, packing: Packing | None = None) -> Iterator[list[torch.Tensor]]:
+    """Run the LM head only at ``index [N, K]``: its input ``[N, T, H]`` (or, with ``packing``,
+    ``[R, C, H]``) becomes ``[N, K, H]``.
 
     Yields a list that receives the gathered hidden states; post-processing after the head
     (BART's ``final_logits_bias``, logit soft-capping) is elementwise and still applies.
@@ -174,7 +178,10 @@ def head_at(head: nn.Module, index: torch.Tensor) -> Iterator[list[torch.Tensor]
 
     def gather(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         hidden = args[0]
-        picked = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        if packing is not None:
+            picked = packing.gather(hidden, index)
+        else:
+            picked = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
         captured.append(picked)
         return (picked, *args[1:])
 
@@ -227,11 +234,19 @@ class SequenceBackbone(Backbone):
         """Logits of the scoring LM on spliced rows (the head runs only where :func:`head_at` says)."""
         return self.model(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits
 
+    def run_packed(self, embeds: torch.Tensor, packing: Packing, extra: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`run` on packed rows (see :mod:`.packing`)."""
+        if extra:
+            raise BackboneError(f"{type(self.model).__name__}: packing is implemented for masked and causal LMs")
+        return self.packed_forward(self.model, embeds, packing, use_cache=False).logits
+
     def _head_logits(self, extra: dict[str, torch.Tensor], embeds: torch.Tensor, attention: torch.Tensor,
-                     index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probabilities ``[N, K, V]`` and the head's input ``[N, K, H]`` at ``index [N, K]``."""
-        with head_at(self.head, index) as captured:
-            logits = self.run(embeds, attention, extra)
+                     index: torch.Tensor, *, pack: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities ``[N, K, V]`` and the head's input ``[N, K, H]`` at ``index [N, K]``;
+        ``pack``: the rows (real tokens first, then padding) run packed."""
+        packing = plan_packing(attention.sum(1).tolist(), attention.shape[1], embeds.device) if pack else None
+        with head_at(self.head, index, packing) as captured:
+            logits = self.run(embeds, attention, extra) if packing is None else self.run_packed(embeds, packing, extra)
         if len(captured) != 1:
             raise BackboneError(f"{type(self.model).__name__}: the LM head was not called once per forward")
         return logits.log_softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32)), captured[0]
@@ -246,14 +261,15 @@ class SequenceBackbone(Backbone):
         width = prefix.extent().last_slot
         columns = torch.arange(width, device=prefix.positions.device).unsqueeze(0)
         attention = (columns < prefix.positions.unsqueeze(1)).long()
-        logprobs, hidden = self._head_logits(prefix.extra, prefix.embeds[:, :width], attention, (prefix.positions - 1).unsqueeze(1))
+        logprobs, hidden = self._head_logits(prefix.extra, prefix.embeds[:, :width], attention, (prefix.positions - 1).unsqueeze(1),
+                                             pack=prefix.pack)
         return logprobs[:, 0], hidden[:, 0]
 
     def next_token(self, prefix: Prefix, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities ``[N, V]`` of the token after each row's word, and the state ``[N, H]``."""
         spliced = splice(prefix, rows, self.word_embeddings()(rows.ids), keep_suffix=False)
         last = (prefix.positions[rows.example] + rows.lengths - 1).unsqueeze(1)
-        logprobs, hidden = self._head_logits(row_extra(prefix, rows), spliced.embeds, spliced.attention, last)
+        logprobs, hidden = self._head_logits(row_extra(prefix, rows), spliced.embeds, spliced.attention, last, pack=prefix.pack)
         return logprobs[:, 0], hidden[:, 0]
 
     def sequence_scores(self, prefix: Prefix, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,14 +277,17 @@ class SequenceBackbone(Backbone):
         that predicts the word's first token."""
         spliced = splice(prefix, rows, self.word_embeddings()(rows.ids), keep_suffix=prefix.keep_suffix)
         index, valid = scored_index(spliced.scored, rows.longest + (prefix.extent().suffix if prefix.keep_suffix else 0))
-        logprobs, hidden = self._head_logits(row_extra(prefix, rows), spliced.embeds, spliced.attention, index - 1)
+        logprobs, hidden = self._head_logits(row_extra(prefix, rows), spliced.embeds, spliced.attention, index - 1,
+                                             pack=prefix.pack)
         token = logprobs.gather(-1, spliced.targets.gather(1, index).unsqueeze(-1)).squeeze(-1)
         return torch.where(valid, token, torch.zeros_like(token)).sum(-1), hidden[:, 0]
 
     def word_outputs(
-        self, inputs_embeds: torch.Tensor, batch: Batch, words: Sequence[Sequence[int]], *, max_new_tokens: int = 0
+        self, inputs_embeds: torch.Tensor, batch: Batch, words: Sequence[Sequence[int]], *, max_new_tokens: int = 0,
+        pack: bool = False,
     ) -> MaskOutputs:
         prefix = self.prefix(inputs_embeds, batch)
+        prefix.pack = pack
         size, device = len(prefix.lengths), inputs_embeds.device
         if max_new_tokens:
             generated, hidden = self.generate(prefix, max_new_tokens)
@@ -327,6 +346,7 @@ class CausalLMBackbone(SequenceBackbone):
     """
 
     kind = "causal"
+    causal_attention = True
 
     @staticmethod
     def auto_class() -> Any:

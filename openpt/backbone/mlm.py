@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ from ..errors import BackboneError
 from ..registry import BACKBONES
 from ..types import MaskOutputs
 from .base import Backbone
+from .packing import Packing, plan_packing
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,13 @@ class MaskedLMBackbone(Backbone):
         """Final hidden states ``[B, L, H]``."""
         return self.model.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
 
+    def mask_hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, mask_positions: torch.Tensor,
+                    packing: Packing | None = None) -> torch.Tensor:
+        """Final hidden states ``[B, M, H]`` at the masks, from a padded or a packed forward."""
+        if packing is None:
+            return gather_positions(self.encode(inputs_embeds, attention_mask), mask_positions)
+        return packing.gather(self.packed_forward(self.model.base_model, inputs_embeds, packing).last_hidden_state, mask_positions)
+
     def head_logits(self, mask_hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """LM-head logits ``[B, M, W]`` of ``token_ids`` from mask hidden states ``[B, M, H]``."""
         assert self.head is not None
@@ -109,13 +117,19 @@ class MaskedLMBackbone(Backbone):
         return weight, bias
 
     def mask_outputs(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, mask_positions: torch.Tensor, token_ids: torch.Tensor
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, mask_positions: torch.Tensor, token_ids: torch.Tensor,
+        *, lengths: Sequence[int] | None = None,
     ) -> MaskOutputs:
+        packing = plan_packing(lengths, attention_mask.shape[1], inputs_embeds.device) if lengths is not None else None
         if self.head is None:  # slow path: full-vocabulary logits everywhere, then gather
-            out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_hidden_states=True)
-            logits = gather_positions(out.logits, mask_positions)[..., token_ids]
-            return MaskOutputs(logits=logits, hidden=gather_positions(out.hidden_states[-1], mask_positions))
-        mask_hidden = gather_positions(self.encode(inputs_embeds, attention_mask), mask_positions)
+            if packing is None:
+                out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_hidden_states=True)
+                logits, hidden = gather_positions(out.logits, mask_positions), gather_positions(out.hidden_states[-1], mask_positions)
+            else:
+                out = self.packed_forward(self.model, inputs_embeds, packing, output_hidden_states=True)
+                logits, hidden = packing.gather(out.logits, mask_positions), packing.gather(out.hidden_states[-1], mask_positions)
+            return MaskOutputs(logits=logits[..., token_ids], hidden=hidden)
+        mask_hidden = self.mask_hidden(inputs_embeds, attention_mask, mask_positions, packing)
         return MaskOutputs(logits=self.head_logits(mask_hidden, token_ids), hidden=mask_hidden)
 
 

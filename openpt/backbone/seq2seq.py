@@ -112,6 +112,11 @@ class Seq2SeqBackbone(SequenceBackbone):
             extra=extra,
         )
 
+    def check_packing(self) -> None:
+        raise BackboneError(f"{self.name_or_path}: packing is implemented for masked and causal LMs, not for "
+                            f"{type(self.model).__name__} (a decoder row would need each packed sequence's own encoder "
+                            "states); turn prompt.packing off")
+
     def run(self, embeds: torch.Tensor, attention: torch.Tensor, extra: dict[str, torch.Tensor]) -> torch.Tensor:
         from transformers.modeling_outputs import BaseModelOutput
 

@@ -44,6 +44,10 @@ class PromptOptions:
         precision: ``fp32``, or ``bf16`` / ``fp16`` to run the backbone's forward (and backward) under
             autocast on the model's device (fp16 trains with a gradient scaler); prompt parameters,
             verbalizer, calibration and loss stay in float32.
+        packing: run the backbone on packed rows: several sequences per row, block-diagonal
+            attention, no row wider than the batch's longest (masked and causal LMs with ``sdpa`` or
+            ``eager`` attention; see :mod:`openpt.backbone.packing`). The same scores up to float
+            rounding, with less compute spent on padding.
     """
 
     max_length: int = 128
@@ -53,11 +57,14 @@ class PromptOptions:
     soft_encoder: dict[str, Any] = field(default_factory=dict)
     prefix: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
+    packing: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 1:
             raise ConfigError(f"expected a positive number of tokens, got {brief(self.max_length)}", key="prompt.max_length")
         autocast_dtype(self.precision)
+        if not isinstance(self.packing, bool):
+            raise ConfigError(f"expected true or false, got {brief(self.packing)}", key="prompt.packing")
 
 
 def resolve_path(value: str, base_dir: Path | None) -> Path:
@@ -169,7 +176,19 @@ def build_model(
     model.options = options
     model.autocast_dtype = autocast_dtype(options.precision)
     configure_prompt(model, options, soft_init, seed=seed, corpus=corpus)
+    if options.packing:
+        enable_packing(model)
     return model.place(resolve_device(device) if device is not None else None)
+
+
+def enable_packing(model: PromptModel) -> None:
+    """Turn packing on, after checking the backbone computes packed rows right (see :mod:`openpt.backbone.packing`)."""
+    regularizer = getattr(model.prefix, "regularizer", None)
+    if regularizer is not None and (regularizer.dropout or regularizer.token_dropout):
+        raise ConfigError("packing shares one row between several examples, and prefix dropout draws one mask per row; "
+                          "turn prompt.packing or the prompt dropout of the prefix off", key="prompt.packing")
+    model.backbone.check_packing()
+    model.packing = True
 
 
 def position_limit(backbone: Backbone) -> int | None:

@@ -65,6 +65,7 @@ class PromptModel(nn.Module):
         self.options: Any = None  # the PromptOptions it was built with (set by build_model)
         self.prefix: nn.Module | None = None  # deep-prompt key/value prefixes (openpt.model.prefix), set by build_model
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: the backbone runs under autocast
+        self.packing = False  # run the backbone on packed rows (openpt.backbone.packing); set by build_model
         if freeze_backbone:
             backbone.freeze()
         else:  # prompt-based fine-tuning: a backbone frozen by an earlier model trains again
@@ -93,8 +94,7 @@ class PromptModel(nn.Module):
         device = self.device
         if batch.input_ids.device == device:
             return batch
-        return Batch(*(to_device(t, device) if t is not None else None for t in (
-            batch.input_ids, batch.attention_mask, batch.soft_index, batch.mask_positions, batch.labels)))
+        return batch.map_tensors(lambda tensor: to_device(tensor, device))
 
     def mask_outputs(self, batch: Batch) -> MaskOutputs:
         """Backbone outputs at the masks for a batch (with the deep-prompt prefixes attached, if any),
@@ -109,8 +109,10 @@ class PromptModel(nn.Module):
     def _mask_outputs(self, batch: Batch) -> MaskOutputs:
         embeds = self.template.embed(batch, self.backbone.input_embeddings())
         if self.backbone.scores_words:
-            return self.backbone.word_outputs(embeds, batch, self.verbalizer.word_ids, max_new_tokens=self.verbalizer.max_new_tokens)
-        outputs = self.backbone.mask_outputs(embeds, batch.attention_mask, batch.mask_positions, self.token_ids)
+            return self.backbone.word_outputs(embeds, batch, self.verbalizer.word_ids, max_new_tokens=self.verbalizer.max_new_tokens,
+                                              pack=self.packing)
+        lengths = batch.row_lengths() if self.packing else None
+        outputs = self.backbone.mask_outputs(embeds, batch.attention_mask, batch.mask_positions, self.token_ids, lengths=lengths)
         if self.verbalizer.needs_features and outputs.features is None:
             outputs.features = self.backbone.head_features(outputs.hidden)
         return outputs

@@ -269,4 +269,5 @@ class TemplateEncoder:
         labels = None
         if all(item.label is not None for item in items):
             labels = torch.from_numpy(np.array([item.label for item in items], dtype=np.int64))
-        return Batch(torch.from_numpy(ids), torch.from_numpy(real.astype(np.int64)), torch.from_numpy(soft), torch.from_numpy(masks), labels)
+        return Batch(torch.from_numpy(ids), torch.from_numpy(real.astype(np.int64)), torch.from_numpy(soft), torch.from_numpy(masks), labels,
+                     lengths=tuple(lengths))

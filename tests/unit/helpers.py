@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from openpt.backbone import load_backbone
 from openpt.model.build import PromptOptions, build_model, template_spec
@@ -90,6 +91,15 @@ def make_model(model_dir: Path, template: str | dict = "[SOFT*4] {text} it was [
         sharpen(backbone)
     verbalizer = ManualVerbalizer(labels or {"negative": ["terrible"], "positive": ["great"]})
     return build_model(backbone, template_spec(template), verbalizer, PromptOptions(max_length=max_length, **options), seed=seed)
+
+
+def prompt_gradients(model: PromptModel, examples=SENTIMENT) -> dict[str, torch.Tensor]:
+    """Gradients of the cross-entropy of ``examples`` w.r.t. every trainable tensor."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    batch = model.place_batch(model.template.collate(model.template.encode(examples)))
+    F.cross_entropy(model(batch), batch.labels).backward()
+    return {name: p.grad.detach().clone() for name, p in model.named_trainable_parameters()}
 
 
 def backbone_digest(model: PromptModel) -> str:

@@ -10,7 +10,6 @@ import weakref
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from openpt.backbone import load_backbone
 from openpt.device import resolve_device
@@ -21,18 +20,9 @@ from openpt.template.spec import template_spec_from_text
 from openpt.training.loop import TrainConfig, train
 from openpt.verbalizer.manual import ManualVerbalizer
 
-from .helpers import SENTIMENT, make_model
+from .helpers import SENTIMENT, make_model, prompt_gradients
 
 MANUAL = "{text} it was [MASK] ."
-
-
-def prompt_gradients(model, examples=SENTIMENT) -> dict[str, torch.Tensor]:
-    """Gradients of the cross-entropy of ``examples`` w.r.t. every trainable tensor."""
-    model.train()
-    model.zero_grad(set_to_none=True)
-    batch = model.place_batch(model.template.collate(model.template.encode(examples)))
-    F.cross_entropy(model(batch), batch.labels).backward()
-    return {name: p.grad.detach().clone() for name, p in model.named_trainable_parameters()}
 
 
 @pytest.mark.parametrize("template, options", [
