@@ -33,18 +33,33 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Extent:
-    """Host-side bounds of a batch's prefixes, read from the device in one transfer.
+    """Host-side copy of a batch's slot positions and prefix lengths (one device transfer) and their bounds.
 
     Attributes:
+        positions / lengths: each example's mask position and real length.
         first_slot / last_slot: smallest and largest mask position.
         longest: the longest prefix.
         suffix: the most real tokens after a slot (0: every mask is last).
     """
 
-    first_slot: int
-    last_slot: int
-    longest: int
-    suffix: int
+    positions: tuple[int, ...]
+    lengths: tuple[int, ...]
+
+    @property
+    def first_slot(self) -> int:
+        return min(self.positions)
+
+    @property
+    def last_slot(self) -> int:
+        return max(self.positions)
+
+    @property
+    def longest(self) -> int:
+        return max(self.lengths)
+
+    @property
+    def suffix(self) -> int:
+        return max(length - 1 - position for position, length in zip(self.positions, self.lengths))
 
 
 @dataclass
@@ -61,7 +76,8 @@ class Prefix:
         extra: per-example tensors the model call needs (e.g. encoder states), indexed per row.
         pack: run every forward on packed rows (:mod:`.packing`).
 
-    Widths come from :meth:`extent`, one host sync per batch whatever the path.
+    Widths (and, with ``pack``, every row's length) come from :meth:`extent`, one host sync per
+    batch whatever the path.
     """
 
     embeds: torch.Tensor
@@ -77,21 +93,22 @@ class Prefix:
     def extent(self) -> Extent:
         """The batch's :class:`Extent` (read once, then cached)."""
         if self._extent is None:
-            bounds = torch.stack([self.positions.min(), self.positions.max(), self.lengths.max(),
-                                  (self.lengths - 1 - self.positions).max()])
-            self._extent = Extent(*(int(value) for value in bounds.tolist()))
+            both = torch.cat([self.positions, self.lengths]).tolist()
+            self._extent = Extent(tuple(both[: len(self.positions)]), tuple(both[len(self.positions) :]))
         return self._extent
 
 
 @dataclass
 class Rows:
     """What to splice in, one row per (example, word): ``example [N]``, ``ids [N, S]``, ``lengths [N]``,
-    and ``longest`` (the largest of ``lengths``, known on the host)."""
+    ``longest`` (the largest of ``lengths``), and host copies of ``example`` and ``lengths``."""
 
     example: torch.Tensor
     ids: torch.Tensor
     lengths: torch.Tensor
     longest: int
+    host_example: Sequence[int]
+    host_lengths: Sequence[int]
 
     @classmethod
     def of_words(cls, batch_size: int, words: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> "Rows":
@@ -103,7 +120,16 @@ class Rows:
             ids=table.repeat(batch_size, 1),
             lengths=lengths.repeat(batch_size),
             longest=max(len(w) for w in words),
+            host_example=[b for b in range(batch_size) for _ in words],
+            host_lengths=[len(w) for w in words] * batch_size,
         )
+
+    @classmethod
+    def generated(cls, tokens: torch.Tensor, step: int) -> "Rows":
+        """Each example's first ``step`` generated ``tokens`` ``[B, >= step]``."""
+        size, device = tokens.shape[0], tokens.device
+        return cls(torch.arange(size, device=device), tokens, torch.full((size,), step, dtype=torch.long, device=device), step,
+                   host_example=range(size), host_lengths=[step] * size)
 
 
 def pad_words(words: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,6 +175,14 @@ def splice(prefix: Prefix, rows: Rows, word_embeds: torch.Tensor, *, keep_suffix
     targets = torch.where(in_word, rows.ids[rows_index, slot], prefix.ids[example, source])
     scored = in_word | (in_suffix & prefix.scorable[example, source])
     return Spliced(embeds * valid.unsqueeze(-1).to(embeds.dtype), valid.long(), targets, scored)
+
+
+def spliced_lengths(prefix: Prefix, rows: Rows, *, keep_suffix: bool) -> list[int]:
+    """Real length of each row :func:`splice` makes, computed on the host."""
+    extent = prefix.extent()
+    if keep_suffix:
+        return [extent.lengths[e] - 1 + n for e, n in zip(rows.host_example, rows.host_lengths)]
+    return [extent.positions[e] + n for e, n in zip(rows.host_example, rows.host_lengths)]
 
 
 def row_extra(prefix: Prefix, rows: Rows) -> dict[str, torch.Tensor]:
@@ -241,10 +275,10 @@ class SequenceBackbone(Backbone):
         return self.packed_forward(self.model, embeds, packing, use_cache=False).logits
 
     def _head_logits(self, extra: dict[str, torch.Tensor], embeds: torch.Tensor, attention: torch.Tensor,
-                     index: torch.Tensor, *, pack: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                     index: torch.Tensor, *, lengths: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities ``[N, K, V]`` and the head's input ``[N, K, H]`` at ``index [N, K]``;
-        ``pack``: the rows (real tokens first, then padding) run packed."""
-        packing = plan_packing(attention.sum(1).tolist(), attention.shape[1], embeds.device) if pack else None
+        with ``lengths`` (each row's real tokens, which come first), the rows run packed."""
+        packing = plan_packing(lengths, attention.shape[1], embeds.device) if lengths is not None else None
         with head_at(self.head, index, packing) as captured:
             logits = self.run(embeds, attention, extra) if packing is None else self.run_packed(embeds, packing, extra)
         if len(captured) != 1:
@@ -261,15 +295,17 @@ class SequenceBackbone(Backbone):
         width = prefix.extent().last_slot
         columns = torch.arange(width, device=prefix.positions.device).unsqueeze(0)
         attention = (columns < prefix.positions.unsqueeze(1)).long()
+        lengths = prefix.extent().positions if prefix.pack else None
         logprobs, hidden = self._head_logits(prefix.extra, prefix.embeds[:, :width], attention, (prefix.positions - 1).unsqueeze(1),
-                                             pack=prefix.pack)
+                                             lengths=lengths)
         return logprobs[:, 0], hidden[:, 0]
 
     def next_token(self, prefix: Prefix, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities ``[N, V]`` of the token after each row's word, and the state ``[N, H]``."""
         spliced = splice(prefix, rows, self.word_embeddings()(rows.ids), keep_suffix=False)
         last = (prefix.positions[rows.example] + rows.lengths - 1).unsqueeze(1)
-        logprobs, hidden = self._head_logits(row_extra(prefix, rows), spliced.embeds, spliced.attention, last, pack=prefix.pack)
+        lengths = spliced_lengths(prefix, rows, keep_suffix=False) if prefix.pack else None
+        logprobs, hidden = self._head_logits(row_extra(prefix, rows), spliced.embeds, spliced.attention, last, lengths=lengths)
         return logprobs[:, 0], hidden[:, 0]
 
     def sequence_scores(self, prefix: Prefix, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,8 +313,9 @@ class SequenceBackbone(Backbone):
         that predicts the word's first token."""
         spliced = splice(prefix, rows, self.word_embeddings()(rows.ids), keep_suffix=prefix.keep_suffix)
         index, valid = scored_index(spliced.scored, rows.longest + (prefix.extent().suffix if prefix.keep_suffix else 0))
+        lengths = spliced_lengths(prefix, rows, keep_suffix=prefix.keep_suffix) if prefix.pack else None
         logprobs, hidden = self._head_logits(row_extra(prefix, rows), spliced.embeds, spliced.attention, index - 1,
-                                             pack=prefix.pack)
+                                             lengths=lengths)
         token = logprobs.gather(-1, spliced.targets.gather(1, index).unsqueeze(-1)).squeeze(-1)
         return torch.where(valid, token, torch.zeros_like(token)).sum(-1), hidden[:, 0]
 
@@ -313,7 +350,7 @@ class SequenceBackbone(Backbone):
         done = torch.zeros(size, dtype=torch.bool, device=device)
         first_hidden = None
         for step in range(max_new_tokens):
-            rows = Rows(torch.arange(size, device=device), tokens, torch.full((size,), step, dtype=torch.long, device=device), step)
+            rows = Rows.generated(tokens, step)
             logprobs, hidden = self.next_token(prefix, rows)
             first_hidden = hidden if first_hidden is None else first_hidden
             chosen = logprobs.argmax(-1)

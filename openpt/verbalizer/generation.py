@@ -164,7 +164,7 @@ def generate_texts(
     texts: list[str] = [""] * len(examples)
     for indices, batch in model.batches(examples, batch_size):
         embeds = model.template.embed(batch, model.backbone.input_embeddings())
-        generated = model.backbone.word_outputs(embeds, batch, [], max_new_tokens=max_new_tokens).generated or []
+        generated = model.backbone.word_outputs(embeds, batch, [], max_new_tokens=max_new_tokens, pack=model.packing).generated or []
         for index, ids in zip(indices, generated):
             texts[index] = model.backbone.tokenizer.decode(ids, skip_special_tokens=True).strip()
     return texts

@@ -122,6 +122,26 @@ def test_packed_scores_and_gradients_equal_the_padded_ones(request, monkeypatch,
     torch.testing.assert_close(ours["template.soft.weight"], theirs["template.soft.weight"], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_packed_generation_equals_padded_generation_and_row_lengths_are_known_on_the_host(request, monkeypatch, kind):
+    from openpt.backbone.causal import Rows, splice, spliced_lengths
+    from openpt.verbalizer.generation import generate_texts
+
+    directory = request.getfixturevalue(f"tiny_{kind}_dir")
+    padded = make_model(directory, "[SOFT*2] {text} it was [MASK]", sharp=True)
+    packed = make_model(directory, "[SOFT*2] {text} it was [MASK]", sharp=True, packing=True)
+    plans = record_plans(monkeypatch)
+    assert generate_texts(packed, UNEVEN, max_new_tokens=3) == generate_texts(padded, UNEVEN, max_new_tokens=3)
+    assert any(plan is not None for plan in plans)
+    backbone = packed.backbone
+    batch = packed.place_batch(packed.template.collate(packed.template.encode(UNEVEN)))
+    prefix = backbone.prefix(packed.template.embed(batch, backbone.input_embeddings()), batch)
+    for rows in (Rows.of_words(len(UNEVEN), [[5], [6, 7, 8]], backbone.pad_id, packed.device), Rows.generated(batch.input_ids, 2)):
+        for keep_suffix in (False, True):
+            spliced = splice(prefix, rows, backbone.word_embeddings()(rows.ids), keep_suffix=keep_suffix)
+            assert spliced_lengths(prefix, rows, keep_suffix=keep_suffix) == spliced.attention.sum(1).tolist()
+
+
 def test_packing_with_eager_attention_prefix_tuning_and_checkpointing(tiny_bert_dir, monkeypatch):
     options = {"prefix": {"length": 3, "init": "random"}}
     padded = make_model(tiny_bert_dir, "[SOFT*2] {text} it was [MASK] .", sharp=True, **options)
