@@ -183,6 +183,19 @@ def print_table(rows: list[dict[str, Any]], check: dict[str, Any]) -> None:
     print(f"framework overhead over a bare encoder on the same batches: {fmt(None if o['value'] is None else 100 * o['value'], 1)}% (target ≤ 10%)")
 
 
+def portable(value: Any, paths: dict[Any, str]) -> Any:
+    """``value`` with this machine's paths written relative to the project (the recorded results
+    name no directory of the machine that ran them; ``paths``: longest first wins)."""
+    if isinstance(value, dict):
+        return {key: portable(item, paths) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(item, paths) for item in value]
+    if isinstance(value, str):
+        for path, shown in sorted(paths.items(), key=lambda pair: -len(str(pair[0]))):
+            value = value.replace(str(path), shown)
+    return value
+
+
 def main() -> int:
     args = parse_args()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
@@ -208,6 +221,7 @@ def main() -> int:
     results["loadavg_end"] = os.getloadavg()
     results["ratios"] = ratios(results)
     results["checks"] = checks(results)
+    results = portable(results, {scratch: f"$TMPDIR/{scratch.name}", sys.executable: "python", ROOT: ".", ROOT.parent: ".."})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results["ratios"], results["checks"])
