@@ -114,13 +114,20 @@ class Backbone(nn.Module):
             return int(embeddings.padding_idx) + 1
         return 0
 
+    def packing_module(self) -> nn.Module:
+        """The module whose input rows packing lays out (the encoder for seq2seq backbones)."""
+        return self.model.base_model
+
     def packed_forward(self, module: nn.Module, inputs_embeds: torch.Tensor, packing: Packing, **kwargs: Any) -> Any:
         """``module`` (the model or its base) on ``inputs_embeds [B, L, H]`` packed into ``[R, C, H]``
-        rows: block-diagonal (block-causal) attention mask, position ids restarting per sequence."""
+        rows: block-diagonal (block-causal) attention mask, position ids restarting per sequence
+        (for a module that takes none, e.g. T5's relative positions, the mask alone)."""
         packed = packing.pack(inputs_embeds)
         mask = packing.attention_mask(causal=self.causal_attention, implementation=attention_implementation(self.model),
                                       dtype=packed.dtype)
-        return module(inputs_embeds=packed, attention_mask=mask, position_ids=packing.positions + self.position_offset(), **kwargs)
+        if takes_position_ids(module):
+            kwargs["position_ids"] = packing.positions + self.position_offset()
+        return module(inputs_embeds=packed, attention_mask=mask, **kwargs)
 
     def check_packing(self) -> None:
         """Refuse packing (:class:`BackboneError`) unless a packed forward of a small random batch
@@ -132,10 +139,7 @@ class Backbone(nn.Module):
         if implementation not in MASK_IMPLEMENTATIONS:
             raise BackboneError(f"{self.name_or_path}: packing needs the sdpa or eager attention implementation, {name} runs "
                                 f"{implementation!r}; set backbone_options.attn_implementation: sdpa, or turn prompt.packing off")
-        base = self.model.base_model
-        if "position_ids" not in inspect.signature(base.forward).parameters:
-            raise BackboneError(f"{self.name_or_path}: packing restarts position ids per sequence, and {type(base).__name__} "
-                                "takes none; turn prompt.packing off")
+        base = self.packing_module()
         weight = self.input_embeddings().weight
         lengths = [5, 2, 3]
         generator = torch.Generator().manual_seed(0)
@@ -146,17 +150,22 @@ class Backbone(nn.Module):
         with torch.no_grad():
             padded = base(inputs_embeds=embeds, attention_mask=attention).last_hidden_state.float()
             packed = self.packed_forward(base, embeds, packing).last_hidden_state.float()
-        last = torch.tensor(lengths, device=weight.device).unsqueeze(1) - 1
-        unpacked = packing.gather(packed, torch.minimum(torch.arange(max(lengths), device=weight.device), last))
+        unpacked = packing.unpack(packed, max(lengths))
         real = attention.bool()
         scale = padded[real].abs().max().clamp(min=1.0)
         tolerance = 1e-3 if weight.dtype == torch.float32 else 5e-2
         difference = float(((unpacked - padded)[real].abs().max() / scale))
         if not difference <= tolerance:
+            why = "a 4-D attention mask or position ids" if takes_position_ids(base) else "a 4-D attention mask, and it takes no position ids"
             raise BackboneError(f"{self.name_or_path}: {name} gives other hidden states for a packed batch than for the same "
-                                f"sequences padded (relative difference {difference:.2g}): it does not honour a 4-D attention "
-                                "mask or position ids; turn prompt.packing off")
+                                f"sequences padded (relative difference {difference:.2g}): it does not honour {why}; "
+                                "turn prompt.packing off")
         self._packing_checked = True
+
+
+def takes_position_ids(module: nn.Module) -> bool:
+    """Whether ``module.forward`` has a ``position_ids`` argument."""
+    return "position_ids" in inspect.signature(module.forward).parameters
 
 
 def detect_kind(config: Any) -> str:

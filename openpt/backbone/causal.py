@@ -257,7 +257,8 @@ class SequenceBackbone(Backbone):
                 file=getattr(template.spec, "source", None),
             )
 
-    def prefix(self, inputs_embeds: torch.Tensor, batch: Batch) -> Prefix:  # pragma: no cover - interface
+    def prefix(self, inputs_embeds: torch.Tensor, batch: Batch, *, pack: bool = False) -> Prefix:  # pragma: no cover - interface
+        """The sequences words are spliced into; ``pack``: run them (and any encoder) packed."""
         raise NotImplementedError
 
     def word_embeddings(self) -> nn.Module:
@@ -271,7 +272,7 @@ class SequenceBackbone(Backbone):
     def run_packed(self, embeds: torch.Tensor, packing: Packing, extra: dict[str, torch.Tensor]) -> torch.Tensor:
         """:meth:`run` on packed rows (see :mod:`.packing`)."""
         if extra:
-            raise BackboneError(f"{type(self.model).__name__}: packing is implemented for masked and causal LMs")
+            raise BackboneError(f"{type(self.model).__name__}: a decoder row attends to one example's encoder states and cannot be packed")
         return self.packed_forward(self.model, embeds, packing, use_cache=False).logits
 
     def _head_logits(self, extra: dict[str, torch.Tensor], embeds: torch.Tensor, attention: torch.Tensor,
@@ -323,8 +324,7 @@ class SequenceBackbone(Backbone):
         self, inputs_embeds: torch.Tensor, batch: Batch, words: Sequence[Sequence[int]], *, max_new_tokens: int = 0,
         pack: bool = False,
     ) -> MaskOutputs:
-        prefix = self.prefix(inputs_embeds, batch)
-        prefix.pack = pack
+        prefix = self.prefix(inputs_embeds, batch, pack=pack)
         size, device = len(prefix.lengths), inputs_embeds.device
         if max_new_tokens:
             generated, hidden = self.generate(prefix, max_new_tokens)
@@ -409,7 +409,7 @@ class CausalLMBackbone(SequenceBackbone):
                 file=getattr(template.spec, "source", None),
             )
 
-    def prefix(self, inputs_embeds: torch.Tensor, batch: Batch) -> Prefix:
+    def prefix(self, inputs_embeds: torch.Tensor, batch: Batch, *, pack: bool = False) -> Prefix:
         prefix = Prefix(
             embeds=inputs_embeds,
             ids=batch.input_ids,
@@ -417,6 +417,7 @@ class CausalLMBackbone(SequenceBackbone):
             lengths=batch.attention_mask.sum(1),
             positions=batch.mask_positions[:, 0],
             keep_suffix=True,
+            pack=pack,
         )
         if prefix.extent().first_slot == 0:
             raise DataError("a causal LM cannot score a [MASK] at position 0: nothing precedes it")

@@ -29,6 +29,7 @@ from ..errors import BackboneError
 from ..registry import BACKBONES
 from ..types import Batch
 from .causal import Prefix, SequenceBackbone
+from .packing import plan_packing
 
 _SENTINEL = re.compile(r"<extra_id_\d+>")
 
@@ -89,10 +90,10 @@ class Seq2SeqBackbone(SequenceBackbone):
         table = getattr(self.model.get_decoder(), "embed_tokens", None)
         return table if isinstance(table, nn.Module) else self.input_embeddings()
 
-    def prefix(self, inputs_embeds: torch.Tensor, batch: Batch) -> Prefix:
+    def prefix(self, inputs_embeds: torch.Tensor, batch: Batch, *, pack: bool = False) -> Prefix:
         """Run the encoder; the decoder prefix is ``<pad> <extra_id_0>`` or ``</s>`` + input up to the mask."""
         mask = batch.attention_mask
-        encoded = self.model.get_encoder()(inputs_embeds=inputs_embeds, attention_mask=mask).last_hidden_state
+        encoded = self.encode(inputs_embeds, batch, pack=pack)
         extra = {"encoder_hidden": encoded, "encoder_mask": mask}
         size, device = mask.shape[0], mask.device
         if self.style == "sentinel":
@@ -112,10 +113,18 @@ class Seq2SeqBackbone(SequenceBackbone):
             extra=extra,
         )
 
-    def check_packing(self) -> None:
-        raise BackboneError(f"{self.name_or_path}: packing is implemented for masked and causal LMs, not for "
-                            f"{type(self.model).__name__} (a decoder row would need each packed sequence's own encoder "
-                            "states); turn prompt.packing off")
+    def packing_module(self) -> nn.Module:
+        return self.model.get_encoder()
+
+    def encode(self, inputs_embeds: torch.Tensor, batch: Batch, *, pack: bool = False) -> torch.Tensor:
+        """Encoder states ``[B, L, H]``; ``pack``: the encoder runs on packed rows (the decoder rows,
+        which attend to one example's encoder states each, stay as they are)."""
+        mask = batch.attention_mask
+        encoder = self.model.get_encoder()
+        packing = plan_packing(batch.row_lengths(), mask.shape[1], mask.device) if pack else None
+        if packing is None:
+            return encoder(inputs_embeds=inputs_embeds, attention_mask=mask).last_hidden_state
+        return packing.unpack(self.packed_forward(encoder, inputs_embeds, packing).last_hidden_state, mask.shape[1])
 
     def run(self, embeds: torch.Tensor, attention: torch.Tensor, extra: dict[str, torch.Tensor]) -> torch.Tensor:
         from transformers.modeling_outputs import BaseModelOutput

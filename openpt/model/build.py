@@ -45,9 +45,10 @@ class PromptOptions:
             autocast on the model's device (fp16 trains with a gradient scaler); prompt parameters,
             verbalizer, calibration and loss stay in float32.
         packing: run the backbone on packed rows: several sequences per row, block-diagonal
-            attention, no row wider than the batch's longest (masked and causal LMs with ``sdpa`` or
-            ``eager`` attention; see :mod:`openpt.backbone.packing`). The same scores up to float
-            rounding, with less compute spent on padding.
+            attention, rows one to two times as wide as the batch's longest sequence (masked and
+            causal LMs, and T5's encoder, with ``sdpa`` or ``eager`` attention; see
+            :mod:`openpt.backbone.packing`). The same scores up to float rounding, with less
+            compute spent on padding.
     """
 
     max_length: int = 128
@@ -187,6 +188,9 @@ def enable_packing(model: PromptModel) -> None:
     if regularizer is not None and (regularizer.dropout or regularizer.token_dropout):
         raise ConfigError("packing shares one row between several examples, and prefix dropout draws one mask per row; "
                           "turn prompt.packing or the prompt dropout of the prefix off", key="prompt.packing")
+    if model.prefix is not None and model.backbone.kind == "seq2seq":
+        raise ConfigError("packing moves a sequence away from the start of its row, and T5's relative position bias would "
+                          "then place the prefix at another distance; turn prompt.packing or prompt.prefix off", key="prompt.packing")
     model.backbone.check_packing()
     model.packing = True
 
