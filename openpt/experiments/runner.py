@@ -318,5 +318,5 @@ def results_table(results: dict[str, Any]) -> str:
     for run in results["runs"]:
         rows.append(f"| K={results['data']['k']} prompt-only, seed {run['seed']} | {run['eval']['accuracy']:.4f} | {run['eval']['macro_f1']:.4f} |")
     acc, f1 = results["summary"]["accuracy"], results["summary"]["macro_f1"]
-    rows.append(f"| **K={results['data']['k']} prompt-only, mean ± std ({acc['n']} seeds)** | **{acc['mean']:.4f} ± {acc['std']:.4f}** | {f1['mean']:.4f} ± {f1['std']:.4f} |")
+    rows.append(f"| **K={results['data']['k']} prompt-only, mean ± std ({acc['n']} seed{'s' if acc['n'] != 1 else ''})** | **{acc['mean']:.4f} ± {acc['std']:.4f}** | {f1['mean']:.4f} ± {f1['std']:.4f} |")
     return "\n".join(rows)
