@@ -2,7 +2,8 @@
 # openpt on one GPU, in one command (< 8 min on one H100/H200): the unit tests on the GPU,
 # CPU-vs-GPU parity on tiny BERT/T5/GPT-2, and throughput/memory against PEFT prompt tuning and
 # the bare Hugging Face forward on large-model shapes, measured in the same process, each phase
-# over the same batches twice (cold, then warm: the reported numbers). The benchmarks run first;
+# over the same batches twice (cold, then warm: the reported numbers); openpt's inference and
+# training also with prompt.packing on. The benchmarks run first;
 # the unit tests get the rest of BUDGET_S (default 460 s).
 #
 #   benchmarks/gpu_check.sh OUTDIR [path/to/bench_peft_gpu.py]

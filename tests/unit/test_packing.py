@@ -15,18 +15,10 @@ from openpt.model.build import PromptOptions, enable_packing
 from openpt.model.checkpointing import enable_checkpointing
 from openpt.types import InputExample
 
-from .helpers import MULTI, make_model, prompt_gradients
+from .helpers import MULTI, SENTIMENT, make_model, prompt_gradients
 
-# lengths from 1 to ~25 words: a batch that packs into fewer rows
-UNEVEN = [
-    InputExample("good .", label=1),
-    InputExample("a great and wonderful movie , good fun , nice film , what a wonderful film , great great great .", label=1),
-    InputExample("bad .", label=0),
-    InputExample("this film was terrible and boring .", label=0),
-    InputExample("awful .", label=0),
-    InputExample("boring . bad . awful . an awful , bad movie , this film was terrible and boring , bad bad bad .", label=0),
-    InputExample("nice .", label=1),
-]
+# each sentiment example as one word and three times over (2 to 27 words): batches that pack into fewer rows
+UNEVEN = [InputExample(text, label=e.label) for e in SENTIMENT for text in (e.text.split()[-2], " ".join([e.text] * 3))][:9]
 CPU = torch.device("cpu")
 
 
