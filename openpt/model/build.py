@@ -186,8 +186,8 @@ def enable_packing(model: PromptModel) -> None:
     """Turn packing on, after checking the backbone computes packed rows right (see :mod:`openpt.backbone.packing`)."""
     regularizer = getattr(model.prefix, "regularizer", None)
     if regularizer is not None and (regularizer.dropout or regularizer.token_dropout):
-        raise ConfigError("packing shares one row between several examples, and prefix dropout draws one mask per row; "
-                          "turn prompt.packing or the prompt dropout of the prefix off", key="prompt.packing")
+        raise ConfigError("prefix dropout draws a mask per example, and a packed row holds several examples; "
+                          "turn prompt.packing or the prefix's prompt dropout off", key="prompt.packing")
     if model.prefix is not None and model.backbone.kind == "seq2seq":
         raise ConfigError("packing moves a sequence away from the start of its row, and T5's relative position bias would "
                           "then place the prefix at another distance; turn prompt.packing or prompt.prefix off", key="prompt.packing")

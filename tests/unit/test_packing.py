@@ -175,7 +175,7 @@ def test_a_saved_prompt_keeps_packing(tiny_bert_dir, tmp_path):
 def test_settings_that_cannot_pack_are_refused(tiny_bert_dir, tiny_t5_dir, tiny_bart_dir):
     with pytest.raises(ConfigError, match="prompt.packing.*expected true or false, got 'yes'"):
         PromptOptions(packing="yes")
-    with pytest.raises(ConfigError, match="prefix dropout draws one mask per row"):
+    with pytest.raises(ConfigError, match="prefix dropout draws a mask per example, and a packed row holds several"):
         make_model(tiny_bert_dir, packing=True, prefix={"length": 2}, regularization={"dropout": 0.1})
     with pytest.raises(ConfigError, match="T5's relative position bias would then place the prefix at another distance"):
         make_model(tiny_t5_dir, "[SOFT*2] {text} It was [MASK]", packing=True, prefix={"length": 2})
@@ -183,6 +183,15 @@ def test_settings_that_cannot_pack_are_refused(tiny_bert_dir, tiny_t5_dir, tiny_
     with pytest.raises(BackboneError, match="BartForConditionalGeneration gives other hidden states for a packed batch.*"
                                             "takes no position ids; turn prompt.packing off"):
         make_model(tiny_bart_dir, "[SOFT*2] {text} It was [MASK]", packing=True)
+
+
+def test_an_attention_implementation_without_4d_masks_is_refused(tiny_bert_dir, monkeypatch):
+    import openpt.backbone.base as base_module
+
+    monkeypatch.setattr(base_module, "attention_implementation", lambda model: "flash_attention_2")
+    with pytest.raises(BackboneError, match="packing needs the sdpa or eager attention implementation, BertForMaskedLM runs "
+                                            "'flash_attention_2'; set backbone_options.attn_implementation: sdpa"):
+        make_model(tiny_bert_dir, packing=True)
 
 
 def test_a_backbone_that_ignores_position_ids_is_refused(tiny_bert_dir, monkeypatch):
