@@ -219,6 +219,7 @@ def run_anchor(anchor: Any, args: argparse.Namespace, dtype: torch.dtype) -> dic
 
 
 def throughput(anchor: Any, kind: str, args: argparse.Namespace, dtype: torch.dtype) -> dict[str, Any]:
+    from openpt.errors import BackboneError
     from openpt.model.build import enable_packing
     from openpt.model.checkpointing import enable_checkpointing
 
@@ -241,9 +242,13 @@ def throughput(anchor: Any, kind: str, args: argparse.Namespace, dtype: torch.dt
         # the timed rows (not the warm-up batches) in openpt's evaluation order
         res["openpt_inference_length_sorted"] = timed(
             lambda b: prompt(b), batches[:2] + openpt_batches(length_sorted(raw[2:]), causal, mask_id if mask_id is not None else pad_id, pad_id), device)
-        enable_packing(prompt)  # prompt.packing: true (several rows per sequence, block-diagonal attention)
-        res["openpt_inference_packed"] = timed(lambda b: prompt(b), batches, device)
-        prompt.packing = False
+        try:
+            enable_packing(prompt)  # prompt.packing: true (several sequences per row, block-diagonal attention)
+        except BackboneError as exc:  # the packed-vs-padded check refused this backbone: the other phases still run
+            res["packing_refused"] = str(exc)
+        if prompt.packing:
+            res["openpt_inference_packed"] = timed(lambda b: prompt(b), batches, device)
+            prompt.packing = False
     optimizer = torch.optim.AdamW(prompt.trainable_parameters(), lr=1e-2)
     losses: list[float] = []
 
@@ -256,9 +261,10 @@ def throughput(anchor: Any, kind: str, args: argparse.Namespace, dtype: torch.dt
 
     prompt.train()
     res["openpt_train"] = timed(step, batches, device)
-    prompt.packing = True
-    res["openpt_train_packed"] = timed(step, batches, device)
-    prompt.packing = False
+    if "packing_refused" not in res:
+        prompt.packing = True
+        res["openpt_train_packed"] = timed(step, batches, device)
+        prompt.packing = False
     enable_checkpointing(prompt)
     res["openpt_train_grad_ckpt"] = timed(step, batches, device)
     res["losses_first_last"] = [round(float(losses[0]), 4), round(float(losses[-1]), 4)]
@@ -274,7 +280,8 @@ def ratios(ours: dict[str, Any], peft: dict[str, Any], state: str = "warm") -> d
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 3) if a is not None and b else None
 
-    phase = (lambda name: ours[name]) if state == "warm" else (lambda name: ours[name]["cold"])
+    missing = {"examples_per_s": None, "steps_per_s": None, "peak_mb": None, "cold": {"examples_per_s": None, "steps_per_s": None, "peak_mb": None}}
+    phase = (lambda name: ours.get(name, missing)) if state == "warm" else (lambda name: ours.get(name, missing)["cold"])
     inference, train, ckpt = phase("openpt_inference"), phase("openpt_train"), phase("openpt_train_grad_ckpt")
     bare = peft["bare_forward"]
     return {
@@ -306,9 +313,10 @@ def table(res: dict[str, Any]) -> str:
         peft, peft_cold = res.get("peft", {}).get(kind, {}), res.get("peft_cold", {}).get(kind, {})
         r, rc = ours.get("ratios", {}), ours.get("ratios_cold", {})
         get = lambda d, k, f: (d.get(k) or {}).get(f)  # noqa: E731
-        ex = lambda name: pair(ours[name]["examples_per_s"], ours[name]["cold"]["examples_per_s"])  # noqa: E731
-        st = lambda name: pair(ours[name]["steps_per_s"], ours[name]["cold"]["steps_per_s"])  # noqa: E731
-        pk = lambda name: pair(ours[name]["peak_mb"], ours[name]["cold"]["peak_mb"])  # noqa: E731
+        of = lambda name: ours.get(name) or {"cold": {}}  # noqa: E731  (a phase that did not run: None)
+        ex = lambda name: pair(of(name).get("examples_per_s"), of(name)["cold"].get("examples_per_s"))  # noqa: E731
+        st = lambda name: pair(of(name).get("steps_per_s"), of(name)["cold"].get("steps_per_s"))  # noqa: E731
+        pk = lambda name: pair(of(name).get("peak_mb"), of(name)["cold"].get("peak_mb"))  # noqa: E731
         pp = lambda name, f: pair(get(peft, name, f), get(peft_cold, name, f))  # noqa: E731
         rows += [
             f"| {kind} | inference, examples/s | {ex('openpt_inference')} | {pp('peft_inference', 'examples_per_s')} | "
@@ -334,6 +342,8 @@ def table(res: dict[str, Any]) -> str:
             key = {"openpt_inference": "inference_peak_mb_vs_peft", "openpt_train": "train_peak_mb_vs_peft"}.get(phase)
             rows.append(f"| {kind} | peak MB, {phase.removeprefix('openpt_')} | {pk(phase)} | {pp(peft_phase, 'peak_mb')} | "
                         f"{pair(r.get(key), rc.get(key)) if key else ''} |")
+        if "packing_refused" in ours:
+            rows.append(f"| {kind} | packing refused | {ours['packing_refused']} | | |")
         rows.append(f"| {kind} | ckpt / no-ckpt peak (activations only) | {r.get('grad_ckpt_peak_mb_vs_no_ckpt')} "
                     f"({r.get('grad_ckpt_activation_mb_vs_no_ckpt')}) | | target ≤ 0.5 |")
     return "\n".join(rows)

@@ -155,6 +155,7 @@ class Backbone(nn.Module):
         scale = padded[real].abs().max().clamp(min=1.0)
         tolerance = 1e-3 if weight.dtype == torch.float32 else 5e-2
         difference = float(((unpacked - padded)[real].abs().max() / scale))
+        logger.debug("packing check of %s: relative difference %.3g (tolerance %g)", self.name_or_path, difference, tolerance)
         if not difference <= tolerance:
             why = "a 4-D attention mask or position ids" if takes_position_ids(base) else "a 4-D attention mask, and it takes no position ids"
             raise BackboneError(f"{self.name_or_path}: {name} gives other hidden states for a packed batch than for the same "
