@@ -11,11 +11,13 @@ import openpt.backbone.mlm as mlm_module
 import openpt.backbone.seq2seq as seq2seq_module
 from openpt.backbone.packing import Packing, first_fit_decreasing, plan_packing
 from openpt.errors import BackboneError, ConfigError
-from openpt.model.build import PromptOptions, enable_packing
+from openpt.backbone import load_backbone
+from openpt.model.build import PromptOptions, build_model, enable_packing, template_spec
 from openpt.model.checkpointing import enable_checkpointing
 from openpt.types import InputExample
+from openpt.verbalizer import verbalizer_from_mapping
 
-from .helpers import MULTI, SENTIMENT, make_model, prompt_gradients
+from .helpers import MULTI, SENTIMENT, make_model, prompt_gradients, sharpen
 
 # each sentiment example as one word and three times over (2 to 27 words): batches that pack into fewer rows
 UNEVEN = [InputExample(text, label=e.label) for e in SENTIMENT for text in (e.text.split()[-2], " ".join([e.text] * 3))][:9]
@@ -114,6 +116,28 @@ def test_packed_scores_and_gradients_equal_the_padded_ones(request, monkeypatch,
     assert set(ours) == set(theirs) == {"template.soft.weight"}
     assert theirs["template.soft.weight"].abs().sum() > 0
     torch.testing.assert_close(ours["template.soft.weight"], theirs["template.soft.weight"], rtol=1e-4, atol=1e-6)
+
+
+def test_packed_scores_with_two_masks_and_a_learned_verbalizer(tiny_roberta_dir, monkeypatch):
+    relation = {"type": "multi_mask", "verbalizers": [
+        {"type": "manual", "mask": 0, "labels": {"neg": "bad", "pos": "good"}},
+        {"type": "soft", "mask": 1, "labels": {"neg": "terrible", "pos": "great"}}],
+        "classes": {"negative": ["neg", "neg"], "positive": ["pos", "pos"]}}
+
+    def build(packing: bool):
+        backbone = load_backbone(tiny_roberta_dir)
+        sharpen(backbone)
+        return build_model(backbone, template_spec("[SOFT*2] {text} the [MASK] film was [MASK] ."),
+                           verbalizer_from_mapping(relation), PromptOptions(max_length=64, packing=packing))
+
+    padded, packed = build(False), build(True)
+    plans = record_plans(monkeypatch)
+    torch.testing.assert_close(packed.scores(UNEVEN), padded.scores(UNEVEN), rtol=1e-5, atol=1e-5)
+    ours, theirs = prompt_gradients(packed, UNEVEN), prompt_gradients(padded, UNEVEN)
+    assert any(plan is not None for plan in plans)
+    assert len(ours) >= 2 and set(ours) == set(theirs)  # the soft prompt and the soft verbalizer's tensors
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
