@@ -28,7 +28,8 @@ from torch import nn
 from ..errors import BackboneError
 from ..registry import BACKBONES
 from ..types import Batch
-from .causal import Prefix, SequenceBackbone
+from .causal import SequenceBackbone
+from .splicing import Prefix
 from .packing import plan_packing
 
 _SENTINEL = re.compile(r"<extra_id_\d+>")

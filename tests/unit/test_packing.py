@@ -142,7 +142,7 @@ def test_packed_scores_with_two_masks_and_a_learned_verbalizer(tiny_roberta_dir,
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_packed_generation_equals_padded_generation_and_row_lengths_are_known_on_the_host(request, monkeypatch, kind):
-    from openpt.backbone.causal import Rows, splice, spliced_lengths
+    from openpt.backbone.splicing import Rows, splice, spliced_lengths
     from openpt.verbalizer.generation import generate_texts
 
     directory = request.getfixturevalue(f"tiny_{kind}_dir")
