@@ -88,7 +88,7 @@ class MaskedLMBackbone(Backbone):
         """Final hidden states ``[B, M, H]`` at the masks, from a padded or a packed forward."""
         if packing is None:
             return gather_positions(self.encode(inputs_embeds, attention_mask), mask_positions)
-        return packing.gather(self.packed_forward(self.model.base_model, inputs_embeds, packing).last_hidden_state, mask_positions)
+        return packing.gather(self.packed_forward(self.packing_module(), inputs_embeds, packing).last_hidden_state, mask_positions)
 
     def head_logits(self, mask_hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """LM-head logits ``[B, M, W]`` of ``token_ids`` from mask hidden states ``[B, M, H]``."""

@@ -1,8 +1,9 @@
 """Sequence packing: the real tokens of a right-padded batch laid into fewer, fuller rows.
 
-With dynamic padding a batch of SST-2-length rows is about half padding, and every layer of
-the backbone computes on it. Packing puts several sequences side by side in one row, no row
-wider than the batch's longest sequence (first-fit decreasing), and runs the backbone with
+With dynamic padding a batch of SST-2-length rows is a third to a half padding, and every layer
+of the backbone computes on it. Packing puts several sequences side by side in one row
+(first-fit decreasing, rows one to two times as wide as the batch's longest sequence, whichever
+needs the fewest tokens) and runs the backbone with
 
 * a block-diagonal 4-D attention mask (block-causal for causal LMs): a token attends only to
   tokens of its own sequence, so each sequence sees exactly what it saw alone;
@@ -11,11 +12,11 @@ wider than the batch's longest sequence (first-fit decreasing), and runs the bac
 
 Seq2seq models run their encoder packed (T5's relative positions need no position ids); their
 decoder rows stay as they are. Scores equal the padded forward's up to float rounding (tests:
-tiny BERT, RoBERTa, GPT-2, Llama and T5). The linear layers, which dominate the cost at these lengths, run on far fewer padding
-tokens (SST-2 with 20 soft tokens, batch 32: 0.71 of the padded tokens; without soft tokens
-0.56). The 4-D mask needs the ``sdpa`` or
-``eager`` attention implementation; :func:`check_packing` refuses a backbone whose packed and
-padded forwards disagree, once per backbone, instead of letting it score wrongly.
+tiny BERT, RoBERTa, GPT-2, Llama and T5). The linear layers, which dominate the cost at these
+lengths, run on far fewer padding tokens (SST-2 with 20 soft tokens, batch 32: 0.71 of the
+padded tokens; without soft tokens 0.56). The 4-D mask needs the ``sdpa`` or ``eager``
+attention implementation; :meth:`openpt.backbone.base.Backbone.check_packing` refuses a backbone
+whose packed and padded forwards disagree, once per backbone, instead of letting it score wrongly.
 """
 from __future__ import annotations
 
