@@ -1,6 +1,7 @@
 """Backbone interface and loading: a Hugging Face model + tokenizer behind one API."""
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -165,8 +166,14 @@ class Backbone(nn.Module):
 
 
 def takes_position_ids(module: nn.Module) -> bool:
-    """Whether ``module.forward`` has a ``position_ids`` argument."""
-    return "position_ids" in inspect.signature(module.forward).parameters
+    """Whether ``module``'s class takes ``position_ids`` in ``forward`` (read once per class: every
+    packed forward asks)."""
+    return _forward_takes_position_ids(type(module))
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_takes_position_ids(module_class: type) -> bool:
+    return "position_ids" in inspect.signature(module_class.forward).parameters
 
 
 def detect_kind(config: Any) -> str:
