@@ -30,6 +30,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bf16", action="store_true", help="also time inference and training under bfloat16 autocast")
     parser.add_argument("--packing", action="store_true",
                         help="also time training and inference over unsorted batches with prompt.packing on and off")
+    parser.add_argument("--compile", choices=["default", "reduce-overhead", "max-autotune"],
+                        help="also time the soft-prompt inference and training with the backbone's layers compiled in this mode")
     parser.add_argument("--out", default="benchmarks/results/bench.json")
     return parser.parse_args()
 
@@ -149,6 +151,18 @@ def main() -> None:
             soft.template.soft.weight.data.copy_(initial_prompt)
             result[f"train_soft_{suffix}"] = timed_training(soft)
         soft.packing = False
+    if args.compile:  # (3'') the same soft-prompt phases with the layers compiled (prompt.compile); the first call compiles
+        from openpt.model.compiling import CompileConfig, compile_layers, uncompile_layers
+
+        compile_layers(backbone.model, CompileConfig(mode=args.compile))
+        soft.template.soft.weight.data.copy_(initial_prompt)  # the prompt inference_soft scored with
+        t0 = time.perf_counter()
+        soft.scores(cycle(32), batch_size=32)
+        result["compile_seconds_inference"] = round(time.perf_counter() - t0, 2)
+        result["inference_soft_compiled"] = timed_inference(soft, args.inf_n)
+        soft.template.soft.weight.data.copy_(initial_prompt)
+        result["train_soft_compiled"] = timed_training(soft)  # its 3 untimed steps compile the training graph
+        uncompile_layers(backbone.model)
     if args.bf16:  # (4) the same with the backbone under bfloat16 autocast (prompt.precision: bf16)
         for model in (manual, soft):
             model.autocast_dtype = torch.bfloat16
@@ -173,6 +187,10 @@ def main() -> None:
         for phase, unit, key in (("inference_soft_unsorted", "examples/s", "examples_per_s"), ("train_soft", "steps/s", "steps_per_s")):
             padded, packed = result[f"{phase}_padded"][key], result[f"{phase}_packed"][key]
             print(f"| {phase.replace('_', ' ')}: padded / packed ({unit}) | {padded:.2f} / {packed:.2f} = {packed / padded:.2f}× |")
+    if args.compile:
+        for phase, unit, key in (("inference_soft", "examples/s", "examples_per_s"), ("train_soft", "steps/s", "steps_per_s")):
+            eager, compiled = result[phase][key], result[f"{phase}_compiled"][key]
+            print(f"| {phase.replace('_', ' ')}: eager / compiled {args.compile} ({unit}) | {eager:.2f} / {compiled:.2f} = {compiled / eager:.2f}× |")
     print(f"| first-batch label log-prob sum (reference -81.8627) | {result['inference_manual']['first_batch_label_logprob_sum']} |")
     print(f"\nwrote {args.out}", file=sys.stderr)
 

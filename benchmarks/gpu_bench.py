@@ -20,6 +20,12 @@ Packing: the inference and training phases run twice more with ``prompt.packing`
 sequences per row, block-diagonal attention; see ``openpt/backbone/packing.py``), on the same
 batches: ``openpt_inference_packed`` and ``openpt_train_packed``.
 
+Compilation: with ``--compile MODE`` (default ``default``; ``none`` skips it) the backbone's
+layers are compiled (``prompt.compile``, see ``openpt/model/compiling.py``) and the inference and
+training phases run again, padded and packed: ``openpt_*_compiled`` and ``openpt_*_compiled_packed``.
+The first batch's time (the compile) is recorded apart; a failed compile is recorded as
+``compile_failed`` and the other phases stand. Results are written after every model.
+
 Steady state: every batch has its own width, so the first pass of a phase over the batches pays
 one-time per-shape costs (allocator growth, kernel selection) that the next phase on the same
 shapes does not. Each openpt phase therefore times two passes over the very same batches, cold
@@ -265,6 +271,8 @@ def throughput(anchor: Any, kind: str, args: argparse.Namespace, dtype: torch.dt
         prompt.packing = True
         res["openpt_train_packed"] = timed(step, batches, device)
         prompt.packing = False
+    if args.compile != "none":
+        compiled_phases(prompt, batches, device, step, args.compile, res)
     enable_checkpointing(prompt)
     res["openpt_train_grad_ckpt"] = timed(step, batches, device)
     res["losses_first_last"] = [round(float(losses[0]), 4), round(float(losses[-1]), 4)]
@@ -272,6 +280,37 @@ def throughput(anchor: Any, kind: str, args: argparse.Namespace, dtype: torch.dt
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return res
+
+
+def compiled_phases(prompt: Any, batches: list, device: str, step: Callable[[Any], None], mode: str, res: dict[str, Any]) -> None:
+    """Inference and training with the backbone's layers compiled (``prompt.compile: MODE``), padded
+    and (unless refused) packed; the layers run eagerly again afterwards."""
+    from openpt.model.compiling import CompileConfig, compile_layers, uncompile_layers
+
+    packing = "packing_refused" not in res
+    try:
+        compile_layers(prompt.backbone.model, CompileConfig(mode=mode))
+        res["compile_mode"] = mode
+        prompt.eval()
+        with torch.inference_mode():
+            res["compile_seconds_first_inference_batch"] = measure(lambda b: prompt(b), batches[:1], device)["seconds"]
+            res["openpt_inference_compiled"] = timed(lambda b: prompt(b), batches, device)
+            if packing:
+                prompt.packing = True
+                res["openpt_inference_compiled_packed"] = timed(lambda b: prompt(b), batches, device)
+                prompt.packing = False
+        prompt.train()
+        res["compile_seconds_first_training_step"] = measure(step, batches[:1], device)["seconds"]
+        res["openpt_train_compiled"] = timed(step, batches, device)
+        if packing:
+            prompt.packing = True
+            res["openpt_train_compiled_packed"] = timed(step, batches, device)
+    except Exception as exc:  # noqa: BLE001  a compiler failure is a result: the other phases stand
+        res["compile_failed"] = f"{type(exc).__name__}: {exc}"[:2000]
+    finally:
+        prompt.packing = False
+        prompt.train()
+        uncompile_layers(prompt.backbone.model)
 
 
 def ratios(ours: dict[str, Any], peft: dict[str, Any], state: str = "warm") -> dict[str, Any]:
@@ -290,6 +329,13 @@ def ratios(ours: dict[str, Any], peft: dict[str, Any], state: str = "warm") -> d
         "packed_inference_vs_peft": ratio(phase("openpt_inference_packed")["examples_per_s"], peft["peft_inference"]["examples_per_s"]),
         "packed_train_vs_peft": ratio(phase("openpt_train_packed")["steps_per_s"], peft["peft_train"]["steps_per_s"]),
         "packed_inference_overhead_vs_bare_forward": ratio(bare["examples_per_s"], phase("openpt_inference_packed")["examples_per_s"]),
+        "compiled_inference_vs_peft": ratio(phase("openpt_inference_compiled")["examples_per_s"], peft["peft_inference"]["examples_per_s"]),
+        "compiled_packed_inference_vs_peft": ratio(phase("openpt_inference_compiled_packed")["examples_per_s"],
+                                                   peft["peft_inference"]["examples_per_s"]),
+        "compiled_train_vs_peft": ratio(phase("openpt_train_compiled")["steps_per_s"], peft["peft_train"]["steps_per_s"]),
+        "compiled_packed_train_vs_peft": ratio(phase("openpt_train_compiled_packed")["steps_per_s"], peft["peft_train"]["steps_per_s"]),
+        "compiled_packed_inference_overhead_vs_bare_forward": ratio(bare["examples_per_s"],
+                                                                    phase("openpt_inference_compiled_packed")["examples_per_s"]),
         "train_grad_ckpt_vs_peft_grad_ckpt": ratio(ckpt["steps_per_s"], peft["peft_train_grad_ckpt"]["steps_per_s"]),
         "inference_overhead_vs_bare_forward": ratio(bare["examples_per_s"], inference["examples_per_s"]),
         "inference_overhead_vs_hf_forward_same_tokens": ratio(phase("hf_forward_same_tokens")["examples_per_s"], inference["examples_per_s"]),
@@ -333,6 +379,12 @@ def table(res: dict[str, Any]) -> str:
             f"{pair(r.get('train_vs_peft'), rc.get('train_vs_peft'))}× |",
             f"| {kind} | training, packed, steps/s | {st('openpt_train_packed')} | | "
             f"{pair(r.get('packed_train_vs_peft'), rc.get('packed_train_vs_peft'))}× |",
+            f"| {kind} | inference, compiled / compiled + packed, examples/s | {ex('openpt_inference_compiled')} / "
+            f"{ex('openpt_inference_compiled_packed')} | | {pair(r.get('compiled_inference_vs_peft'), rc.get('compiled_inference_vs_peft'))}"
+            f" / {pair(r.get('compiled_packed_inference_vs_peft'), rc.get('compiled_packed_inference_vs_peft'))}× PEFT |",
+            f"| {kind} | training, compiled / compiled + packed, steps/s | {st('openpt_train_compiled')} / "
+            f"{st('openpt_train_compiled_packed')} | | {pair(r.get('compiled_train_vs_peft'), rc.get('compiled_train_vs_peft'))}"
+            f" / {pair(r.get('compiled_packed_train_vs_peft'), rc.get('compiled_packed_train_vs_peft'))}× |",
             f"| {kind} | training + ckpt, steps/s | {st('openpt_train_grad_ckpt')} | {pp('peft_train_grad_ckpt', 'steps_per_s')} | "
             f"{pair(r.get('train_grad_ckpt_vs_peft_grad_ckpt'), rc.get('train_grad_ckpt_vs_peft_grad_ckpt'))}× |",
         ]
@@ -344,6 +396,11 @@ def table(res: dict[str, Any]) -> str:
                         f"{pair(r.get(key), rc.get(key)) if key else ''} |")
         if "packing_refused" in ours:
             rows.append(f"| {kind} | packing refused | {ours['packing_refused']} | | |")
+        if "compile_mode" in ours:
+            rows.append(f"| {kind} | compile ({ours['compile_mode']}): first inference batch / first training step, s | "
+                        f"{ours.get('compile_seconds_first_inference_batch')} / {ours.get('compile_seconds_first_training_step')} | | |")
+        if "compile_failed" in ours:
+            rows.append(f"| {kind} | compile failed | {ours['compile_failed'][:300]} | | |")
         rows.append(f"| {kind} | ckpt / no-ckpt peak (activations only) | {r.get('grad_ckpt_peak_mb_vs_no_ckpt')} "
                     f"({r.get('grad_ckpt_activation_mb_vs_no_ckpt')}) | | target ≤ 0.5 |")
     return "\n".join(rows)
@@ -361,6 +418,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="2-layer / hidden-64 shapes (smoke test)")
     ap.add_argument("--skip-parity", action="store_true")
     ap.add_argument("--run-anchor", action="store_true", help="run the anchor's benchmark in this process, twice per model (cold, warm), into --peft")
+    ap.add_argument("--compile", default="default", choices=["none", "default", "reduce-overhead", "max-autotune"],
+                    help="also time inference and training with the backbone's layers compiled in this mode")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     import transformers
@@ -389,8 +448,8 @@ def main() -> None:
             res["throughput"][kind]["ratios"] = ratios(res["throughput"][kind], peft[kind])
         if kind in peft_cold:
             res["throughput"][kind]["ratios_cold"] = ratios(res["throughput"][kind], peft_cold[kind], "cold")
-    res["wall_seconds"] = round(time.perf_counter() - start, 1)
-    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+        res["wall_seconds"] = round(time.perf_counter() - start, 1)
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")  # after every model: a timeout keeps what ran
     print(json.dumps(res["parity"], indent=1))
     print(table(res))
 

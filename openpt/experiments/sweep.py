@@ -92,7 +92,8 @@ def _describe(value: Any, kind: str, base_dir: Path | None) -> dict[str, Any]:
 # Settings added after results were published: hashed only when not at their default, so the run
 # ids of earlier results stay valid (a restarted sweep still skips them).
 ADDED_DEFAULTS = {("data", "eval_pick"): "random", ("options", "vocab_corpus"): None, ("train", "gradient_checkpointing"): False,
-                  ("options", "demonstrations"): None, ("prompt", "packing"): False}
+                  ("options", "demonstrations"): None, ("prompt", "packing"): False,
+                  ("prompt", "compile"): False}
 
 
 def drop_added_defaults(settings: dict[str, Any]) -> None:

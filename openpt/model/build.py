@@ -23,6 +23,7 @@ from ..verbalizer import load_verbalizer, verbalizer_from_mapping
 from ..verbalizer.base import Verbalizer
 from ..verbalizer.generation import GenerationVerbalizer  # noqa: F401  registers the 'generation' type
 from .openprompt_files import FILE_KEYS, TEMPLATE_SUFFIXES, VERBALIZER_SUFFIXES, openprompt_template, openprompt_verbalizer
+from .compiling import CompileConfig, compile_layers
 from .prefix import PrefixConfig, PrefixTuning
 from .prompt_model import PromptModel
 
@@ -49,6 +50,9 @@ class PromptOptions:
             causal LMs, and T5's encoder, with ``sdpa`` or ``eager`` attention; see
             :mod:`openpt.backbone.packing`). The same scores up to float rounding, with less
             compute spent on padding.
+        compile: ``torch.compile`` the backbone's repeated layers: ``true``, an inductor mode
+            (``default``, ``reduce-overhead``, ...) or ``{mode, backend}`` (see
+            :mod:`openpt.model.compiling`). Compiles once per layer class, for every sequence length.
     """
 
     max_length: int = 128
@@ -59,6 +63,7 @@ class PromptOptions:
     prefix: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
     packing: bool = False
+    compile: bool | str | dict[str, Any] = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 1:
@@ -66,6 +71,7 @@ class PromptOptions:
         autocast_dtype(self.precision)
         if not isinstance(self.packing, bool):
             raise ConfigError(f"expected true or false, got {brief(self.packing)}", key="prompt.packing")
+        CompileConfig.from_value(self.compile)
 
 
 def resolve_path(value: str, base_dir: Path | None) -> Path:
@@ -179,6 +185,9 @@ def build_model(
     configure_prompt(model, options, soft_init, seed=seed, corpus=corpus)
     if options.packing:
         enable_packing(model)
+    compile_config = CompileConfig.from_value(options.compile)
+    if compile_config is not None:
+        compile_layers(backbone.model, compile_config)
     return model.place(resolve_device(device) if device is not None else None)
 
 

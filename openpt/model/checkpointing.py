@@ -37,16 +37,21 @@ def enable_checkpointing(model: PromptModel) -> int:
     if not layers:
         raise ConfigError(f"{type(model.backbone.model).__name__} has no checkpointable layers", key="train.gradient_checkpointing")
     for layer in layers:
-        if not isinstance(layer.__dict__.get("forward"), _Checkpointed):
-            layer.forward = _Checkpointed(layer.forward, functools.partial(_recompute_context, weakref.ref(model)))
+        if not isinstance(layer.__dict__.get("forward"), Checkpointed):
+            layer.forward = Checkpointed(layer.forward, functools.partial(_recompute_context, weakref.ref(model)))
     return len(layers)
 
 
 def disable_checkpointing(model: PromptModel) -> None:
     """Undo :func:`enable_checkpointing`."""
     for layer in checkpoint_layers(model.backbone.model):
-        if isinstance(layer.__dict__.get("forward"), _Checkpointed):
-            del layer.forward
+        own = layer.__dict__.get("forward")
+        if isinstance(own, Checkpointed):
+            inner = own.forward
+            if getattr(inner, "__self__", None) is layer:
+                del layer.forward
+            else:  # e.g. a compiled forward (openpt.model.compiling): keep it
+                layer.forward = inner
 
 
 def _recompute_context(model_ref: "weakref.ref[PromptModel]") -> tuple[Any, Any]:
@@ -57,7 +62,7 @@ def _recompute_context(model_ref: "weakref.ref[PromptModel]") -> tuple[Any, Any]
     return contextlib.nullcontext(), (prefix.hooked(active) if active is not None else contextlib.nullcontext())
 
 
-class _Checkpointed:
+class Checkpointed:
     """A layer's ``forward`` run under non-reentrant activation checkpointing when gradients are on.
 
     Stored on the layer itself, so a bound ``forward`` is held weakly (a strong one would make the
@@ -65,9 +70,13 @@ class _Checkpointed:
     """
 
     def __init__(self, forward: Callable[..., Any], context_fn: Callable[[], tuple[Any, Any]]) -> None:
+        self.replace_forward(forward)
+        self.context_fn = context_fn
+
+    def replace_forward(self, forward: Callable[..., Any]) -> None:
+        """Checkpoint ``forward`` from now on (a bound method is held weakly)."""
         self._forward: Callable[[], Callable[..., Any] | None] = (
             weakref.WeakMethod(forward) if hasattr(forward, "__self__") else (lambda: forward))
-        self.context_fn = context_fn
 
     @property
     def forward(self) -> Callable[..., Any]:

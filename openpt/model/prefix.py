@@ -202,7 +202,7 @@ class PrefixTuning(nn.Module):
             self.embedding.copy_(backbone.input_embeddings().weight[ids].float())
             return
         store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        hooks = [layer.register_forward_pre_hook(functools.partial(_inject, cache=_Recorder(store, i), length=0), with_kwargs=True)
+        hooks = [layer.register_forward_pre_hook(_injector(layer, _Recorder(store, i), 0), with_kwargs=True)
                  for i, layer in enumerate(self.layers)]
         was_training = backbone.model.training
         backbone.model.eval()  # no dropout in the recorded activations
@@ -247,9 +247,7 @@ class PrefixTuning(nn.Module):
         :attr:`active` holds them meanwhile (activation checkpointing replays a layer with them)."""
         hooks = [
             layer.register_forward_pre_hook(
-                functools.partial(_inject, cache=_PrefixCache(per_head[:, i, 0], per_head[:, i, 1]), length=self.config.length),
-                with_kwargs=True,
-            )
+                _injector(layer, _PrefixCache(per_head[:, i, 0], per_head[:, i, 1]), self.config.length), with_kwargs=True)
             for i, layer in enumerate(self.layers)
         ]
         outer, self.active = self.active, per_head
@@ -280,12 +278,19 @@ def _cache_argument(attention_class: type) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
-def _inject(module: nn.Module, args: tuple, kwargs: dict, *, cache: Any, length: int) -> tuple[tuple, dict]:
-    """Forward pre-hook: hand the layer our cache object and extend its attention mask."""
+def _injector(layer: nn.Module, cache: Any, length: int) -> Any:
+    """The pre-hook of :func:`_inject` for ``layer``. The argument names are read here, once, not in
+    the hook: a compiled layer (openpt.model.compiling) would otherwise specialise on ``layer_idx``."""
+    mask_name = "mask" if attention_style(layer) == "t5" else "attention_mask"
+    return functools.partial(_inject, cache=cache, length=length, cache_argument=_cache_argument(type(layer)), mask_name=mask_name)
+
+
+def _inject(module: nn.Module, args: tuple, kwargs: dict, *, cache: Any, length: int, cache_argument: str,
+            mask_name: str) -> tuple[tuple, dict]:
+    """Forward pre-hook: hand the layer our cache object (as ``cache_argument``) and extend its attention mask."""
     if len(args) > 1 or kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
         raise BackboneError(f"{type(module).__name__}: unexpected call (positional mask or a KV cache); prefix tuning cannot attach")
     kwargs = dict(kwargs)
-    kwargs[_cache_argument(type(module))] = cache
-    mask_name = "mask" if attention_style(module) == "t5" else "attention_mask"
+    kwargs[cache_argument] = cache
     kwargs[mask_name] = extend_mask(kwargs.get(mask_name), length)
     return args, kwargs

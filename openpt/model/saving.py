@@ -47,9 +47,11 @@ def inference_state(model: PromptModel) -> tuple[dict[str, torch.Tensor], dict[s
 
     Reparameterised prompts are exported as the tables they produce: a P-tuning encoder's output
     becomes a plain ``template.soft.weight`` (saved options without ``soft_encoder``), an MLP
-    prefix a plain ``prefix.table`` (``reparam: false``). Backbone weights are never included.
+    prefix a plain ``prefix.table`` (``reparam: false``). Backbone weights are never included, nor
+    ``compile`` (the loading machine decides: :func:`openpt.model.compiling.compile_layers`).
     """
-    options = {f.name: getattr(model.options, f.name) for f in dataclasses.fields(model.options)}
+    # compile is a setting of the machine (its compiler), not of the prompt: a loaded prompt runs eagerly
+    options = {f.name: getattr(model.options, f.name) for f in dataclasses.fields(model.options) if f.name != "compile"}
     tensors: dict[str, torch.Tensor] = {}
     skip = ["backbone."]
     soft = model.template.soft

@@ -194,6 +194,8 @@ CASES: dict[str, Case] = {
                                      lambda p, b: load_config(p / "config.yaml", ["backbone_options.dtpye=bfloat16"])),
     "backbone-options-bad-dtype": (SpecError, ("dtype", "unknown dtype 'int8'"),
                                    lambda p, b: load_config(p / "config.yaml", ["backbone_options.dtype=int8"])),
+    "prompt-compile-bad-mode": (SpecError, ("prompt.compile.mode", "expected one of default, reduce-overhead", "got 'fast'"),
+                                lambda p, b: load_config(p / "config.yaml", ["prompt.compile=fast"])),
 }
 
 
