@@ -43,6 +43,7 @@ class Backbone(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.name_or_path = name_or_path
+        self.checkpointing = False  # layers recompute in backward (set by openpt.model.checkpointing)
         if not getattr(tokenizer, "is_fast", False):
             raise BackboneError(f"{name_or_path}: openpt needs a fast tokenizer, got {type(tokenizer).__name__}")
 
@@ -166,14 +167,20 @@ class Backbone(nn.Module):
 
 
 def takes_position_ids(module: nn.Module) -> bool:
-    """Whether ``module``'s class takes ``position_ids`` in ``forward`` (read once per class: every
-    packed forward asks)."""
-    return _forward_takes_position_ids(type(module))
+    """Whether ``module``'s class takes ``position_ids`` in ``forward``."""
+    return "position_ids" in forward_parameters(type(module))
+
+
+def cache_argument(module_class: type) -> str:
+    """The name under which ``module_class.forward`` takes a key/value cache (``cache`` since
+    transformers 5.2x, ``past_key_values`` before)."""
+    return "cache" if "cache" in forward_parameters(module_class) else "past_key_values"
 
 
 @functools.lru_cache(maxsize=None)
-def _forward_takes_position_ids(module_class: type) -> bool:
-    return "position_ids" in inspect.signature(module_class.forward).parameters
+def forward_parameters(module_class: type) -> frozenset[str]:
+    """The parameter names of ``module_class.forward`` (read once per class: every forward may ask)."""
+    return frozenset(inspect.signature(module_class.forward).parameters)
 
 
 def detect_kind(config: Any) -> str:

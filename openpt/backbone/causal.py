@@ -25,6 +25,7 @@ from ..registry import BACKBONES
 from ..types import Batch, MaskOutputs
 from .base import Backbone
 from .packing import Packing, plan_packing
+from .shared_prefix import shared_prefix_generate, shared_prefix_scores, shares_prefix
 from .splicing import Prefix, Rows, row_extra, scored_index, splice, spliced_lengths
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class SequenceBackbone(Backbone):
     """
 
     scores_words = True
+    shares_prefix = False  # score words on a cache of the context before the slot (set by causal LMs that can)
 
     def __init__(self, model: nn.Module, tokenizer: Any, name_or_path: str) -> None:
         super().__init__(model, tokenizer, name_or_path)
@@ -151,6 +153,11 @@ class SequenceBackbone(Backbone):
         token = logprobs.gather(-1, spliced.targets.gather(1, index).unsqueeze(-1)).squeeze(-1)
         return torch.where(valid, token, torch.zeros_like(token)).sum(-1), hidden[:, 0]
 
+    def can_share_prefix(self, prefix: Prefix) -> bool:
+        """Whether words are scored on a shared context cache (:mod:`.shared_prefix`) for this batch."""
+        recomputes = (self.checkpointing or hf_checkpointing(self.model)) and torch.is_grad_enabled()
+        return self.shares_prefix and not prefix.pack and not recomputes
+
     def word_outputs(
         self, inputs_embeds: torch.Tensor, batch: Batch, words: Sequence[Sequence[int]], *, max_new_tokens: int = 0,
         pack: bool = False,
@@ -166,6 +173,9 @@ class SequenceBackbone(Backbone):
         if max(len(w) for w in words) == 1 and not has_suffix:  # one forward of B rows
             logprobs, hidden = self.slot_token(prefix)
             scores = logprobs[:, [w[0] for w in words]]
+        elif self.can_share_prefix(prefix):  # the context once per example, then B * W short rows on its cache
+            sums, hidden = shared_prefix_scores(self, prefix, Rows.of_words(size, words, self.pad_id, device))
+            scores, hidden = sums.view(size, len(words)), hidden.view(size, len(words), -1)[:, 0]
         else:  # one forward of B * W rows
             sums, hidden = self.sequence_scores(prefix, Rows.of_words(size, words, self.pad_id, device))
             scores, hidden = sums.view(size, len(words)), hidden.view(size, len(words), -1)[:, 0]
@@ -174,6 +184,8 @@ class SequenceBackbone(Backbone):
     @torch.no_grad()
     def generate(self, prefix: Prefix, max_new_tokens: int) -> tuple[list[list[int]], torch.Tensor]:
         """Greedy tokens at the mask (cut at a stop token) and the state that predicted the first."""
+        if self.can_share_prefix(prefix):
+            return shared_prefix_generate(self, prefix, max_new_tokens)
         size, device = len(prefix.lengths), prefix.embeds.device
         tokens = torch.full((size, 1), self.pad_id, dtype=torch.long, device=device)
         stop_ids = set(self.stop_ids())
@@ -197,6 +209,12 @@ class SequenceBackbone(Backbone):
         return out, first_hidden
 
 
+def hf_checkpointing(model: nn.Module) -> bool:
+    """Whether Hugging Face's own activation checkpointing is on (it drops a layer's cache)."""
+    flag = getattr(type(model), "is_activation_checkpointing", None) or getattr(type(model), "is_gradient_checkpointing", None)
+    return bool(flag.__get__(model)) if flag is not None else False
+
+
 @BACKBONES.register("causal")
 class CausalLMBackbone(SequenceBackbone):
     """Any ``AutoModelForCausalLM`` (GPT-2, Llama, Mistral, Qwen2, ...).
@@ -215,6 +233,10 @@ class CausalLMBackbone(SequenceBackbone):
 
     kind = "causal"
     causal_attention = True
+
+    def __init__(self, model: nn.Module, tokenizer: Any, name_or_path: str) -> None:
+        super().__init__(model, tokenizer, name_or_path)
+        self.shares_prefix = shares_prefix(self)
 
     @staticmethod
     def auto_class() -> Any:

@@ -39,11 +39,13 @@ def enable_checkpointing(model: PromptModel) -> int:
     for layer in layers:
         if not isinstance(layer.__dict__.get("forward"), Checkpointed):
             layer.forward = Checkpointed(layer.forward, functools.partial(_recompute_context, weakref.ref(model)))
+    model.backbone.checkpointing = True
     return len(layers)
 
 
 def disable_checkpointing(model: PromptModel) -> None:
     """Undo :func:`enable_checkpointing`."""
+    model.backbone.checkpointing = False
     for layer in checkpoint_layers(model.backbone.model):
         own = layer.__dict__.get("forward")
         if isinstance(own, Checkpointed):

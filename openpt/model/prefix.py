@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from ..backbone.base import cache_argument
 from ..errors import BackboneError, ConfigError
 from ..template.regularization import PromptRegularization, l2_penalty, options_dataclass
 
@@ -270,19 +270,11 @@ class PrefixTuning(nn.Module):
         return {"table": self.key_values().detach().clone()} if self.config.reparam else None
 
 
-@functools.lru_cache(maxsize=None)
-def _cache_argument(attention_class: type) -> str:
-    """The name under which this attention class takes its KV cache (``cache`` since transformers
-    5.2x, ``past_key_values`` before)."""
-    parameters = inspect.signature(attention_class.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
-
-
 def _injector(layer: nn.Module, cache: Any, length: int) -> Any:
     """The pre-hook of :func:`_inject` for ``layer``. The argument names are read here, once, not in
     the hook: a compiled layer (openpt.model.compiling) would otherwise specialise on ``layer_idx``."""
     mask_name = "mask" if attention_style(layer) == "t5" else "attention_mask"
-    return functools.partial(_inject, cache=cache, length=length, cache_argument=_cache_argument(type(layer)), mask_name=mask_name)
+    return functools.partial(_inject, cache=cache, length=length, cache_argument=cache_argument(type(layer)), mask_name=mask_name)
 
 
 def _inject(module: nn.Module, args: tuple, kwargs: dict, *, cache: Any, length: int, cache_argument: str,
