@@ -24,7 +24,8 @@ second time); those run the spliced rows as before, with the same numbers.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -50,25 +51,17 @@ def shared_prefix_scores(backbone: "SequenceBackbone", prefix: Prefix, rows: Row
     predicts the word's first token."""
     from .causal import head_at
 
-    extent = prefix.extent()
-    device = prefix.embeds.device
-    width = extent.last_slot
-    context_mask = (torch.arange(width, device=device).unsqueeze(0) < prefix.positions.unsqueeze(1)).long()  # [B, P]
-    cache_name = cache_argument(type(backbone.model))
-    with head_at(backbone.head, (prefix.positions - 1).unsqueeze(1)) as captured:
-        out = backbone.model(inputs_embeds=prefix.embeds[:, :width], attention_mask=context_mask, use_cache=True)
-    cache = out.get(cache_name)
-    if len(captured) != 1 or cache is None:
-        raise BackboneError(f"{type(backbone.model).__name__}: no single head call and key/value cache for the shared context")
-    first = out.logits[:, 0].log_softmax(-1, dtype=torch.promote_types(out.logits.dtype, torch.float32))  # [B, V]
+    context = run_context(backbone, prefix)
+    first = context.logits.log_softmax(-1, dtype=torch.promote_types(context.logits.dtype, torch.float32))  # [B, V]
+    cache = context.cache
     cache.batch_select_indices(rows.example)  # each row's own copy of its example's context
 
     continuation = _continuation(backbone, prefix, rows)
     index, valid = scored_index(continuation.scored, continuation.scored.shape[1])
-    attention = torch.cat([context_mask[rows.example], continuation.valid.long()], dim=1)
+    attention = torch.cat([context.attention[rows.example], continuation.valid.long()], dim=1)
     with head_at(backbone.head, (index - 1).clamp(min=0)) as later:
         logits = backbone.model(inputs_embeds=continuation.embeds, attention_mask=attention, position_ids=continuation.position_ids,
-                                use_cache=False, **{cache_name: cache}).logits
+                                use_cache=False, **{context.cache_name: cache}).logits
     if len(later) != 1:
         raise BackboneError(f"{type(backbone.model).__name__}: the LM head was not called once per forward")
     logprobs = logits.log_softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32))  # [N, K, V]
@@ -76,7 +69,35 @@ def shared_prefix_scores(backbone: "SequenceBackbone", prefix: Prefix, rows: Row
     token = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     from_context = first[rows.example].gather(-1, targets[:, :1]).squeeze(-1)  # the word's first token, read at p - 1
     token = torch.where(index == 0, from_context.unsqueeze(1), token)
-    return torch.where(valid, token, torch.zeros_like(token)).sum(-1), captured[0][:, 0][rows.example]
+    return torch.where(valid, token, torch.zeros_like(token)).sum(-1), context.hidden[rows.example]
+
+
+@dataclass
+class Context:
+    """The context before each slot, run once: its ``attention [B, P]`` columns, key/value ``cache``
+    (passed to the model as ``cache_name``), and the ``logits [B, V]`` and head input ``hidden [B, H]``
+    at the position before the slot."""
+
+    attention: torch.Tensor
+    cache: Any
+    cache_name: str
+    logits: torch.Tensor
+    hidden: torch.Tensor
+
+
+def run_context(backbone: "SequenceBackbone", prefix: Prefix) -> Context:
+    """Run every example's tokens before its slot (``P`` columns: the last slot), keeping the cache."""
+    from .causal import head_at
+
+    width = prefix.extent().last_slot
+    attention = (torch.arange(width, device=prefix.embeds.device).unsqueeze(0) < prefix.positions.unsqueeze(1)).long()
+    cache_name = cache_argument(type(backbone.model))
+    with head_at(backbone.head, (prefix.positions - 1).unsqueeze(1)) as captured:
+        out = backbone.model(inputs_embeds=prefix.embeds[:, :width], attention_mask=attention, use_cache=True)
+    cache = out.get(cache_name)
+    if len(captured) != 1 or cache is None:
+        raise BackboneError(f"{type(backbone.model).__name__}: no single head call and key/value cache for the shared context")
+    return Context(attention, cache, cache_name, out.logits[:, 0], captured[0][:, 0])
 
 
 @torch.no_grad()
@@ -84,18 +105,9 @@ def shared_prefix_generate(backbone: "SequenceBackbone", prefix: Prefix, max_new
     """:meth:`SequenceBackbone.generate` on a growing key/value cache: the context once, then one
     token per step (greedy, cut at a stop token); returns the tokens and the state that predicted
     the first."""
-    from .causal import head_at
-
-    extent = prefix.extent()
+    context = run_context(backbone, prefix)
+    attention, cache, logits = context.attention, context.cache, context.logits
     device = prefix.embeds.device
-    width = extent.last_slot
-    attention = (torch.arange(width, device=device).unsqueeze(0) < prefix.positions.unsqueeze(1)).long()
-    cache_name = cache_argument(type(backbone.model))
-    with head_at(backbone.head, (prefix.positions - 1).unsqueeze(1)) as captured:
-        out = backbone.model(inputs_embeds=prefix.embeds[:, :width], attention_mask=attention, use_cache=True)
-    cache, logits = out.get(cache_name), out.logits[:, 0]
-    if len(captured) != 1 or cache is None:
-        raise BackboneError(f"{type(backbone.model).__name__}: no single head call and key/value cache for the shared context")
     stop_ids = set(backbone.stop_ids())
     stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     done = torch.zeros(len(prefix.lengths), dtype=torch.bool, device=device)
@@ -108,19 +120,22 @@ def shared_prefix_generate(backbone: "SequenceBackbone", prefix: Prefix, max_new
             break
         attention = torch.cat([attention, attention.new_ones(len(token), 1)], dim=1)  # token `step` sits at slot + step
         out = backbone.model(inputs_embeds=backbone.word_embeddings()(token.unsqueeze(1)), attention_mask=attention,
-                             position_ids=(prefix.positions + step).unsqueeze(1), use_cache=True, **{cache_name: cache})
-        cache, logits = out.get(cache_name), out.logits[:, -1]
+                             position_ids=(prefix.positions + step).unsqueeze(1), use_cache=True, **{context.cache_name: cache})
+        cache, logits = out.get(context.cache_name), out.logits[:, -1]
     rows = torch.stack(chosen, dim=1).tolist()
-    return [row[: next((k for k, t in enumerate(row) if t in stop_ids), len(row))] for row in rows], captured[0][:, 0]
+    return [row[: next((k for k, t in enumerate(row) if t in stop_ids), len(row))] for row in rows], context.hidden
 
 
+@dataclass
 class _Continuation:
     """Each row's word followed by its example's tokens after the slot (with ``keep_suffix``):
     ``embeds [N, C, H]``, ``targets``/``scored``/``valid``/``position_ids`` ``[N, C]``."""
 
-    def __init__(self, embeds: torch.Tensor, targets: torch.Tensor, scored: torch.Tensor, valid: torch.Tensor,
-                 position_ids: torch.Tensor) -> None:
-        self.embeds, self.targets, self.scored, self.valid, self.position_ids = embeds, targets, scored, valid, position_ids
+    embeds: torch.Tensor
+    targets: torch.Tensor
+    scored: torch.Tensor
+    valid: torch.Tensor
+    position_ids: torch.Tensor
 
 
 def _continuation(backbone: "SequenceBackbone", prefix: Prefix, rows: Rows) -> _Continuation:
