@@ -47,10 +47,10 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     start_import = time.perf_counter()
     import torch
-    import torch.nn.functional as F
 
     from openpt import ManualVerbalizer, build_model, load_backbone, load_split
     from openpt.template.spec import template_spec_from_text
+    from timing import timed_prompt_training
 
     torch.set_num_threads(args.threads)
     import_seconds = time.perf_counter() - start_import
@@ -109,24 +109,10 @@ def main() -> None:
 
     # (3) prompt-only training, 20 soft tokens, batch 16
     def timed_training(model) -> dict:
-        encoded = model.template.encode(cycle(16 * (args.train_steps + 3)))
-        optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
-        model.train()
-        losses = []
-        for step in range(args.train_steps + 3):
-            if step == 3:
-                t0 = time.perf_counter()
-            batch = model.template.collate(encoded[16 * step : 16 * (step + 1)])
-            loss = F.cross_entropy(model(batch), batch.labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(round(loss.item(), 4))
-        seconds = time.perf_counter() - t0
-        model.eval()
+        seconds, losses = timed_prompt_training(model, cycle(16 * (args.train_steps + 3)), args.train_steps)
         return {"steps": args.train_steps, "batch_size": 16, "seconds": round(seconds, 3),
                 "steps_per_s": round(args.train_steps / seconds, 3), "examples_per_s": round(16 * args.train_steps / seconds, 2),
-                "loss_first_last": [losses[3], losses[-1]]}
+                "loss_first_last": [losses[0], losses[-1]]}
 
     initial_prompt = soft.template.soft.weight.detach().clone()
     result["train_soft"] = timed_training(soft)

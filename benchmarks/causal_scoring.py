@@ -39,12 +39,12 @@ def main() -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     import torch
-    import torch.nn.functional as F
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     from openpt import ManualVerbalizer, build_model, load_split
     from openpt.backbone.causal import CausalLMBackbone
     from openpt.template.spec import template_spec_from_text
+    from timing import timed_prompt_training
 
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
@@ -65,30 +65,13 @@ def main() -> None:
         scores = model.scores(rows, batch_size=32)
         return time.perf_counter() - start, scores
 
-    def train(model) -> tuple[float, list[float]]:
-        optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
-        encoded = model.template.encode(train_rows)
-        model.train()
-        losses = []
-        for step in range(args.steps + 2):
-            if step == 2:
-                start = time.perf_counter()
-            batch = model.template.collate(encoded[16 * step : 16 * (step + 1)])
-            loss = F.cross_entropy(model(batch), batch.labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(round(loss.item(), 5))
-        model.eval()
-        return time.perf_counter() - start, losses[2:]
-
     for name, text in TEMPLATES.items():
         entry: dict = {"template": text}
         for shared in (False, True):
             backbone.shares_prefix = shared
             model = build_model(backbone, template_spec_from_text(text), ManualVerbalizer(WORDS), seed=0)
             seconds, scores = score(model)
-            train_seconds, losses = train(model)
+            train_seconds, losses = timed_prompt_training(model, train_rows, args.steps, warmup=2, digits=5)
             key = "shared" if shared else "spliced"
             entry[key] = {"scoring_seconds": round(seconds, 3), "examples_per_s": round(len(rows) / seconds, 1),
                           "train_seconds": round(train_seconds, 3), "steps_per_s": round(args.steps / train_seconds, 3),
