@@ -25,19 +25,32 @@ second time); those run the spliced rows as before, with the same numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from ..errors import BackboneError
 from .base import cache_argument, takes_position_ids
+from .head import head_at
 from .splicing import Prefix, Rows, scored_index
 
-if TYPE_CHECKING:
-    from .causal import SequenceBackbone
+
+class WordScorer(Protocol):
+    """What this module needs of a word-scoring backbone (:class:`~openpt.backbone.causal.SequenceBackbone`)."""
+
+    model: nn.Module
+    head: nn.Module
+
+    @property
+    def config(self) -> Any: ...
+
+    def word_embeddings(self) -> nn.Module: ...
+
+    def stop_ids(self) -> list[int]: ...
 
 
-def shares_prefix(backbone: "SequenceBackbone") -> bool:
+def shares_prefix(backbone: WordScorer) -> bool:
     """Whether ``backbone``'s model can score from a shared context cache (see the module docstring)."""
     config = backbone.config
     layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
@@ -45,12 +58,10 @@ def shares_prefix(backbone: "SequenceBackbone") -> bool:
             and takes_position_ids(backbone.model) and not getattr(config, "is_encoder_decoder", False))
 
 
-def shared_prefix_scores(backbone: "SequenceBackbone", prefix: Prefix, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
+def shared_prefix_scores(backbone: WordScorer, prefix: Prefix, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
     """:meth:`SequenceBackbone.sequence_scores` with the context before each slot run once per example:
     summed log-probabilities ``[N]`` of each row's scored tokens and the state ``[N, H]`` that
     predicts the word's first token."""
-    from .causal import head_at
-
     context = run_context(backbone, prefix)
     first = context.logits.log_softmax(-1, dtype=torch.promote_types(context.logits.dtype, torch.float32))  # [B, V]
     cache = context.cache
@@ -85,10 +96,8 @@ class Context:
     hidden: torch.Tensor
 
 
-def run_context(backbone: "SequenceBackbone", prefix: Prefix) -> Context:
+def run_context(backbone: WordScorer, prefix: Prefix) -> Context:
     """Run every example's tokens before its slot (``P`` columns: the last slot), keeping the cache."""
-    from .causal import head_at
-
     width = prefix.extent().last_slot
     attention = (torch.arange(width, device=prefix.embeds.device).unsqueeze(0) < prefix.positions.unsqueeze(1)).long()
     cache_name = cache_argument(type(backbone.model))
@@ -101,7 +110,7 @@ def run_context(backbone: "SequenceBackbone", prefix: Prefix) -> Context:
 
 
 @torch.no_grad()
-def shared_prefix_generate(backbone: "SequenceBackbone", prefix: Prefix, max_new_tokens: int) -> tuple[list[list[int]], torch.Tensor]:
+def shared_prefix_generate(backbone: WordScorer, prefix: Prefix, max_new_tokens: int) -> tuple[list[list[int]], torch.Tensor]:
     """:meth:`SequenceBackbone.generate` on a growing key/value cache: the context once, then one
     token per step (greedy, cut at a stop token); returns the tokens and the state that predicted
     the first."""
@@ -138,7 +147,7 @@ class _Continuation:
     position_ids: torch.Tensor
 
 
-def _continuation(backbone: "SequenceBackbone", prefix: Prefix, rows: Rows) -> _Continuation:
+def _continuation(backbone: WordScorer, prefix: Prefix, rows: Rows) -> _Continuation:
     extent = prefix.extent()
     width = rows.longest + (extent.suffix if prefix.keep_suffix else 0)
     p = prefix.positions[rows.example].unsqueeze(1)  # [N, 1]
