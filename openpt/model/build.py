@@ -22,8 +22,8 @@ from ..template.template import Template
 from ..verbalizer import load_verbalizer, verbalizer_from_mapping
 from ..verbalizer.base import Verbalizer
 from ..verbalizer.generation import GenerationVerbalizer  # noqa: F401  registers the 'generation' type
-from .openprompt_files import FILE_KEYS, TEMPLATE_SUFFIXES, VERBALIZER_SUFFIXES, openprompt_template, openprompt_verbalizer
 from .compiling import CompileConfig, compile_layers
+from .openprompt_files import FILE_KEYS, TEMPLATE_SUFFIXES, VERBALIZER_SUFFIXES, openprompt_template, openprompt_verbalizer
 from .prefix import PrefixConfig, PrefixTuning
 from .prompt_model import PromptModel
 

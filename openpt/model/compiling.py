@@ -5,10 +5,10 @@ They share one class and one ``forward``, so one compiled graph serves all of th
 graph inputs), and sequence lengths are symbolic (``dynamic=True``): a batch of a new width does
 not compile again. openpt's own code around the layers (template embedding, splicing, packing,
 the LM head at the mask, the verbalizer) stays eager, so the compiled region is the same for
-every template, verbalizer and method, and a compile costs seconds, not minutes.
+every template, verbalizer and method, and a compile traces one layer, not the whole model.
 
-What a compile does is where the time of a frozen backbone goes on a GPU at prompt-tuning batch
-sizes: kernel launches. Inductor fuses a layer's elementwise work (bias, activation, residual,
+A compile targets where a frozen backbone's time goes on a GPU at prompt-tuning batch sizes:
+kernel launches. Inductor fuses a layer's elementwise work (bias, activation, residual,
 layer norm) into a few kernels; ``mode: reduce-overhead`` also replays each layer as a CUDA graph.
 On a CPU the layers are bound by matrix products and a compile saves little.
 
