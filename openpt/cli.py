@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .cli_hf import add_commands, add_predict_options
 from .cli_parsing import DEVICE_HELP, Parser, common_options, non_negative, positive_batch, whole_number
@@ -94,8 +94,20 @@ def _load_prompt(args: argparse.Namespace):
     if args.ensemble:  # more saved prompts of the same task: mean class probabilities
         from .model.ensemble import PromptEnsemble
 
-        return PromptEnsemble.load([args.prompt, *args.ensemble], backbone, device=args.device)
-    return load_prompt(args.prompt, backbone, device=args.device)
+        return _compiled(PromptEnsemble.load([args.prompt, *args.ensemble], backbone, device=args.device), args)
+    return _compiled(load_prompt(args.prompt, backbone, device=args.device), args)
+
+
+def _compiled(model: Any, args: argparse.Namespace) -> Any:
+    """``model`` (a PromptModel or PromptEnsemble) with its backbones' layers compiled if ``--compile`` asks."""
+    if getattr(args, "compile", None):
+        from .model.compiling import COMPILE_MODES, CompileConfig, compile_layers
+
+        if args.compile not in COMPILE_MODES:
+            raise OpenPTError(f"--compile: expected one of {', '.join(COMPILE_MODES)}, got {args.compile!r}")
+        for member in getattr(model, "models", [model]):
+            compile_layers(member.backbone.model, CompileConfig(mode=args.compile))
+    return model
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -111,7 +123,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.prompt is None:
         from .model.zero_shot import zero_shot_model
 
-        model = zero_shot_model(args.backbone, args.template, args.verbalizer, max_length=args.max_length)
+        model = _compiled(zero_shot_model(args.backbone, args.template, args.verbalizer, max_length=args.max_length), args)
         dataset = load_split(args.data, split, rules=LabelRules(hint=model.verbalizer.label_names, required=True))
     elif args.template or args.verbalizer:
         raise OpenPTError("--template/--verbalizer are for zero-shot evaluation without a saved prompt; drop them or the PROMPT directory")
@@ -281,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--backbone", help="backbone directory (default: the one recorded in the prompt)")
         cmd.add_argument("--batch-size", type=positive_batch, default=64, help="examples per forward pass")
         cmd.add_argument("--device", default="auto", help=DEVICE_HELP)
+        cmd.add_argument("--compile", metavar="MODE",
+                         help="torch.compile the backbone's layers in this inductor mode (default, reduce-overhead, max-autotune); "
+                              "for GPUs")
         cmd.add_argument("--ensemble", action="append", metavar="PROMPT",
                          help="another saved prompt of the same task (repeatable): average the class probabilities")
         cmd.set_defaults(func=func)

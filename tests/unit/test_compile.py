@@ -145,3 +145,20 @@ def test_a_saved_prompt_does_not_carry_the_compile_and_loads_eagerly(tiny_bert_d
     loaded = load_prompt(tmp_path / "prompt")  # its own backbone object, from the recorded path
     assert compiled_with(loaded.backbone.model) is None and compiled_with(model.backbone.model) is not None
     torch.testing.assert_close(loaded.scores(SENTIMENT), model.scores(SENTIMENT), rtol=1e-5, atol=1e-6)
+
+
+def test_predict_compiles_on_request_and_refuses_an_unknown_mode(tiny_bert_dir, tmp_path, capsys):
+    from openpt.cli import main
+
+    from .helpers import sharpened_copy
+    from .test_cli_errors import assert_one_line_error, run_cli
+
+    model = make_model(sharpened_copy(tiny_bert_dir, tmp_path / "sharp"))
+    prompt = save_prompt(model, tmp_path / "prompt")
+    assert main(["predict", str(prompt), "good fun .", "a terrible mess", "--format", "jsonl", "--compile", "default"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = model.predict([InputExample("good fun ."), InputExample("a terrible mess")])[1]
+    torch.testing.assert_close(torch.tensor([r["probabilities"]["positive"] for r in records]), expected[:, 1], atol=1e-5, rtol=0)
+    assert graphs() >= 1  # it ran compiled
+    code, err = run_cli(["predict", prompt, "good fun .", "--compile", "fast"], capsys)
+    assert_one_line_error(code, err, "--compile", "expected one of default, reduce-overhead", "'fast'")
