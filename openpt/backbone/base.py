@@ -44,6 +44,7 @@ class Backbone(nn.Module):
         self.tokenizer = tokenizer
         self.name_or_path = name_or_path
         self.checkpointing = False  # layers recompute in backward (set by openpt.model.checkpointing)
+        self.prefix_attached = False  # deep-prompt prefixes are hooked into the attention layers (openpt.model.prefix)
         if not getattr(tokenizer, "is_fast", False):
             raise BackboneError(f"{name_or_path}: openpt needs a fast tokenizer, got {type(tokenizer).__name__}")
 

@@ -130,7 +130,7 @@ class SequenceBackbone(Backbone):
     def can_share_prefix(self, prefix: Prefix) -> bool:
         """Whether words are scored on a shared context cache (:mod:`.shared_prefix`) for this batch."""
         recomputes = (self.checkpointing or hf_checkpointing(self.model)) and torch.is_grad_enabled()
-        return self.shares_prefix and not prefix.pack and not recomputes
+        return self.shares_prefix and not prefix.pack and not recomputes and not self.prefix_attached
 
     def word_outputs(
         self, inputs_embeds: torch.Tensor, batch: Batch, words: Sequence[Sequence[int]], *, max_new_tokens: int = 0,

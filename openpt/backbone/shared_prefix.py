@@ -18,9 +18,10 @@ The log-probabilities are the spliced forward's up to float rounding, and the la
 when the words are short next to the text.
 
 Used on causal LMs whose layers all keep a plain key/value cache (no sliding window or linear
-attention) and take position ids, and not when the batch is packed or when activation
-checkpointing recomputes layers under gradients (the recompute would append to the cache a
-second time); those run the spliced rows as before, with the same numbers.
+attention) and take position ids, and not when the batch is packed, when deep-prompt prefixes
+are attached (their hooks stand in for the layers' cache), or when activation checkpointing
+recomputes layers under gradients (the recompute would append to the cache a second time);
+those run the spliced rows as before, with the same numbers.
 """
 from __future__ import annotations
 

@@ -18,7 +18,12 @@ T5 (the encoder's self-attention layers; ``mask`` instead of ``attention_mask``)
 reports the prefix length as already-seen positions, so T5's relative position bias sees the
 real tokens at their usual distances from each other and the prefix just before them (the
 ``past_key_values`` semantics of PEFT's prefix tuning); the decoder is left as it is. Causal LMs
-and BART are not supported: building a prefix on them raises :class:`BackboneError`.
+(GPT-2's attention, or Llama-style ``q_proj``/``k_proj``/``v_proj`` with grouped key/value heads):
+every layer's causal self-attention gets the prefix, which every token sees; real tokens keep
+positions ``0..L-1`` (the prefix is no position, as above; PEFT instead numbers real tokens from
+the prefix length). Where the model leaves causal masking to the kernel (no padding), the hook
+writes the causal mask out, since the prefix makes the keys longer than the queries. BART is not
+supported (its encoder takes no cache): building a prefix on it raises :class:`BackboneError`.
 
 Parameterisation: a table ``[layers, 2, length, hidden]`` (``reparam: false``, initialised
 from the backbone's own keys/values of real tokens, as Li & Liang recommend, or randomly), or
@@ -35,13 +40,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ..backbone.base import cache_argument
+from ..backbone.base import cache_argument, forward_parameters
 from ..errors import BackboneError, ConfigError
 from ..template.regularization import PromptRegularization, l2_penalty, options_dataclass
 
@@ -88,25 +94,36 @@ class PrefixConfig:
 
 
 def attention_style(module: nn.Module) -> str | None:
-    """``bert`` for a BERT-style self-attention module, ``t5`` for a T5 encoder self-attention, else None."""
+    """``bert`` for a BERT-style self-attention module, ``t5`` for a T5 encoder self-attention,
+    ``causal`` for a causal self-attention (GPT-2's ``c_attn``, or ``q_proj``/``k_proj``/``v_proj``
+    as in Llama, Mistral, Qwen2), else None."""
     if not isinstance(getattr(module, "layer_idx", None), int):
         return None
     if type(module).__name__.endswith("SelfAttention") and all(isinstance(getattr(module, n, None), nn.Linear) for n in ("query", "key", "value")):
         return "bert"
     if all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q", "k", "v")) and getattr(module, "is_decoder", True) is False:
         return "t5"
+    projections = all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj")) or hasattr(module, "c_attn")
+    if projections and getattr(module, "is_causal", False) is True and not getattr(module, "is_cross_attention", False):
+        return "causal"
     return None
 
 
 def self_attention_layers(model: nn.Module) -> list[nn.Module]:
-    """The (encoder) self-attention modules of ``model`` that take a prefix, in layer order."""
-    return sorted((m for m in model.modules() if attention_style(m) is not None), key=lambda module: module.layer_idx)
+    """The self-attention modules of ``model`` that take a prefix, in layer order: an encoder's
+    (BERT-style, T5) or a decoder-only model's (causal; not the decoder of an encoder-decoder)."""
+    styles = {"bert", "t5"} if getattr(model.config, "is_encoder_decoder", False) else {"bert", "t5", "causal"}
+    return sorted((m for m in model.modules() if attention_style(m) in styles), key=lambda module: module.layer_idx)
 
 
 def head_shape(layer: nn.Module) -> tuple[int, int]:
-    """(heads, head dimension) of a supported attention module."""
-    if attention_style(layer) == "t5":
+    """(key/value heads, head dimension) of a supported attention module."""
+    style = attention_style(layer)
+    if style == "t5":
         return layer.n_heads, layer.key_value_proj_dim
+    if style == "causal":  # grouped-query attention keeps fewer key/value heads than query heads
+        heads = layer.k_proj.out_features // layer.head_dim if hasattr(layer, "k_proj") else layer.num_heads
+        return heads, layer.head_dim
     return layer.num_attention_heads, layer.attention_head_size
 
 
@@ -173,10 +190,12 @@ class PrefixTuning(nn.Module):
         super().__init__()
         self.config = config
         self.layers = self_attention_layers(backbone.model)  # a plain list: not registered as children
+        self._backbone = weakref.ref(backbone)  # told while a prefix is attached (its own cache paths step aside)
         if not self.layers:
             raise BackboneError(
-                f"prefix tuning needs BERT-style or T5 encoder self-attention layers; "
-                f"{type(backbone.model).__name__} has none (supported: BERT, RoBERTa and BERT-like masked LMs, T5)"
+                f"prefix tuning needs BERT-style, T5 encoder or decoder-only causal self-attention layers; "
+                f"{type(backbone.model).__name__} has none (supported: BERT, RoBERTa and BERT-like masked LMs, T5, "
+                f"GPT-2, Llama-style causal LMs)"
             )
         self.num_heads, self.head_dim = head_shape(self.layers[0])
         width, hidden_size = self.num_heads * self.head_dim, backbone.hidden_size
@@ -209,7 +228,9 @@ class PrefixTuning(nn.Module):
         try:
             encoder = backbone.model.get_encoder() if backbone.model.config.is_encoder_decoder else backbone.model.base_model
             device = backbone.input_embeddings().weight.device
-            encoder(input_ids=torch.tensor([ids], device=device), attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device))
+            no_cache = {"use_cache": False} if "use_cache" in forward_parameters(type(encoder)) else {}
+            encoder(input_ids=torch.tensor([ids], device=device), attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
+                    **no_cache)
         finally:
             backbone.model.train(was_training)
             for hook in hooks:
@@ -251,10 +272,16 @@ class PrefixTuning(nn.Module):
             for i, layer in enumerate(self.layers)
         ]
         outer, self.active = self.active, per_head
+        backbone = self._backbone()
+        attached = getattr(backbone, "prefix_attached", False)
+        if backbone is not None:
+            backbone.prefix_attached = True
         try:
             yield
         finally:
             self.active = outer
+            if backbone is not None:
+                backbone.prefix_attached = attached
             for hook in hooks:
                 hook.remove()
 
@@ -273,16 +300,31 @@ class PrefixTuning(nn.Module):
 def _injector(layer: nn.Module, cache: Any, length: int) -> Any:
     """The pre-hook of :func:`_inject` for ``layer``. The argument names are read here, once, not in
     the hook: a compiled layer (openpt.model.compiling) would otherwise specialise on ``layer_idx``."""
-    mask_name = "mask" if attention_style(layer) == "t5" else "attention_mask"
-    return functools.partial(_inject, cache=cache, length=length, cache_argument=cache_argument(type(layer)), mask_name=mask_name)
+    style = attention_style(layer)
+    mask_name = "mask" if style == "t5" else "attention_mask"
+    eager = getattr(getattr(layer, "config", None), "_attn_implementation", None) == "eager"
+    return functools.partial(_inject, cache=cache, length=length, cache_argument=cache_argument(type(layer)), mask_name=mask_name,
+                             causal=style == "causal", eager=eager)
 
 
 def _inject(module: nn.Module, args: tuple, kwargs: dict, *, cache: Any, length: int, cache_argument: str,
-            mask_name: str) -> tuple[tuple, dict]:
+            mask_name: str, causal: bool, eager: bool) -> tuple[tuple, dict]:
     """Forward pre-hook: hand the layer our cache object (as ``cache_argument``) and extend its attention mask."""
     if len(args) > 1 or kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
         raise BackboneError(f"{type(module).__name__}: unexpected call (positional mask or a KV cache); prefix tuning cannot attach")
     kwargs = dict(kwargs)
     kwargs[cache_argument] = cache
-    kwargs[mask_name] = extend_mask(kwargs.get(mask_name), length)
+    mask = kwargs.get(mask_name)
+    if causal and mask is None and length:  # "causal, no padding" left to the kernel: spell it out, the prefix makes keys longer
+        hidden = args[0] if args else kwargs["hidden_states"]
+        mask = causal_mask(hidden.shape[1], hidden.device, hidden.dtype if eager else None)
+    kwargs[mask_name] = extend_mask(mask, length)
     return args, kwargs
+
+
+def causal_mask(length: int, device: torch.device, additive: torch.dtype | None) -> torch.Tensor:
+    """A ``[1, 1, L, L]`` causal mask: boolean (True = attend), or additive in ``additive`` dtype."""
+    allowed = torch.ones(length, length, dtype=torch.bool, device=device).tril().view(1, 1, length, length)
+    if additive is None:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=additive, device=device).masked_fill(~allowed, torch.finfo(additive).min)

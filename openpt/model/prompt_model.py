@@ -100,11 +100,25 @@ class PromptModel(nn.Module):
         """Backbone outputs at the masks for a batch (with the deep-prompt prefixes attached, if any),
         float32 whatever the backbone's dtype or autocast."""
         batch = self.place_batch(batch)
+        with self._running(batch):
+            return as_float32(self._mask_outputs(batch))
+
+    def generate_ids(self, batch: Batch, max_new_tokens: int) -> list[list[int]]:
+        """Greedy token ids at the mask of each example (seq2seq or causal backbone), cut at a stop
+        token; the deep-prompt prefixes, if any, are attached as for scoring."""
+        batch = self.place_batch(batch)
+        with self._running(batch):
+            embeds = self.template.embed(batch, self.backbone.input_embeddings())
+            return self.backbone.word_outputs(embeds, batch, [], max_new_tokens=max_new_tokens, pack=self.packing).generated or []
+
+    @contextlib.contextmanager
+    def _running(self, batch: Batch) -> Iterator[None]:
+        """The backbone's forward context for ``batch``: prefixes attached, autocast."""
         with contextlib.ExitStack() as stack:
             if self.prefix is not None:
                 stack.enter_context(self.prefix.attached(batch.input_ids.shape[0]))
             stack.enter_context(autocast(batch.input_ids.device, self.autocast_dtype))
-            return as_float32(self._mask_outputs(batch))
+            yield
 
     def _mask_outputs(self, batch: Batch) -> MaskOutputs:
         embeds = self.template.embed(batch, self.backbone.input_embeddings())

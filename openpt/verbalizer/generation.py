@@ -163,8 +163,6 @@ def generate_texts(
         raise ConfigError(f"generation needs a seq2seq or causal backbone, got kind {model.backbone.kind!r}", key="backbone")
     texts: list[str] = [""] * len(examples)
     for indices, batch in model.batches(examples, batch_size):
-        embeds = model.template.embed(batch, model.backbone.input_embeddings())
-        generated = model.backbone.word_outputs(embeds, batch, [], max_new_tokens=max_new_tokens, pack=model.packing).generated or []
-        for index, ids in zip(indices, generated):
+        for index, ids in zip(indices, model.generate_ids(batch, max_new_tokens)):
             texts[index] = model.backbone.tokenizer.decode(ids, skip_special_tokens=True).strip()
     return texts
