@@ -23,6 +23,7 @@ from ..errors import BackboneError, DataError, SpecError
 from ..registry import BACKBONES
 from ..types import Batch, MaskOutputs
 from .base import Backbone
+from .greedy import GreedyTokens
 from .head import head_at
 from .packing import Packing, plan_packing
 from .shared_prefix import shared_prefix_generate, shared_prefix_scores, shares_prefix
@@ -100,12 +101,10 @@ class SequenceBackbone(Backbone):
         position ``slot - 1`` never sees the slot or what follows, so the prefix runs as it is,
         cut at the last slot, with the attention mask ending at each slot.
         """
-        width = prefix.extent().last_slot
-        columns = torch.arange(width, device=prefix.positions.device).unsqueeze(0)
-        attention = (columns < prefix.positions.unsqueeze(1)).long()
+        attention = prefix.context_mask()
         lengths = prefix.extent().positions if prefix.pack else None
-        logprobs, hidden = self._head_logits(prefix.extra, prefix.embeds[:, :width], attention, (prefix.positions - 1).unsqueeze(1),
-                                             lengths=lengths)
+        logprobs, hidden = self._head_logits(prefix.extra, prefix.embeds[:, : attention.shape[1]], attention,
+                                             (prefix.positions - 1).unsqueeze(1), lengths=lengths)
         return logprobs[:, 0], hidden[:, 0]
 
     def next_token(self, prefix: Prefix, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,26 +160,18 @@ class SequenceBackbone(Backbone):
         if self.can_share_prefix(prefix):
             return shared_prefix_generate(self, prefix, max_new_tokens)
         size, device = len(prefix.lengths), prefix.embeds.device
+        greedy = GreedyTokens(self.stop_ids(), size, device)
         tokens = torch.full((size, 1), self.pad_id, dtype=torch.long, device=device)
-        stop_ids = set(self.stop_ids())
-        stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
-        done = torch.zeros(size, dtype=torch.bool, device=device)
         first_hidden = None
         for step in range(max_new_tokens):
-            rows = Rows.generated(tokens, step)
-            logprobs, hidden = self.next_token(prefix, rows)
+            logprobs, hidden = self.next_token(prefix, Rows.generated(tokens, step))
             first_hidden = hidden if first_hidden is None else first_hidden
             chosen = logprobs.argmax(-1)
             tokens = torch.cat([tokens[:, :step], chosen.unsqueeze(1)], dim=1)
-            done |= torch.isin(chosen, stops)
-            if bool(done.all()):
+            if greedy.add(chosen):
                 break
-        out = []
-        for row in tokens.tolist():
-            cut = next((k for k, token in enumerate(row) if token in stop_ids), len(row))
-            out.append(row[:cut])
         assert first_hidden is not None
-        return out, first_hidden
+        return greedy.rows(), first_hidden
 
 
 def hf_checkpointing(model: nn.Module) -> bool:

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..errors import BackboneError
 from .base import cache_argument, takes_position_ids
+from .greedy import GreedyTokens
 from .head import head_at
 from .splicing import Prefix, Rows, scored_index
 
@@ -52,11 +53,19 @@ class WordScorer(Protocol):
 
 
 def shares_prefix(backbone: WordScorer) -> bool:
-    """Whether ``backbone``'s model can score from a shared context cache (see the module docstring)."""
+    """Whether ``backbone``'s model can score from a shared context cache (see the module docstring):
+    a decoder-only model taking position ids whose cache, as transformers lays it out for its
+    config, keeps every layer's keys and values whole (no sliding window, no linear attention)."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
     config = backbone.config
-    layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
-    return (getattr(config, "sliding_window", None) is None and layer_types == {"full_attention"}
-            and takes_position_ids(backbone.model) and not getattr(config, "is_encoder_decoder", False))
+    if getattr(config, "is_encoder_decoder", False) or not takes_position_ids(backbone.model):
+        return False
+    try:
+        layers = DynamicCache(config=config).layers
+    except (AttributeError, KeyError, TypeError, ValueError):  # a config transformers' cache cannot lay out: spliced rows
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def shared_prefix_scores(backbone: WordScorer, prefix: Prefix, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,8 +108,8 @@ class Context:
 
 def run_context(backbone: WordScorer, prefix: Prefix) -> Context:
     """Run every example's tokens before its slot (``P`` columns: the last slot), keeping the cache."""
-    width = prefix.extent().last_slot
-    attention = (torch.arange(width, device=prefix.embeds.device).unsqueeze(0) < prefix.positions.unsqueeze(1)).long()
+    attention = prefix.context_mask()
+    width = attention.shape[1]
     cache_name = cache_argument(type(backbone.model))
     with head_at(backbone.head, (prefix.positions - 1).unsqueeze(1)) as captured:
         out = backbone.model(inputs_embeds=prefix.embeds[:, :width], attention_mask=attention, use_cache=True)
@@ -117,23 +126,16 @@ def shared_prefix_generate(backbone: WordScorer, prefix: Prefix, max_new_tokens:
     the first."""
     context = run_context(backbone, prefix)
     attention, cache, logits = context.attention, context.cache, context.logits
-    device = prefix.embeds.device
-    stop_ids = set(backbone.stop_ids())
-    stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
-    done = torch.zeros(len(prefix.lengths), dtype=torch.bool, device=device)
-    chosen: list[torch.Tensor] = []
+    greedy = GreedyTokens(backbone.stop_ids(), len(prefix.lengths), prefix.embeds.device)
     for step in range(max_new_tokens):
         token = logits.argmax(-1)
-        chosen.append(token)
-        done |= torch.isin(token, stops)
-        if step == max_new_tokens - 1 or bool(done.all()):
+        if greedy.add(token) or step == max_new_tokens - 1:
             break
         attention = torch.cat([attention, attention.new_ones(len(token), 1)], dim=1)  # token `step` sits at slot + step
         out = backbone.model(inputs_embeds=backbone.word_embeddings()(token.unsqueeze(1)), attention_mask=attention,
                              position_ids=(prefix.positions + step).unsqueeze(1), use_cache=True, **{context.cache_name: cache})
         cache, logits = out.get(context.cache_name), out.logits[:, -1]
-    rows = torch.stack(chosen, dim=1).tolist()
-    return [row[: next((k for k, t in enumerate(row) if t in stop_ids), len(row))] for row in rows], context.hidden
+    return greedy.rows(), context.hidden
 
 
 @dataclass

@@ -78,6 +78,12 @@ class Prefix:
             self._extent = Extent(tuple(both[: len(self.positions)]), tuple(both[len(self.positions) :]))
         return self._extent
 
+    def context_mask(self) -> torch.Tensor:
+        """``[B, P]`` (``P``: the last slot): 1 on each example's tokens before its slot, the context
+        that predicts the word's first token."""
+        columns = torch.arange(self.extent().last_slot, device=self.positions.device).unsqueeze(0)
+        return (columns < self.positions.unsqueeze(1)).long()
+
 
 @dataclass
 class Rows:

@@ -56,6 +56,23 @@ def disable_checkpointing(model: PromptModel) -> None:
                 layer.forward = inner
 
 
+def inner_forward(layer: nn.Module) -> Callable[..., Any] | None:
+    """The ``forward`` set on ``layer`` itself, under a checkpoint wrapper if any (``None``: the class's)."""
+    own = layer.__dict__.get("forward")
+    return own.forward if isinstance(own, Checkpointed) else own
+
+
+def replace_inner_forward(layer: nn.Module, forward: Callable[..., Any] | None) -> None:
+    """Set ``layer``'s ``forward`` (``None``: back to the class's), keeping a checkpoint wrapper around it."""
+    own = layer.__dict__.get("forward")
+    if isinstance(own, Checkpointed):
+        own.replace_forward(forward if forward is not None else type(layer).forward.__get__(layer))
+    elif forward is None:
+        layer.__dict__.pop("forward", None)
+    else:
+        layer.forward = forward
+
+
 def _recompute_context(model_ref: "weakref.ref[PromptModel]") -> tuple[Any, Any]:
     """(forward context, recompute context): the recompute re-attaches the prefixes active now."""
     model = model_ref()

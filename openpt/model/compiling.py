@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, brief
-from .checkpointing import Checkpointed, checkpoint_layers
+from .checkpointing import checkpoint_layers, inner_forward, replace_inner_forward
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 KEY = "prompt.compile"
@@ -91,12 +91,7 @@ def compile_layers(model: nn.Module, config: CompileConfig) -> int:
     # the one compiled forward; dynamo's default of 8 would run the rest eagerly
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     for layer in layers:
-        forward = _CompiledForward(layer, compiled_forward(type(layer), config), config)
-        checkpointed = layer.__dict__.get("forward")
-        if isinstance(checkpointed, Checkpointed):
-            checkpointed.replace_forward(forward)
-        else:
-            layer.forward = forward
+        replace_inner_forward(layer, _CompiledForward(layer, compiled_forward(type(layer), config), config))
     return len(layers)
 
 
@@ -111,20 +106,14 @@ def compiled_forward(layer_class: type, config: CompileConfig) -> Callable[..., 
 def uncompile_layers(model: nn.Module) -> None:
     """Undo :func:`compile_layers`: the layers run eagerly again."""
     for layer in checkpoint_layers(model):
-        own = layer.__dict__.get("forward")
-        if isinstance(own, _CompiledForward):
-            del layer.forward
-        elif isinstance(own, Checkpointed) and isinstance(own.forward, _CompiledForward):
-            own.replace_forward(own.forward.eager)
+        if isinstance(inner_forward(layer), _CompiledForward):
+            replace_inner_forward(layer, None)
 
 
 def compiled_with(model: nn.Module) -> CompileConfig | None:
     """The config ``model``'s layers were compiled with (``None``: not compiled)."""
-    configs = set()
-    for layer in checkpoint_layers(model):
-        own = layer.__dict__.get("forward")
-        forward = own.forward if isinstance(own, Checkpointed) else own
-        configs.add(forward.config if isinstance(forward, _CompiledForward) else None)
+    forwards = [inner_forward(layer) for layer in checkpoint_layers(model)]
+    configs = {forward.config if isinstance(forward, _CompiledForward) else None for forward in forwards}
     return configs.pop() if len(configs) == 1 else None
 
 
@@ -142,11 +131,6 @@ class _CompiledForward:
         if layer is None:
             raise ReferenceError("the compiled layer no longer exists")
         return layer
-
-    @property
-    def eager(self) -> Callable[..., Any]:
-        """The layer's own bound ``forward``."""
-        return type(self._target()).forward.__get__(self._target())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._compiled(self._target(), *args, **kwargs)

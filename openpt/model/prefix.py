@@ -191,6 +191,7 @@ class PrefixTuning(nn.Module):
         self.config = config
         self.layers = self_attention_layers(backbone.model)  # a plain list: not registered as children
         self._backbone = weakref.ref(backbone)  # told while a prefix is attached (its own cache paths step aside)
+        self._arguments = [hook_arguments(layer) for layer in self.layers]  # read once: every forward hooks every layer
         if not self.layers:
             raise BackboneError(
                 f"prefix tuning needs BERT-style, T5 encoder or decoder-only causal self-attention layers; "
@@ -221,7 +222,7 @@ class PrefixTuning(nn.Module):
             self.embedding.copy_(backbone.input_embeddings().weight[ids].float())
             return
         store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        hooks = [layer.register_forward_pre_hook(_injector(layer, _Recorder(store, i), 0), with_kwargs=True)
+        hooks = [layer.register_forward_pre_hook(_injector(layer, self._arguments[i], _Recorder(store, i), 0), with_kwargs=True)
                  for i, layer in enumerate(self.layers)]
         was_training = backbone.model.training
         backbone.model.eval()  # no dropout in the recorded activations
@@ -268,7 +269,8 @@ class PrefixTuning(nn.Module):
         :attr:`active` holds them meanwhile (activation checkpointing replays a layer with them)."""
         hooks = [
             layer.register_forward_pre_hook(
-                _injector(layer, _PrefixCache(per_head[:, i, 0], per_head[:, i, 1]), self.config.length), with_kwargs=True)
+                _injector(layer, self._arguments[i], _PrefixCache(per_head[:, i, 0], per_head[:, i, 1]), self.config.length),
+                with_kwargs=True)
             for i, layer in enumerate(self.layers)
         ]
         outer, self.active = self.active, per_head
@@ -297,14 +299,19 @@ class PrefixTuning(nn.Module):
         return {"table": self.key_values().detach().clone()} if self.config.reparam else None
 
 
-def _injector(layer: nn.Module, cache: Any, length: int) -> Any:
-    """The pre-hook of :func:`_inject` for ``layer``. The argument names are read here, once, not in
-    the hook: a compiled layer (openpt.model.compiling) would otherwise specialise on ``layer_idx``."""
+def hook_arguments(layer: nn.Module) -> dict[str, Any]:
+    """How :func:`_inject` talks to ``layer``: the names of its cache and mask arguments, and whether
+    it is causal. Read when the prefix is built, not in the hook: a compiled layer
+    (openpt.model.compiling) would otherwise specialise on ``layer_idx``."""
     style = attention_style(layer)
-    mask_name = "mask" if style == "t5" else "attention_mask"
+    return {"cache_argument": cache_argument(type(layer)), "mask_name": "mask" if style == "t5" else "attention_mask",
+            "causal": style == "causal"}
+
+
+def _injector(layer: nn.Module, arguments: dict[str, Any], cache: Any, length: int) -> Any:
+    """The pre-hook of :func:`_inject` for ``layer`` (the attention implementation is read now: it can be switched)."""
     eager = getattr(getattr(layer, "config", None), "_attn_implementation", None) == "eager"
-    return functools.partial(_inject, cache=cache, length=length, cache_argument=cache_argument(type(layer)), mask_name=mask_name,
-                             causal=style == "causal", eager=eager)
+    return functools.partial(_inject, cache=cache, length=length, eager=eager, **arguments)
 
 
 def _inject(module: nn.Module, args: tuple, kwargs: dict, *, cache: Any, length: int, cache_argument: str,
