@@ -66,8 +66,10 @@ def sentiment_project(tmp_path: Path, backbone_dir: Path) -> Path:
 
 
 def failure_lines(stderr: str) -> str:
-    """The error lines of every process (a launcher's tail shows only the last process to fail)."""
-    lines = [line for line in stderr.splitlines() if "Error" in line or "error:" in line]
+    """The error lines of every process (a launcher's tail shows only the last process to fail),
+    including what a process that aborted printed (a C++ exception in the collective backend)."""
+    markers = ("Error", "error:", "terminate called", "what():", "Signal", "Abort")
+    lines = [line for line in stderr.splitlines() if any(marker in line for marker in markers)]
     return "\n".join(lines[-30:]) or stderr[-3000:]
 
 
