@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import OpenPTError
+from .errors import OpenPTError, OutputError
+from .outputs import check_output_file
 
 
 def add_predict_options(cmd: argparse.ArgumentParser) -> None:
@@ -27,6 +28,7 @@ def add_commands(sub: Any) -> None:
     export.add_argument("prompt", help="saved prompt directory")
     export.add_argument("--to", required=True, choices=["peft"], help="target format")
     export.add_argument("--output", "-o", required=True, help="directory to write (PeftModel.from_pretrained(base, DIR) loads it)")
+    export.add_argument("--overwrite", action="store_true", help="replace what openpt wrote in a non-empty --output before")
     export.set_defaults(func=_export)
     imports = sub.add_parser("import", help="turn another library's prompt into a saved openpt prompt")
     source = imports.add_subparsers(dest="import_from", required=True)
@@ -37,6 +39,7 @@ def add_commands(sub: Any) -> None:
     peft.add_argument("--backbone", help="backbone directory (default: the adapter's base_model_name_or_path)")
     peft.add_argument("--max-length", type=int, help="maximum sequence length (default: recorded, else 128)")
     peft.add_argument("--output", "-o", required=True, help="prompt directory to write")
+    peft.add_argument("--overwrite", action="store_true", help="replace what openpt wrote in a non-empty --output before")
     peft.set_defaults(func=_import_peft)
 
 
@@ -58,6 +61,8 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
     field_map = parse_field_map(args.fields)
     if args.file and not Path(args.file).is_file():
         raise OpenPTError(f"{args.file}: no such file")
+    if args.output:
+        check_output_file(args.output, reads=[args.file] if args.file else [])
     model = load_prompt(args)
     fields = model.template.spec.fields
 
@@ -94,8 +99,12 @@ def _output(path: str | None) -> Iterator[Any]:
     if path is None:
         yield sys.stdout
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as stream:
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        stream = open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    with stream:
         yield stream
 
 
@@ -111,7 +120,7 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Any]:
 def _export(args: argparse.Namespace) -> int:
     from .integrations.peft import export_peft
 
-    summary = export_peft(args.prompt, args.output)
+    summary = export_peft(args.prompt, args.output, overwrite=args.overwrite)
     print(f"exported: {summary.exported}")
     print(f"stays in openpt: {summary.stays}")
     print(f"wrote {summary.directory}")
@@ -122,6 +131,6 @@ def _import_peft(args: argparse.Namespace) -> int:
     from .integrations.peft import import_peft
 
     output = import_peft(args.adapter, args.output, template=args.template, verbalizer=args.verbalizer,
-                         backbone=args.backbone, max_length=args.max_length)
+                         backbone=args.backbone, max_length=args.max_length, overwrite=args.overwrite)
     print(f"wrote {output}")
     return 0

@@ -24,12 +24,46 @@ import socket
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import OutputError
+from .errors import OutputError, brief
 from .fileio import TEMP_SUFFIX, atomic_write
 
 LOCK_NAME = ".openpt.lock"
 MANIFEST_NAME = ".openpt-manifest.json"
 OWN_NAMES = (LOCK_NAME, MANIFEST_NAME)
+
+
+def manifest_entry_ok(name: str) -> bool:
+    """A manifest entry names a file below the directory: relative, no ``..``, no empty or own names."""
+    path = Path(name)
+    return (bool(name) and "\0" not in name and not path.is_absolute() and ".." not in path.parts and path.parts != ()
+            and path.as_posix() not in OWN_NAMES and path.as_posix() != ".")
+
+
+def _within(path: Path, root: str) -> bool:
+    """``path``, every link resolved, is ``root`` or below it."""
+    real = os.path.realpath(path)
+    return os.path.commonpath([real, root]) == root
+
+
+def check_output_file(path: str | Path, *, reads: Iterable[str | Path] = ()) -> None:
+    """Refuse an output *file* before anything is opened: a symbolic link, a directory, an unwritable
+    file or directory, or a file that is also one of the inputs in ``reads`` (opening it for writing
+    would empty the input before it is read)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise OutputError(f"{path}: is a symbolic link; openpt does not write through links (give the file it points to, or another name)")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; --output takes a file name")
+    for source in reads:
+        if path.exists() and Path(source).exists() and os.path.samefile(path, source):
+            raise OutputError(f"{path}: is also the input file {source}; writing would empty it before it is read: choose another --output")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputError(f"{path}: output file is not writable")
+    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise OutputError(f"{parent}: exists and is not a directory (in --output {path})")
+    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{parent}: directory is not writable (for --output {path})")
 
 
 def is_main_process() -> bool:
@@ -77,17 +111,32 @@ class OutputDir:
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise OutputError(f"{self.path}: output directory is not writable")
         self._lock()
-        self._written = set(self._read_manifest())
-        existing = sorted(p.name for p in self.path.iterdir() if p.name not in OWN_NAMES)
-        written_before = bool(self._written) or (self.path / MANIFEST_NAME).exists()
-        if existing and not (self.overwrite or self.resume or (self.resumable and written_before)):
+        try:
+            self._written = set(self._check_contents())
+        except OutputError:
             self.close()
-            shown = ", ".join(existing[:3]) + (", ..." if len(existing) > 3 else "")
-            raise OutputError(f"{self.path}: output directory is not empty ({shown}); pass --overwrite to replace what openpt "
-                              "wrote there, --resume to continue that run, or choose another --output")
+            raise
         self._remove_stale_temps()
         if self.overwrite:
             self._remove_written()
+
+    def check(self) -> None:
+        """Refuse the directory now, creating nothing (before long work that ends in :meth:`open`)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputError(f"{self.path}: output path exists and is not a directory")
+        if self.path.is_dir() and is_main_process():
+            self._check_contents()
+
+    def _check_contents(self) -> list[str]:
+        """The manifest's files; refuse a directory holding files unless the options allow them."""
+        written = self._read_manifest()
+        existing = sorted(p.name for p in self.path.iterdir() if p.name not in OWN_NAMES)
+        written_before = bool(written) or (self.path / MANIFEST_NAME).exists()
+        if existing and not (self.overwrite or self.resume or (self.resumable and written_before)):
+            shown = ", ".join(existing[:3]) + (", ..." if len(existing) > 3 else "")
+            raise OutputError(f"{self.path}: output directory is not empty ({shown}); pass --overwrite to replace what openpt "
+                              "wrote there, --resume to continue that run, or choose another --output")
+        return written
 
     def close(self) -> None:
         """Release the lock (the lock file stays: removing it would race with a waiting process)."""
@@ -127,22 +176,34 @@ class OutputDir:
                     Path(root, name).unlink(missing_ok=True)
 
     def _remove_written(self) -> None:
-        """Delete the files openpt wrote before (listed in the manifest); everything else stays."""
+        """Delete the files openpt wrote before (listed in the manifest); everything else stays.
+
+        Nothing is deleted through a symbolic link: an entry with a link anywhere on its path, or
+        that resolves outside the directory, is skipped, and so is an entry that is not a plain file.
+        """
+        root = os.path.realpath(self.path)
         for relative in sorted(self._written, reverse=True):
             path = self.path / relative
-            if self._inside(path) and (path.is_file() or path.is_symlink()):
+            if self._link_free(relative) and _within(path, root) and path.is_file():
                 path.unlink()
             parent = path.parent
-            while parent != self.path and self._inside(parent) and parent.is_dir() and not parent.is_symlink() and not any(parent.iterdir()):
+            while (parent != self.path and self._link_free(parent.relative_to(self.path)) and _within(parent, root)
+                   and parent.is_dir() and not any(parent.iterdir())):
                 parent.rmdir()
                 parent = parent.parent
         self._written = set()
         self._save_manifest()
 
-    # writing -------------------------------------------------------------------------------
+    def _link_free(self, relative: str | Path) -> bool:
+        """No part of ``path/relative`` (the directory itself aside) is a symbolic link."""
+        current = self.path
+        for part in Path(relative).parts:
+            current = current / part
+            if current.is_symlink():
+                return False
+        return True
 
-    def _inside(self, path: Path) -> bool:
-        return os.path.commonpath([os.path.abspath(path), os.path.abspath(self.path)]) == os.path.abspath(self.path)
+    # writing -------------------------------------------------------------------------------
 
     def path_for(self, relative: str | Path, *, directory: bool = False) -> Path:
         """``path/relative`` with its parent directories created; refused when any part of it is a link.
@@ -211,7 +272,11 @@ class OutputDir:
             raise OutputError(f"{path}: unreadable list of openpt's files; delete it (openpt then deletes nothing on --overwrite)") from None
         if not isinstance(data, dict) or not isinstance(data.get("files"), list) or not all(isinstance(f, str) for f in data["files"]):
             raise OutputError(f"{path}: not an openpt manifest; delete it (openpt then deletes nothing on --overwrite)")
-        return [f for f in data["files"] if ".." not in Path(f).parts and not Path(f).is_absolute()]
+        for name in data["files"]:
+            if not manifest_entry_ok(name):
+                raise OutputError(f"{path}: lists {brief(name)}, not a file inside the output directory (an edited manifest?); "
+                                  "delete it (openpt then deletes nothing on --overwrite)")
+        return list(data["files"])
 
     def _save_manifest(self) -> None:
         manifest = self.path / MANIFEST_NAME

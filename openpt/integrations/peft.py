@@ -30,13 +30,13 @@ from safetensors.torch import load_file, save_file
 
 from ..backbone.base import load_backbone
 from ..errors import CheckpointError, OpenPTError
-from ..fileio import atomic_write
 from ..model.build import PromptOptions, build_model, template_spec, verbalizer_spec
-from ..model.saving import BACKBONE_DIR, read_prompt_config, read_prompt_weights, save_prompt
+from ..model.prompt_checks import check_prompt_config, check_tensor_values
+from ..model.saving import BACKBONE_DIR, CONFIG_NAME, WEIGHTS_NAME, prompt_parts, read_prompt_config, read_prompt_weights, save_prompt
+from ..outputs import OutputDir
 from ..template.parser import format_template
 from ..template.segments import Soft
 from ..template.spec import TemplateSpec, template_spec_from_mapping
-from ..verbalizer import verbalizer_from_mapping
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -79,8 +79,11 @@ def peft_blocker(config: dict[str, Any], spec: TemplateSpec, tensors: dict[str, 
     return None
 
 
-def export_peft(prompt_dir: str | Path, output: str | Path) -> ExportSummary:
+def export_peft(prompt_dir: str | Path, output: str | Path, *, overwrite: bool = False) -> ExportSummary:
     """Write a saved prompt as a PEFT prompt-tuning adapter (``PeftModel.from_pretrained(base, output)``).
+
+    ``output`` is an :class:`~openpt.outputs.OutputDir`: a directory holding files is refused
+    unless ``overwrite`` (which deletes only what openpt wrote there before).
 
     Raises:
         OpenPTError: one line saying why PEFT cannot reproduce the prompt (see :func:`peft_blocker`).
@@ -104,10 +107,10 @@ def export_peft(prompt_dir: str | Path, output: str | Path) -> ExportSummary:
         "base_model_name_or_path": backbone["name_or_path"],
         "inference_mode": True,
     }
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write(output / ADAPTER_WEIGHTS, lambda tmp: save_file({"prompt_embeddings": weight}, tmp, metadata={"format": "pt"}))
-    atomic_write(output / OPENPT_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
-    atomic_write(output / ADAPTER_CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(adapter, indent=2) + "\n"))
+    with OutputDir(output, overwrite=overwrite) as out:
+        out.write(ADAPTER_WEIGHTS, lambda tmp: save_file({"prompt_embeddings": weight}, tmp, metadata={"format": "pt"}))
+        out.write_text(OPENPT_RECORD, json.dumps(config, indent=2) + "\n")
+        out.write_text(ADAPTER_CONFIG, json.dumps(adapter, indent=2) + "\n")
     stays = (f"template text {format_template(spec.segments[1:])!r} (put it around each input yourself), "
              f"verbalizer {config['verbalizer'].get('name') or config['verbalizer'].get('type', 'manual')} "
              f"over labels {config['labels']}")
@@ -143,6 +146,7 @@ def read_adapter(adapter_dir: str | Path) -> tuple[dict[str, Any], torch.Tensor]
         raise CheckpointError(f"{weights}: cannot read weights ({exc})") from None
     if "prompt_embeddings" not in tensors or tensors["prompt_embeddings"].dim() != 2:
         raise CheckpointError(f"{weights}: expected a 2-D tensor 'prompt_embeddings', found {sorted(tensors)}")
+    check_tensor_values("prompt_embeddings", tensors["prompt_embeddings"], weights)
     return adapter, tensors["prompt_embeddings"]
 
 
@@ -159,33 +163,38 @@ def peft_template(spec: TemplateSpec, length: int) -> TemplateSpec:
 
 
 def import_peft(adapter_dir: str | Path, output: str | Path, *, template: Any = None, verbalizer: Any = None,
-                backbone: str | Path | None = None, max_length: int | None = None) -> Path:
+                backbone: str | Path | None = None, max_length: int | None = None, overwrite: bool = False) -> Path:
     """Turn a PEFT prompt-tuning adapter into a saved openpt prompt in ``output``.
 
     Args:
         adapter_dir: directory with ``adapter_config.json`` and ``adapter_model.safetensors``.
-        output: the prompt directory to write.
+        output: the prompt directory to write (an :class:`~openpt.outputs.OutputDir`: refused when
+            it holds files, unless ``overwrite``).
         template: template text, YAML path or spec; default: the one in ``openpt_prompt.json``.
         verbalizer: verbalizer YAML path or object; default: the one in ``openpt_prompt.json``.
         backbone: backbone path; default: the adapter's ``base_model_name_or_path``.
         max_length: maximum sequence length (default: the recorded one, else 128).
+        overwrite: replace what openpt wrote in ``output`` before.
     """
     adapter_dir = Path(adapter_dir)
     adapter, weight = read_adapter(adapter_dir)
     record = _record(adapter_dir)
     if record is None and (template is None or verbalizer is None):
         raise OpenPTError(f"{adapter_dir}: a PEFT adapter holds no template or verbalizer; give both (--template, --verbalizer)")
-    spec = template_spec(template) if template is not None else template_spec_from_mapping(record["template"])
-    verbalizer = verbalizer_spec(verbalizer) if verbalizer is not None else verbalizer_from_mapping(record["verbalizer"])
-    options = PromptOptions(**record["options"]) if record is not None else PromptOptions()
+    recorded = prompt_parts(record, adapter_dir / OPENPT_RECORD) if record is not None else None
+    spec = template_spec(template) if template is not None else recorded[0]
+    verbalizer = verbalizer_spec(verbalizer) if verbalizer is not None else recorded[1]
+    options = recorded[2] if recorded is not None else PromptOptions()
     if max_length is not None:
         options = dataclasses.replace(options, max_length=max_length)
     name = backbone or adapter.get("base_model_name_or_path")
-    if not name:
+    if not name or not isinstance(name, (str, Path)):
         raise OpenPTError(f"{adapter_dir / ADAPTER_CONFIG}: no base_model_name_or_path; give --backbone")
+    spec = peft_template(spec, weight.shape[0])
+    target = OutputDir(output, overwrite=overwrite)
+    target.check()  # refused before the backbone loads; nothing is created until the prompt is built
     loaded = load_backbone(name, kind=KINDS.get(adapter.get("task_type")))
-    model = build_model(loaded, peft_template(spec, weight.shape[0]), verbalizer,
-                        dataclasses.replace(options, soft_init={**options.soft_init, "vocab_order": "ids"}))
+    model = build_model(loaded, spec, verbalizer, dataclasses.replace(options, soft_init={**options.soft_init, "vocab_order": "ids"}))
     model.options = options
     soft = model.template.soft
     if tuple(soft.weight.shape) != tuple(weight.shape):
@@ -193,15 +202,21 @@ def import_peft(adapter_dir: str | Path, output: str | Path, *, template: Any = 
                               f"the backbone {name} needs [{weight.shape[0]}, {loaded.hidden_size}]")
     with torch.no_grad():
         soft.weight.copy_(weight)
-    return save_prompt(model, output, extra={"imported_from": f"peft:{adapter_dir.name}"})
+    with target as out:
+        for relative in (WEIGHTS_NAME, CONFIG_NAME):
+            out.path_for(relative)  # refuses a link in the way
+        save_prompt(model, out.path, extra={"imported_from": f"peft:{adapter_dir.name}"})
+        out.record([out.path / WEIGHTS_NAME, out.path / CONFIG_NAME])
+    return Path(output)
 
 
 def _record(adapter_dir: Path) -> dict[str, Any] | None:
-    """The openpt prompt config an export left beside the adapter, if any."""
+    """The openpt prompt config an export left beside the adapter (checked like a saved prompt's), if any."""
     path = adapter_dir / OPENPT_RECORD
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}:{getattr(exc, 'lineno', 1)}: invalid JSON: {getattr(exc, 'msg', exc)}") from None
+    return check_prompt_config(record, path)

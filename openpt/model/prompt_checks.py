@@ -82,19 +82,35 @@ def check_calibration(state: Any, num_classes: int, path: Path) -> None:
 
 
 def check_tensors(tensors: dict[str, torch.Tensor], expected: dict[str, torch.nn.Parameter], metadata: dict[str, str] | None,
-                  config: dict[str, Any], path: Path) -> None:
-    """Names, shapes, dtypes and finiteness of the saved tensors, and that they were saved with this config."""
+                  config: dict[str, Any], path: Path, *, allow_missing_digest: bool = False) -> None:
+    """Names, shapes, dtypes and finiteness of the saved tensors, and that they were saved with this config.
+
+    A weights file without the config digest is refused unless ``allow_missing_digest`` (a prompt the user trusts).
+    """
     if set(tensors) != set(expected):
         raise CheckpointError(f"{path}: holds {brief(sorted(tensors))}, the prompt expects {brief(sorted(expected))}")
+    for name, tensor in tensors.items():
+        check_tensor_values(name, tensor, path, like=expected[name])
     stored = (metadata or {}).get(DIGEST_KEY)
+    if stored is None and not allow_missing_digest:
+        raise CheckpointError(f"{path}: has no {DIGEST_KEY} tying it to {path.parent / 'prompt_config.json'} (written by an openpt "
+                              "before the digest, or by another tool); if you trust both files, load it with "
+                              "load_prompt(..., allow_missing_digest=True) and save it again")
     if stored is not None and stored != prompt_digest(config):
         raise CheckpointError(f"{path}: was saved with another template, verbalizer, labels or options than "
                               f"{path.parent / 'prompt_config.json'} describes (edited or mixed prompt files)")
-    for name, tensor in tensors.items():
-        if tensor.shape != expected[name].shape:
-            raise CheckpointError(f"{path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
-        if tensor.dtype != expected[name].dtype:
-            raise CheckpointError(f"{path}: {name} has dtype {str(tensor.dtype).replace('torch.', '')}, "
-                                  f"expected {str(expected[name].dtype).replace('torch.', '')}")
-        if not torch.isfinite(tensor).all():
-            raise CheckpointError(f"{path}: {name} holds NaN or infinite values (the prompt diverged in training)")
+
+
+def check_tensor_values(name: str, tensor: torch.Tensor, path: Path, *, like: torch.Tensor | None = None) -> None:
+    """One loaded tensor is usable: floating point (of ``like``'s shape and dtype when given), every value finite.
+
+    Every route that loads trained tensors (a saved prompt, an imported PEFT adapter, a resumed
+    training state) checks them here, so they are refused alike.
+    """
+    if like is not None and tensor.shape != like.shape:
+        raise CheckpointError(f"{path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(like.shape)}")
+    if not tensor.is_floating_point() or like is not None and tensor.dtype != like.dtype:
+        expected = str(like.dtype if like is not None else "a floating-point type").replace("torch.", "")
+        raise CheckpointError(f"{path}: {name} has dtype {str(tensor.dtype).replace('torch.', '')}, expected {expected}")
+    if not torch.isfinite(tensor).all():
+        raise CheckpointError(f"{path}: {name} holds NaN or infinite values; a usable prompt holds finite numbers only")

@@ -151,8 +151,29 @@ def check_backbone(saved: dict[str, Any], backbone: Backbone, directory: Path) -
             )
 
 
-def load_prompt(directory: str | Path, backbone: Backbone | None = None, *, device: str | torch.device | None = None) -> PromptModel:
+def prompt_parts(config: dict[str, Any], path: Path) -> tuple[TemplateSpec, Any, PromptOptions]:
+    """Template spec, verbalizer and options of a checked prompt config (``path`` names it in errors).
+
+    Every route that rebuilds a prompt from its config (loading, importing a PEFT adapter's
+    record) goes through here, so a bad config is refused alike whatever the route.
+    """
+    try:
+        spec = template_spec_from_mapping(config["template"])
+        verbalizer = verbalizer_from_mapping(config["verbalizer"])
+        options = dataclass_from(PromptOptions, as_map(config["options"], where="options"), "options.")
+    except OpenPTError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    check_labels(config, verbalizer.label_names, path)
+    check_calibration(config.get("calibration"), len(verbalizer.label_names), path)
+    return spec, verbalizer, options
+
+
+def load_prompt(directory: str | Path, backbone: Backbone | None = None, *, device: str | torch.device | None = None,
+                allow_missing_digest: bool = False) -> PromptModel:
     """Rebuild a saved prompt on ``backbone`` (default: the backbone path recorded at save time).
+
+    ``allow_missing_digest``: accept a weights file without the digest that ties it to
+    ``prompt_config.json`` (refused by default: an edited config would go unnoticed).
 
     ``device``: where the model computes (default: the backbone's device; a loaded backbone goes to
     :func:`openpt.device.default_device`). Saved tensors are read on the CPU and copied there, so a
@@ -166,21 +187,14 @@ def load_prompt(directory: str | Path, backbone: Backbone | None = None, *, devi
     if backbone is None:
         backbone = load_backbone(config["backbone"]["name_or_path"], kind=config["backbone"]["kind"], device=device)
     check_backbone(config["backbone"], backbone, directory)
-    try:
-        spec = template_spec_from_mapping(config["template"])
-        verbalizer = verbalizer_from_mapping(config["verbalizer"])
-        options = dataclass_from(PromptOptions, as_map(config["options"], where="options"), "options.")
-    except OpenPTError as exc:
-        raise CheckpointError(f"{directory / CONFIG_NAME}: {exc}") from None
-    check_labels(config, verbalizer.label_names, directory / CONFIG_NAME)
-    check_calibration(config.get("calibration"), len(verbalizer.label_names), directory / CONFIG_NAME)
+    spec, verbalizer, options = prompt_parts(config, directory / CONFIG_NAME)
     # the saved tensors replace the initialisation, so it needs no corpus ranking
     model = build_model(backbone, spec, verbalizer, dataclasses.replace(options, soft_init={**options.soft_init, "vocab_order": "ids"}),
                         device=device)
     model.options = options
     tensors, metadata = read_prompt_weights(directory)
     expected = {name: p for name, p in model.named_trainable_parameters() if not name.startswith("backbone.")}
-    check_tensors(tensors, expected, metadata, config, directory / WEIGHTS_NAME)
+    check_tensors(tensors, expected, metadata, config, directory / WEIGHTS_NAME, allow_missing_digest=allow_missing_digest)
     with torch.no_grad():
         for name, tensor in tensors.items():
             expected[name].copy_(tensor)

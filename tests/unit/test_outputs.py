@@ -110,9 +110,11 @@ def test_manifest_never_reaches_outside(tmp_path):
     (tmp_path / "victim.txt").write_text("keep")
     out = tmp_path / "out"
     out.mkdir()
-    (out / MANIFEST_NAME).write_text(json.dumps({"files": ["../victim.txt", str(tmp_path / "victim.txt")]}))
-    OutputDir(out, overwrite=True).open()
-    assert (tmp_path / "victim.txt").read_text() == "keep"
+    for entry in ("../victim.txt", str(tmp_path / "victim.txt")):  # an edited manifest is refused, nothing deleted
+        (out / MANIFEST_NAME).write_text(json.dumps({"files": [entry]}))
+        with pytest.raises(OutputError, match="not a file inside the output directory"):
+            OutputDir(out, overwrite=True).open()
+        assert (tmp_path / "victim.txt").read_text() == "keep"
 
 
 def test_second_sweep_on_one_results_file_fails_before_appending(project, capsys):
