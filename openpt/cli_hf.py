@@ -15,7 +15,7 @@ from .outputs import check_output_file
 def add_predict_options(cmd: argparse.ArgumentParser) -> None:
     """Options of ``openpt predict`` (beside the prompt, ``--backbone`` and ``--batch-size``)."""
     cmd.add_argument("texts", nargs="*", help="texts to label (the template's {text})")
-    cmd.add_argument("--file", help="rows to label: .jsonl, .csv, .tsv (a header row), or any other file with one text per line")
+    cmd.add_argument("--file", help="rows to label: .jsonl, .json (an array of objects), .csv, .tsv (a header row), or any other file with one text per line")
     cmd.add_argument("--fields", help="template field -> column, e.g. text=sentence,text_b=question (default: same names)")
     cmd.add_argument("--format", default="tsv", help="output format: tsv, jsonl or json (default: tsv)")
     cmd.add_argument("--output", "-o", help="file to write (default: stdout); rows are written as they are scored")
@@ -47,7 +47,7 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
     """``openpt predict``: label texts or a row file, streaming, in input order."""
     from .data.streaming import iter_rows, parse_field_map, row_example
     from .predict import FORMATS, PredictionWriter, predict_stream
-    from .types import InputExample
+    from .types import InputExample, blank_text
 
     if args.batch_size < 1:
         raise OpenPTError(f"--batch-size: expected a positive integer, got {args.batch_size}")
@@ -56,8 +56,8 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
     if not args.texts and not args.file:
         raise OpenPTError("no texts given: pass TEXT arguments or --file")
     for n, text in enumerate(args.texts, 1):
-        if not text.strip():
-            raise OpenPTError(f"text {n} is empty")
+        if blank_text(text):
+            raise OpenPTError(f"text {n} is empty (or only invisible characters)")
     field_map = parse_field_map(args.fields)
     if args.file and not Path(args.file).is_file():
         raise OpenPTError(f"{args.file}: no such file")

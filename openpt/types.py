@@ -5,10 +5,19 @@ data without importing each other.
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field as dc_field
 from typing import Callable
 
 import torch
+
+INVISIBLE_CATEGORIES = ("Cc", "Cf", "Zs", "Zl", "Zp")  # controls, format (zero-width, BOM), separators
+
+
+def blank_text(text: str) -> bool:
+    """True when ``text`` shows nothing: empty, or only whitespace, zero-width characters, a BOM and other
+    controls or separators (Unicode categories Cc, Cf, Zs, Zl, Zp). Every reader of input text refuses these."""
+    return all(char.isspace() or unicodedata.category(char) in INVISIBLE_CATEGORIES for char in text)
 
 
 @dataclass

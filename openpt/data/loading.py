@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import DataError
-from ..types import InputExample
+from ..types import InputExample, blank_text
 from .streaming import json_row
 
 logger = logging.getLogger(__name__)
@@ -263,8 +263,8 @@ def _text(row: Mapping[str, Any], col: str, where: str, required: bool) -> str |
         raise DataError(f"{where}: missing field {col!r} (fields: {', '.join(map(str, row))})")
     if value is not None and not isinstance(value, str):
         raise DataError(f"{where}: field {col!r} must be a string, got {type(value).__name__}")
-    if value is not None and not value.strip():
-        raise DataError(f"{where}: empty text in field {col!r}")
+    if value is not None and blank_text(value):
+        raise DataError(f"{where}: empty text in field {col!r} (or only invisible characters)")
     return value
 
 

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from ..errors import DataError
-from ..types import InputExample
+from ..types import InputExample, blank_text
 
-ROW_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "text"}
+ROW_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".txt": "text"}
 CORE_FIELDS = ("text", "text_b")
 
 
 def row_format(path: Path) -> str:
-    """``jsonl``, ``csv``, ``tsv`` or ``text`` (one text per line, any other suffix)."""
+    """``jsonl``, ``json`` (an array of objects), ``csv``, ``tsv`` or ``text`` (one text per line, any other suffix)."""
     return ROW_FORMATS.get(path.suffix.lower(), "text")
 
 
@@ -59,6 +59,8 @@ def iter_rows(path: str | Path, fmt: str | None = None) -> Iterator[tuple[int, M
         for lineno, line in _lines(path):
             if line.strip():
                 yield lineno, json_row(line, path, lineno)
+    elif fmt == "json":
+        yield from _json_array(path)
     elif fmt in ("csv", "tsv"):
         yield from _delimited(path, "\t" if fmt == "tsv" else ",")
     elif fmt == "text":
@@ -66,7 +68,52 @@ def iter_rows(path: str | Path, fmt: str | None = None) -> Iterator[tuple[int, M
             if line.strip():
                 yield lineno, {"text": line.rstrip("\r\n")}
     else:
-        raise DataError(f"{path}: unknown format {fmt!r}; expected one of jsonl, csv, tsv, text")
+        raise DataError(f"{path}: unknown format {fmt!r}; expected one of jsonl, json, csv, tsv, text")
+
+
+def _json_array(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """The objects of a file holding one JSON array, each with the line it starts on (the file is read whole)."""
+    text = "".join(line for _, line in _lines(path))
+    decoder = json.JSONDecoder()
+    counted = [0, 1]  # text position, line number there (positions only move forward)
+
+    def line_at(index: int) -> int:
+        counted[1] += text.count("\n", counted[0], index)
+        counted[0] = index
+        return counted[1]
+
+    def where(index: int) -> str:
+        return f"{path}:{line_at(index)}"
+
+    def skip(index: int) -> int:
+        while index < len(text) and text[index] in " \t\r\n":
+            index += 1
+        return index
+
+    index = skip(0)
+    if not text.startswith("[", index):
+        raise DataError(f"{where(index)}: a .json rows file holds one JSON array of objects ([{{...}}, ...]); "
+                        "use .jsonl for one object per line")
+    index = skip(index + 1)
+    if text.startswith("]", index):
+        return
+    while True:
+        try:
+            row, end = decoder.raw_decode(text, index)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where(exc.pos)}: invalid JSON: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{where(index)}: expected a JSON object in the array, got {type(row).__name__}")
+        yield line_at(index), row
+        index = skip(end)
+        if text.startswith("]", index):
+            end = skip(index + 1)
+            if end != len(text):
+                raise DataError(f"{where(end)}: text after the closing ] of the JSON array")
+            return
+        if not text.startswith(",", index):
+            raise DataError(f"{where(index)}: invalid JSON: expected ',' or ']' after an array item")
+        index = skip(index + 1)
 
 
 def _delimited(path: Path, delimiter: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
@@ -122,8 +169,8 @@ def row_example(row: Mapping[str, Any], fields: tuple[str, ...], field_map: Mapp
         if isinstance(value, (dict, list, bool)):
             raise DataError(f"{where}: field {column!r} must be text, got {type(value).__name__}")
         value = str(value)
-        if not value.strip():
-            raise DataError(f"{where}: empty text in field {column!r}")
+        if blank_text(value):
+            raise DataError(f"{where}: empty text in field {column!r} (or only invisible characters)")
         values[field] = value
     meta = {k: v for k, v in values.items() if k not in CORE_FIELDS}
     return InputExample(values.get("text", ""), values.get("text_b"), guid=where, meta=meta)

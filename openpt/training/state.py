@@ -31,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from ..errors import CheckpointError
+from .state_checks import check_state
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ class TrainCheckpointer:
         if not self.resume or not self.path.exists():
             return None
         meta, tensors = self.read()
-        if meta["fingerprint"] != key:
+        if meta.get("fingerprint") != key:
             raise CheckpointError(
                 f"{self.path}: training state belongs to a different run (config, data or prompt changed); "
                 "delete it or run without --resume"
@@ -233,6 +234,7 @@ class TrainCheckpointer:
         saved = {k[len("params."):]: t for k, t in tensors.items() if k.startswith("params.")}
         if set(saved) != set(params):
             raise CheckpointError(f"{self.path}: holds parameters {sorted(saved)}, the model trains {sorted(params)}")
+        check_state(meta, tensors, params, sampler.n, sampler.batch_size, self.path)
         with torch.no_grad():
             for name, tensor in saved.items():
                 params[name].copy_(tensor)
