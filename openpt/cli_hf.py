@@ -57,7 +57,7 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
         raise OpenPTError("no texts given: pass TEXT arguments or --file")
     for n, text in enumerate(args.texts, 1):
         if blank_text(text):
-            raise OpenPTError(f"text {n} is empty (or only invisible characters)")
+            raise OpenPTError(f"text {n} is empty")
     field_map = parse_field_map(args.fields)
     if args.file and not Path(args.file).is_file():
         raise OpenPTError(f"{args.file}: no such file")

@@ -194,14 +194,24 @@ def type_name(hint: Any) -> str:
     return names.get(hint, getattr(typing.get_origin(hint) or hint, "__name__", str(hint)))
 
 
+def as_written(hint: Any) -> Any:
+    """The type a YAML value has before conversion: a ``Path`` field is written as a string."""
+    if hint is Path:
+        return str
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.Union[tuple(as_written(arg) for arg in typing.get_args(hint))]
+    return hint
+
+
 def dataclass_from(cls: type, mapping: YamlMap, prefix: str, converters: dict[str, Any] | None = None) -> Any:
     """Build dataclass ``cls`` from ``mapping``, naming file, line and key on any bad value."""
     hints = typing.get_type_hints(cls)
     check_keys(mapping, list(hints), prefix=prefix)
     values = dict(mapping)
     for key, value in values.items():
-        if key not in (converters or {}) and not type_ok(value, hints[key]):
-            raise ConfigError(f"expected {type_name(hints[key])}, got {brief(value)}", file=mapping.file, line=mapping.line_of(key), key=prefix + key)
+        hint = as_written(hints[key]) if key in (converters or {}) else hints[key]  # a converter takes the value as YAML gives it
+        if not type_ok(value, hint):
+            raise ConfigError(f"expected {type_name(hint)}, got {brief(value)}", file=mapping.file, line=mapping.line_of(key), key=prefix + key)
     for key, convert in (converters or {}).items():
         if key in values:
             values[key] = convert(values[key])

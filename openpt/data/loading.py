@@ -264,7 +264,7 @@ def _text(row: Mapping[str, Any], col: str, where: str, required: bool) -> str |
     if value is not None and not isinstance(value, str):
         raise DataError(f"{where}: field {col!r} must be a string, got {type(value).__name__}")
     if value is not None and blank_text(value):
-        raise DataError(f"{where}: empty text in field {col!r} (or only invisible characters)")
+        raise DataError(f"{where}: empty text in field {col!r}")
     return value
 
 

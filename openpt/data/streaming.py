@@ -170,7 +170,7 @@ def row_example(row: Mapping[str, Any], fields: tuple[str, ...], field_map: Mapp
             raise DataError(f"{where}: field {column!r} must be text, got {type(value).__name__}")
         value = str(value)
         if blank_text(value):
-            raise DataError(f"{where}: empty text in field {column!r} (or only invisible characters)")
+            raise DataError(f"{where}: empty text in field {column!r}")
         values[field] = value
     meta = {k: v for k, v in values.items() if k not in CORE_FIELDS}
     return InputExample(values.get("text", ""), values.get("text_b"), guid=where, meta=meta)

@@ -167,6 +167,7 @@ def build_model(
     parts are built on the CPU (the same initial values everywhere) and then moved.
     """
     options = options or PromptOptions()
+    check_reads_input(template)
     check_max_length(options.max_length, backbone)
     soft_init = soft_init_from(options.soft_init, template)
     bound = template_class(template)(
@@ -189,6 +190,17 @@ def build_model(
     if compile_config is not None:
         compile_layers(backbone.model, compile_config)
     return model.place(resolve_device(device) if device is not None else None)
+
+
+def check_reads_input(template: TemplateSpec) -> None:
+    """A template must place some input (``{text}``, ``{text_b}``, a data field): without one every example
+    would look the same to the model and get the same prediction."""
+    if not template.fields:
+        from ..template.parser import format_template
+
+        named = template.name or brief(format_template(template.segments), 60)
+        raise SpecError(f"template {named} has no input placeholder such as {{text}}: every example would get the same prediction",
+                        file=template.source, key="template")
 
 
 def enable_packing(model: PromptModel) -> None:

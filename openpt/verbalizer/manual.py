@@ -23,6 +23,16 @@ def word_token_ids(tokenizer, word: str, space: bool) -> list[int]:
     return tokenizer((" " + word) if space else word, add_special_tokens=False)["input_ids"]
 
 
+def shared_label_word(words: Mapping[str, Sequence[str]]) -> tuple[str, str, str] | None:
+    """The first label word given for two classes, as ``(word, first class, second class)``; ``None`` if none is."""
+    owner: dict[str, str] = {}
+    for label, items in words.items():
+        for word in dict.fromkeys(w.strip() for w in items):
+            if owner.setdefault(word, label) != label:
+                return word, owner[word], label
+    return None
+
+
 @VERBALIZERS.register("manual")
 class ManualVerbalizer(Verbalizer):
     """Scores classes from the LM's logits of their label words at one mask.
@@ -70,6 +80,11 @@ class ManualVerbalizer(Verbalizer):
         for label, words in self.words.items():
             if not words or any(not isinstance(w, str) or not w.strip() for w in words):
                 raise SpecError(f"label {label!r} needs a non-empty list of non-empty words, got {words!r}", file=source, key=f"labels.{label}")
+        shared = shared_label_word(self.words)
+        if shared is not None:
+            word, first, second = shared
+            raise SpecError(f"label word {word!r} belongs to both {first!r} and {second!r}: the two classes would score alike "
+                            "(predictions between them decided by nothing); give each class its own words", file=source, key=f"labels.{second}")
         self.aggregate, self.multi_token, self.mask, self.prefix_space = aggregate, multi_token, mask, prefix_space
         self.split_words: dict[str, list[str]] = {}
 
