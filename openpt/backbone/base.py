@@ -15,6 +15,7 @@ from ..device import resolve_device, weight_dtype
 from ..errors import BackboneError, ConfigError
 from ..registry import BACKBONES, UnknownNameError
 from ..types import MaskOutputs
+from .hub_access import cached_only, unreachable_reason
 from .packing import MASK_IMPLEMENTATIONS, Packing, attention_implementation
 
 logger = logging.getLogger(__name__)
@@ -267,8 +268,10 @@ def load_backbone(name_or_path: str | Path, *, kind: str | None = None, dtype: t
 
         if model_type not in CONFIG_MAPPING_NAMES:
             raise BackboneError(f"{config_file}: unknown backbone type model_type={model_type!r}; transformers does not know it")
+    reason = None if looks_local else unreachable_reason(name)
+    local_only = {"local_files_only": True} if reason else {}  # no hub: the cache only, no retries
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = cached_only(name, reason, lambda: AutoConfig.from_pretrained(name, **local_only)) if reason else AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BackboneError(f"cannot load backbone config from {name}: {first_line}") from None
@@ -277,8 +280,8 @@ def load_backbone(name_or_path: str | Path, *, kind: str | None = None, dtype: t
         backbone_cls = BACKBONES.get(kind)
     except UnknownNameError as exc:
         raise BackboneError(str(exc)) from None
-    tokenizer = _from_pretrained("tokenizer", name, lambda: AutoTokenizer.from_pretrained(name))
-    kwargs = {key: value for key, value in options.items() if value is not None}
+    tokenizer = _from_pretrained("tokenizer", name, lambda: AutoTokenizer.from_pretrained(name, **local_only))
+    kwargs = {key: value for key, value in options.items() if value is not None} | local_only
     if dtype is not None:
         kwargs["dtype"] = dtype
     auto = backbone_cls.auto_class()

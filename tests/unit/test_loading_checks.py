@@ -173,3 +173,65 @@ def test_impossible_resumed_state_is_refused_naming_the_file(edit, needle, tmp_p
     message = str(caught.value)
     assert message.startswith(f"{state}: ") and needle in message and "\n" not in message, message
     assert torch.equal(model.template.soft.weight, before)  # refused before anything was restored
+
+
+# a backbone by hub name without a reachable hub: one lookup, then the cache only ---------------------
+
+def test_offline_hub_name_fails_at_once_without_a_lookup(monkeypatch, tmp_path, capsys, tiny_bert_dir):
+    import huggingface_hub
+
+    from openpt.backbone.base import load_backbone
+    from openpt.errors import BackboneError
+    from openpt.integrations.peft import ADAPTER_CONFIG, export_peft
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda *a, **k: pytest.fail("looked up the hub while offline"))
+    with pytest.raises(BackboneError, match="org/no-such-model: not a local model directory and not in the Hugging Face cache, "
+                                            "and HF_HUB_OFFLINE is set"):
+        load_backbone("org/no-such-model")
+    prompt = save_prompt(make_model(tiny_bert_dir, {"text": "[SOFT*3] {text} it was [MASK] .", "soft_placement": "before_special"}),
+                         tmp_path / "prompt")
+    export_peft(prompt, tmp_path / "adapter")
+    config = tmp_path / "adapter" / ADAPTER_CONFIG
+    config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": "org/no-such-model"}))
+    code, err = run_cli(["import", "peft", tmp_path / "adapter", "-o", tmp_path / "imported"], capsys)
+    assert_one_line_error(code, err, "org/no-such-model: not a local model directory", "HF_HUB_OFFLINE is set")
+    assert not (tmp_path / "imported").exists()
+
+
+def test_unreachable_hub_is_asked_once_then_the_cache_only(monkeypatch):
+    import huggingface_hub
+
+    from openpt.backbone.base import load_backbone
+    from openpt.errors import BackboneError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    calls = []
+
+    def unreachable(self, repo, **kwargs):
+        calls.append(repo)
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    with pytest.raises(BackboneError, match=r"org/no-such-model: not a local model directory and not in the Hugging Face cache, "
+                                            r"and the hub could not be reached \(\[Errno -3\] Temporary failure"):
+        load_backbone("org/no-such-model")
+    assert calls == ["org/no-such-model"]
+
+
+def test_an_http_answer_means_the_hub_is_reachable(monkeypatch):
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from openpt.backbone.hub_access import unreachable_reason
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+
+    def not_found(repo):
+        raise RepositoryNotFoundError.__new__(RepositoryNotFoundError)
+
+    assert unreachable_reason("org/private", lookup=not_found) is None
+    assert unreachable_reason("org/public", lookup=lambda repo: {"id": repo}) is None
+    assert unreachable_reason("org/x", lookup=lambda repo: (_ for _ in ()).throw(TimeoutError("timed out"))) == \
+        "the hub could not be reached (timed out)"
