@@ -138,6 +138,23 @@ def load_yaml(path: str | Path) -> Any:
     return parse_yaml(text, source=path)
 
 
+def check_document(data: Any, markers: Iterable[str], kind: str, path: str | Path, error: type[SpecError] = SpecError) -> "YamlMap":
+    """``data`` (a loaded file) as a mapping holding at least one of the keys ``markers`` of an openpt ``kind`` file.
+
+    A file that is not one at all (another program's settings, a credentials file reached through a
+    link) is refused without showing any of its content: messages echo keys and values only of
+    files that are openpt's own.
+    """
+    markers = list(markers)
+    if not isinstance(data, dict):
+        raise error(f"not an openpt {kind} file: expected a mapping at the top level, got {type(data).__name__} "
+                        "(the file's content is not shown)", file=path)
+    if data and not any(key in data for key in markers):
+        raise error(f"not an openpt {kind} file: none of its top-level keys is one of {', '.join(markers)} "
+                        "(the file's content is not shown)", file=path)
+    return as_map(data, where=kind, file=path, line=1)
+
+
 def as_map(value: Any, *, where: str, file: str | Path | None = None, line: int | None = None) -> YamlMap:
     """Coerce a loaded value to a :class:`YamlMap`, failing clearly if it is not a mapping."""
     if isinstance(value, YamlMap):

@@ -289,6 +289,9 @@ def _build(rows: Iterable[_Row], fmap: dict[str, str], split: str, names: list[s
     examples: list[InputExample] = []
     raw: list[tuple[str, int | str | None]] = []
     for where, row in rows:
+        if row and not used & set(row):  # not a data row at all: name none of its keys (any file can be reached through a link)
+            raise DataError(f"{where}: has none of the fields openpt reads ({', '.join(sorted(used))}); "
+                            "its own fields are not shown: is this a data file? (map columns with data.field_map)")
         guid = row.get(fmap["guid"])
         meta = {k: str(row[c]) for k, c in extra.items() if row.get(c) is not None}
         meta.update({k: str(v) for k, v in row.items() if k not in used and v is not None})

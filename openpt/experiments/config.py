@@ -12,7 +12,7 @@ from ..data.loading import HF_DATASETS_PREFIX
 from ..data.sources import form_problem
 from ..errors import ConfigError, brief
 from ..model.build import PromptOptions, looks_like_path
-from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, type_ok
+from ..spec import YamlMap, as_map, check_document, check_keys, dataclass_from, load_yaml, type_ok
 from ..training.loop import TrainConfig
 from .grid import PER_DATASET, SweepCell, resolve_variables, sweep_cells
 from .overrides import apply_overrides, errors_named_by_override
@@ -292,9 +292,7 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
     for item in raw_items or []:
         if isinstance(item, str):
             path = resolve_config_path(item, base_dir)
-            loaded = load_yaml(path)
-            if not isinstance(loaded, YamlMap):
-                raise ConfigError("expected a mapping at the top level", file=path)
+            loaded = check_document(load_yaml(path), TOP_KEYS, "dataset config", path, ConfigError)
             check_keys(loaded, TOP_KEYS)  # a misspelt key gets its did-you-mean, not "missing required key"
             for key in PER_DATASET:  # kept as before (published sweeps depend on it), but never silently
                 if key in loaded and loaded[key] != data.get(key):
@@ -372,9 +370,7 @@ def resolve_config_path(value: str, base_dir: Path | None) -> Path:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load, override and validate an experiment config file."""
-    data = load_yaml(path)
-    if not isinstance(data, YamlMap):
-        raise ConfigError("expected a mapping at the top level", file=path)
+    data = check_document(load_yaml(path), TOP_KEYS, "config", path, ConfigError)
     apply_overrides(data, overrides or [])
     with errors_named_by_override(overrides or []):
         return parse_config(data, file=path, base_dir=Path(path).resolve().parent)

@@ -23,7 +23,8 @@ from ..verbalizer import load_verbalizer, verbalizer_from_mapping
 from ..verbalizer.base import Verbalizer
 from ..verbalizer.generation import GenerationVerbalizer  # noqa: F401  registers the 'generation' type
 from .compiling import CompileConfig, compile_layers
-from .openprompt_files import FILE_KEYS, TEMPLATE_SUFFIXES, VERBALIZER_SUFFIXES, openprompt_template, openprompt_verbalizer
+from .openprompt_files import (FILE_KEYS, TEMPLATE_SUFFIXES, VERBALIZER_SUFFIXES, looks_like_template, openprompt_template,
+                               openprompt_verbalizer)
 from .prefix import PrefixConfig, PrefixTuning
 from .prompt_model import PromptModel
 
@@ -116,6 +117,7 @@ def template_text_file(path: Path) -> TemplateSpec:
         text = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read ({type(exc).__name__})", file=path, key="template") from None
+    looks_like_template(text, path)
     try:
         return template_spec_from_text(text)
     except SpecError as exc:

@@ -49,11 +49,20 @@ def _choice(value: Any, path: Path) -> int:
     return value
 
 
+def looks_like_template(text: str, path: Path) -> None:
+    """Refuse a file read as template text that holds no mask at all (``[MASK]``, ``<mask>``, OpenPrompt's
+    ``{"mask"}``): it is no template, and its content is not shown (it may be any file, reached through a link)."""
+    if "mask" not in text.lower():
+        raise SpecError("not a template file: it holds no [MASK] (the file's content is not shown)", file=path, key="template")
+
+
 def openprompt_template(path: str | Path, choice: int = 0) -> TemplateSpec:
     """The template on line ``choice + 1`` of an OpenPrompt template file."""
     path = Path(path)
     choice = _choice(choice, path)
-    lines = _read(path).splitlines()
+    text = _read(path)
+    looks_like_template(text, path)
+    lines = text.splitlines()
     if choice >= len(lines):
         raise SpecError(f"choice {choice} is past the end: the file has {len(lines)} line(s) (choices 0..{len(lines) - 1})",
                         file=path, key="choice")

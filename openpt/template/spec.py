@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
-from ..spec import YamlMap, as_map, check_keys, load_yaml
+from ..spec import YamlMap, as_map, check_document, check_keys, load_yaml
 from .parser import _NAME, FIELD_ALIASES, MAX_SOFT, SharedSofts, format_template, merge_segments, parse_template
 from .segments import Mask, Placeholder, Segment, Soft, Text
 
@@ -128,7 +128,7 @@ def template_spec_from_text(text: str, *, name: str | None = None) -> TemplateSp
 
 def load_template_spec(path: str | Path) -> TemplateSpec:
     """Load a template YAML file; every error names the file and line."""
-    return template_spec_from_mapping(as_map(load_yaml(path), where="template", file=path, line=1))
+    return template_spec_from_mapping(check_document(load_yaml(path), _KEYS, "template", path))
 
 
 def template_spec_from_mapping(m: YamlMap) -> TemplateSpec:

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import SpecError
 from ..registry import VERBALIZERS, UnknownNameError
-from ..spec import YamlMap, as_map, load_yaml
+from ..spec import as_map, check_document, load_yaml
 from ..types import MaskOutputs
 from .auto import AutoVerbalizer  # registers 'auto'
 from .base import Verbalizer
@@ -58,7 +58,4 @@ def verbalizer_config(verbalizer: Verbalizer) -> dict[str, Any]:
 
 def load_verbalizer(path: str | Path) -> Verbalizer:
     """Load a verbalizer YAML file (see ``verbalizers/`` for examples)."""
-    data = load_yaml(path)
-    if not isinstance(data, YamlMap):
-        raise SpecError("a verbalizer file must hold a mapping with 'labels'", file=path)
-    return verbalizer_from_mapping(data)
+    return verbalizer_from_mapping(check_document(load_yaml(path), ("labels", "type"), "verbalizer", path))

@@ -1,6 +1,7 @@
 """Prompts that cannot mean anything are refused: no input placeholder, a label word of two classes, wrong config types."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,61 @@ def test_list_as_data_path_in_the_file_names_file_line_and_key(project, capsys):
     config.write_text(config.read_text().replace("  path: data\n", "  path: [data]\n"))
     code, err = run_cli(["run", config, "-o", project / "out"], capsys)
     assert_one_line_error(code, err, "config.yaml:5: data.path: expected a string or null, got ['data']")
+
+
+# files that are not openpt's: nothing of their content is echoed ----------------------------------------
+
+SECRET = "SECRETKEY123"
+FOREIGN = {
+    "settings.yaml": f"api_key: {SECRET}\n{SECRET}_name: x\n",
+    "token.txt": f"{SECRET}\n",
+    "token.json": f'{{"{SECRET}": "{SECRET}"}}',
+    "credentials": f"[default]\naws_secret_access_key = {SECRET}\n",
+}
+
+
+@pytest.fixture()
+def secrets(tmp_path: Path) -> Path:
+    """Files of other programs, each reached through a symbolic link."""
+    store = tmp_path / "store"
+    store.mkdir()
+    for name, text in FOREIGN.items():
+        (store / name).write_text(text)
+        (tmp_path / f"link-{name}").symlink_to(store / name)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", sorted(FOREIGN))
+def test_foreign_file_as_config_template_or_verbalizer_echoes_nothing(name, secrets, project, capsys):
+    link = secrets / f"link-{name}"
+    commands = [["run", link, "-o", project / "out"], ["template", "check", link],
+                ["run", project / "config.yaml", "-o", project / "out", f"verbalizer={link}"],
+                ["run", project / "config.yaml", "-o", project / "out", f"template={link}"]]
+    for command in commands:
+        code, err = run_cli(command, capsys)
+        if code == 2:
+            assert_one_line_error(code, err)
+        assert SECRET not in err and "aws_secret" not in err and "api_key" not in err, (command, err)
+
+
+def test_foreign_file_as_data_echoes_none_of_its_fields(secrets, project, capsys):
+    (secrets / "store" / "rows.jsonl").write_text(json.dumps({SECRET: SECRET}) + "\n")
+    (secrets / "rows.jsonl").symlink_to(secrets / "store" / "rows.jsonl")
+    code, err = run_cli(["run", project / "config.yaml", "-o", project / "out", f"data.path={secrets / 'rows.jsonl'}",
+                         "data.holdout=1"], capsys)
+    assert_one_line_error(code, err, "rows.jsonl:1: has none of the fields openpt reads")
+    assert SECRET not in err
+
+
+def test_own_files_still_name_the_misspelt_key(project, capsys):
+    config = project / "config.yaml"
+    config.write_text(config.read_text() + "verbaliser: x\n")
+    code, err = run_cli(["run", config], capsys)
+    assert_one_line_error(code, err, "verbaliser: unknown key; did you mean 'verbalizer'?")
+    (project / "template.yaml").write_text('name: t\ntxt: "{text} [MASK]"\n')
+    code, err = run_cli(["template", "check", project / "template.yaml"], capsys)
+    assert_one_line_error(code, err, "template.yaml:2: txt: unknown key; did you mean 'text'?")  # 'name' makes it a template file
+    (project / "template.yaml").write_text('txt: "{text} [MASK]"\n')
+    code, err = run_cli(["template", "check", project / "template.yaml"], capsys)
+    assert_one_line_error(code, err, "not an openpt template file: none of its top-level keys is one of type, name, text")
+    assert "txt" not in err
