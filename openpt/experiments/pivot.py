@@ -107,9 +107,16 @@ def group(records: list[dict[str, Any]], keys: list[str], *, exact: bool = False
     return keys, dict(out)
 
 
+def evaluations(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records that are evaluations of their own: a record marked ``reused`` repeats the scores of an
+    earlier one (a zero-shot score computed once per evaluation set and given to every seed and K)."""
+    own = [r for r in records if not r.get("reused")]
+    return own or records[:1]
+
+
 def summary(records: list[dict[str, Any]], metric: str | None) -> tuple[float, float, int]:
-    """Mean, sample std (0 for one) and count of the metric x 100."""
-    values = [100 * metric_value(r, metric) for r in records]
+    """Mean, sample std (0 for one) and count of the metric x 100 over distinct evaluations."""
+    values = [100 * metric_value(r, metric) for r in evaluations(records)]
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
 
 
@@ -148,7 +155,7 @@ def pivot_markdown(records: list[dict[str, Any]], rows: list[str], cols: list[st
                 by_cell[tuple(row_value[: len(row_keys)])][col_value] = cell
         head = [" · ".join(c) if c else (metric or "primary metric") for c in col_values]
         lines += [f"rows: {', '.join(row_keys) or '-'}; columns: {', '.join(cols) or '-'}; cells: "
-                  f"{metric or 'primary metric'} ×100, mean ± std (n seeds)", "",
+                  f"{metric or 'primary metric'} ×100, mean ± std (n evaluations)", "",
                   "| " + " | ".join(row_keys) + " | " + " | ".join(head) + " |", "|" + "---|" * (len(row_keys) + len(head))]
         for row_value in sorted(by_cell, key=lambda t: [_sort_key(x) for x in t]):
             cells = [cell_text(by_cell[row_value][c], metric) if c in by_cell[row_value] else "–" for c in col_values]

@@ -2,7 +2,8 @@
 
 Only ``ok`` records count, the latest one per run id. Cells show the dataset's primary metric
 (its config's first ``metrics`` entry: accuracy, Matthews correlation for CoLA, ...) x 100 as
-``mean ± std (n)`` over seeds; the standard deviation is the sample one (0 for one seed).
+``mean ± std (n)`` over seeds; the standard deviation is the sample one (0 for one seed). ``n`` counts
+distinct evaluations: a zero-shot score computed once and reused for every seed counts once.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from typing import Any, Iterable
 
 from ..errors import DataError
 from ..outputs import OutputDir
-from .pivot import Filters, matches, parse_filters, pivot_markdown, plot_pivot, pyplot, save_figure, slug
+from .pivot import Filters, evaluations, matches, parse_filters, pivot_markdown, plot_pivot, pyplot, save_figure, slug
 from .records import read_records
+from .report_checks import check_metric, check_request
 
 METHOD_ORDER = ("zero_shot", "prompt_tuning", "prompt_finetune", "finetune", "linear_probe")
 METHOD_TITLES = {"zero_shot": "zero-shot", "prompt_tuning": "prompt-only tuning", "prompt_finetune": "prompt-based FT",
@@ -67,15 +69,16 @@ def cells(records: Iterable[dict[str, Any]]) -> list[Cell]:
     variants: dict[str, set[str]] = defaultdict(set)
     for r in records:
         variants[r["dataset"]].add(variant_of(r))
-    groups: dict[tuple[str, str, str, int], Cell] = {}
+    groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         variant = variant_of(r) if len(variants[r["dataset"]]) > 1 else ""
-        metric = r.get("primary_metric") or "accuracy"
-        key = (r["dataset"], variant, r["method"], int(r["k"]))
-        cell = groups.setdefault(key, Cell(r["dataset"], variant, r["method"], int(r["k"]), metric, [], []))
-        cell.values.append(float(r["metrics"][metric]))
-        cell.seeds.append(int(r["seed"]))
-    return list(groups.values())
+        groups[(r["dataset"], variant, r["method"], int(r["k"]))].append(r)
+    out = []
+    for (dataset, variant, method, k), members in groups.items():
+        metric = members[0].get("primary_metric") or "accuracy"
+        own = evaluations(members)  # a zero-shot score reused for every seed counts once
+        out.append(Cell(dataset, variant, method, k, metric, [float(r["metrics"][metric]) for r in own], [int(r["seed"]) for r in own]))
+    return out
 
 
 def _methods(found: Iterable[str]) -> list[str]:
@@ -93,7 +96,7 @@ def markdown_table(records: Iterable[dict[str, Any]], k: int | None = None) -> s
             continue
         at_k = [c for c in found if c.k == k_value]
         methods = _methods(c.method for c in at_k)
-        out += [f"K = {k_value} (per class; mean ± std ×100 over seeds, (n) = seeds)", "",
+        out += [f"K = {k_value} (per class; mean ± std ×100 over seeds, (n) = distinct evaluations)", "",
                 "| dataset | " + " | ".join(METHOD_TITLES.get(m, m) for m in methods) + " |",
                 "|---|" + "---|" * len(methods)]
         rows = sorted({(c.dataset, c.variant, c.metric) for c in at_k})
@@ -190,8 +193,12 @@ def write_report(results: str | Path, directory: str | Path | None = None, *, k:
     records = checked_records(results)
     chosen: Filters = parse_filters(where)
     ref_filters = [parse_filters([item]) for item in refs or []]
+    named = {"--rows": rows or [], "--cols": cols or [], "--x": [x] if x else [], "--hue": [hue] if hue else []}
+    check_request(latest_ok(records), k=k, keys=named, where=chosen, refs=ref_filters, metric=None)
     if chosen:
         records = [r for r in records if r.get("status") != "ok" or matches(r, chosen) or any(matches(r, f) for f in ref_filters)]
+    if metric is not None and latest_ok(records):
+        check_metric(latest_ok(records), metric)
     directory = Path(directory) if directory is not None else results.parent / "report"
     with OutputDir(directory, overwrite=overwrite, resumable=True) as out:
         if rows or cols:
@@ -213,6 +220,10 @@ def write_report(results: str | Path, directory: str | Path | None = None, *, k:
 def checked_records(path: Path) -> list[dict[str, Any]]:
     """The records of ``path``; an ``ok`` record without what a report needs is a :class:`DataError` naming its line."""
     records = read_records(path, with_lines=True)
+    if records and not any("status" in record for _, record in records):
+        lineno, first = records[0]
+        raise DataError(f"{path}:{lineno}: not a row of openpt run or a sweep (no 'status'; keys {', '.join(list(first)[:6])}, ...): "
+                        "an older row format that openpt report does not read; run the config again to get rows it reads")
     for lineno, record in records:
         if record.get("status") != "ok":
             continue

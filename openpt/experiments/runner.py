@@ -276,15 +276,16 @@ TIMING_NAME = "timing.json"
 
 
 def result_rows(cfg: ExperimentConfig, results: dict[str, Any], template: str | None, verbalizer: str | None) -> list[dict[str, Any]]:
-    """The rows a sweep of one would append for ``results``: zero-shot (the same scores for every seed) and
+    """The rows a sweep of one would append for ``results``: zero-shot (one evaluation, repeated for every seed) and
     prompt tuning per seed, in the sweep's record format (``openpt report`` reads both)."""
     base = {"dataset": cfg.name, "k": cfg.data.k, "template": template, "verbalizer": verbalizer, "backbone": cfg.backbone,
             "primary_metric": cfg.primary_metric, "status": "ok", "versions": results["versions"], "eval_split": cfg.data.eval_split,
             "eval_size": results["data"]["eval"]}
     rows = []
-    for run in results["runs"]:
-        if "zero_shot" in results:
-            rows.append({**base, "method": "zero_shot", "seed": run["seed"], "metrics": results["zero_shot"]})
+    for i, run in enumerate(results["runs"]):
+        if "zero_shot" in results:  # one evaluation, given to every seed: the later rows say so (a report counts it once)
+            reused = {"reused": "zero-shot scores of the first seed's row"} if i else {}
+            rows.append({**base, "method": "zero_shot", "seed": run["seed"], "metrics": results["zero_shot"], **reused})
         rows.append({**base, "method": "prompt_tuning", "seed": run["seed"], "metrics": run["eval"], "sampled": run["sampled"],
                      **{key: run[key] for key in ("best_dev_accuracy", "best_step", "steps", "train_seconds", "prompt")}})
     config = config_to_dict(cfg.raw)
