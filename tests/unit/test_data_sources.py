@@ -118,6 +118,19 @@ def test_holdout_is_fixed_by_its_seed_and_accepts_counts():
         holdout_indices(10, 0.01, 0, "x")
 
 
+def test_holdout_larger_than_the_data_says_so_without_a_negative_count(tmp_path: Path, capsys):
+    with pytest.raises(DataError) as caught:
+        holdout_indices(60, 200, 0, "reviews.csv")
+    assert str(caught.value) == ("reviews.csv: holdout 200 asks for 200 evaluation rows but the data has only 60; "
+                                 "hold out at most 59 rows (or a fraction such as 0.2)")
+    write_csv(tmp_path / "reviews.csv", rows(40))
+    config = write_config(tmp_path, f"{{path: reviews.csv, holdout: 200, {FIELDS}}}")
+    assert main(["data", "check", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("reviews.csv: holdout 200 asks for 200 evaluation rows but the data has only 40; hold out at most 39 rows "
+                        "(or a fraction such as 0.2)") and "-" not in err.split("reviews.csv:")[-1]
+
+
 def test_one_file_without_a_way_to_split_it_is_refused(tmp_path: Path):
     write_csv(tmp_path / "reviews.csv", rows(10))
     config = load_config(write_config(tmp_path, f"{{path: reviews.csv, {FIELDS}}}"))
