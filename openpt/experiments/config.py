@@ -375,8 +375,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     data = load_yaml(path)
     if not isinstance(data, YamlMap):
         raise ConfigError("expected a mapping at the top level", file=path)
-    apply_overrides(data, overrides or [])
-    with errors_named_by_override(overrides or []):
+    created = apply_overrides(data, overrides or [])
+    with errors_named_by_override(overrides or [], created):
         return parse_config(data, file=path, base_dir=Path(path).resolve().parent)
 
 
