@@ -58,6 +58,13 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
     field_map = parse_field_map(args.fields)
     if args.file and not Path(args.file).is_file():
         raise OpenPTError(f"{args.file}: no such file")
+    if args.file:  # the first row's fields are checked before the backbone loads
+        from .model.build import template_spec
+        from .model.saving import read_prompt_config
+
+        first = next(iter_rows(args.file), None)
+        if first is not None:
+            row_example(first[1], template_spec(read_prompt_config(args.prompt)["template"]).fields, field_map, f"{args.file}:{first[0]}")
     model = load_prompt(args)
     fields = model.template.spec.fields
 
