@@ -14,7 +14,8 @@ from .errors import OpenPTError
 def add_predict_options(cmd: argparse.ArgumentParser) -> None:
     """Options of ``openpt predict`` (beside the prompt, ``--backbone`` and ``--batch-size``)."""
     cmd.add_argument("texts", nargs="*", help="texts to label (the template's {text})")
-    cmd.add_argument("--file", help="rows to label: .jsonl, .csv, .tsv (a header row), or any other file with one text per line")
+    cmd.add_argument("--file", help="rows to label: .jsonl, .csv, .tsv (a header row), or any other file with one text per line; "
+                     "the output's line is the row's file line (CSV/TSV: the first data row is line 2)")
     cmd.add_argument("--fields", help="template field -> column, e.g. text=sentence,text_b=question (default: same names)")
     cmd.add_argument("--format", default="tsv", help="output format: tsv, jsonl or json (default: tsv)")
     cmd.add_argument("--output", "-o", help="file to write (default: stdout); rows are written as they are scored")
