@@ -19,9 +19,16 @@ from .pivot import Filters, evaluations, matches, parse_filters, pivot_markdown,
 from .records import read_records
 from .report_checks import check_metric, check_request
 
-METHOD_ORDER = ("zero_shot", "prompt_tuning", "prompt_finetune", "finetune", "linear_probe")
-METHOD_TITLES = {"zero_shot": "zero-shot", "prompt_tuning": "prompt-only tuning", "prompt_finetune": "prompt-based FT",
-                 "finetune": "fine-tuning", "linear_probe": "linear probe"}
+METHOD_ORDER = ("zero_shot", "zero_shot+labels", "prompt_tuning", "prompt_finetune", "finetune", "linear_probe")
+METHOD_TITLES = {"zero_shot": "zero-shot", "zero_shot+labels": "no training, K-shot verbalizer", "prompt_tuning": "prompt-only tuning",
+                 "prompt_finetune": "prompt-based FT", "finetune": "fine-tuning", "linear_probe": "linear probe"}
+
+
+def method_of(record: dict[str, Any]) -> str:
+    """The method a report shows a record under: a ``zero_shot`` run whose verbalizer learned from the
+    K-shot labels (``labels_used``) is not zero-shot and gets a column of its own."""
+    method = record["method"]
+    return f"{method}+labels" if method == "zero_shot" and record.get("labels_used") else method
 
 
 @dataclass
@@ -72,7 +79,7 @@ def cells(records: Iterable[dict[str, Any]]) -> list[Cell]:
     groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         variant = variant_of(r) if len(variants[r["dataset"]]) > 1 else ""
-        groups[(r["dataset"], variant, r["method"], int(r["k"]))].append(r)
+        groups[(r["dataset"], variant, method_of(r), int(r["k"]))].append(r)
     out = []
     for (dataset, variant, method, k), members in groups.items():
         metric = members[0].get("primary_metric") or "accuracy"
