@@ -295,9 +295,12 @@ def result_rows(cfg: ExperimentConfig, results: dict[str, Any], template: str | 
     return [portable(row, config_roots(cfg), cfg.base_dir) for row in rows]
 
 
-def config_roots(cfg: ExperimentConfig) -> list[str]:
-    """The absolute paths a config named (backbone, data) that results write back as the config gave them."""
-    return [str(p) for p in (cfg.backbone, cfg.data.path, cfg.data.train, cfg.data.eval) if p is not None]
+def config_roots(cfg: ExperimentConfig) -> list[tuple[str, Any]]:
+    """The paths a config named (backbone, data), each with the text the config gave, that results write back as given."""
+    data = cfg.raw.get("data") if isinstance(cfg.raw.get("data"), dict) else {}
+    given = {"backbone": cfg.raw.get("backbone"), "path": data.get("path"), "train": data.get("train"), "eval": data.get("eval")}
+    paths = {"backbone": cfg.backbone, "path": cfg.data.path, "train": cfg.data.train, "eval": cfg.data.eval}
+    return [(str(path), given[key]) for key, path in paths.items() if path is not None]
 
 
 def split_timing(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -304,3 +304,23 @@ def test_string_label_outside_the_verbalizer_names_the_row(tmp_path: Path):
     write_csv(tmp_path / "b.csv", rows(4, start=50))
     with pytest.raises(DataError, match=r"a.csv: row 5: unknown label 'pos' \(the verbalizer's labels: positive, negative\)"):
         Experiment(load_config(write_config(tmp_path, f"{{train: a.csv, eval: b.csv, {FIELDS}}}")), tmp_path / "o").load_data()
+
+
+def test_results_record_paths_as_the_config_gave_them_not_resolved_through_links(tmp_path: Path, tiny_bert_dir: Path):
+    from .helpers import cli_project
+
+    project = tmp_path / "project"
+    project.mkdir()
+    cli_project(project, tiny_bert_dir)
+    (tmp_path / "elsewhere").mkdir()
+    (project / "data").rename(tmp_path / "elsewhere" / "data")
+    (tmp_path / "shared").symlink_to(tmp_path / "elsewhere")  # ../shared is a link, as a checkout beside a linked shared folder
+    (tmp_path / "models").symlink_to(tiny_bert_dir.parent)
+    config = (project / "config.yaml").read_text().replace(f"backbone: {tiny_bert_dir}", f"backbone: ../models/{tiny_bert_dir.name}")
+    (project / "config.yaml").write_text(config.replace("path: data", "path: ../shared/data"))
+    assert main(["run", str(project / "config.yaml"), "--output", str(project / "out")]) == 0
+    rows = [json.loads(line) for line in (project / "out" / "results.jsonl").read_text().splitlines()]
+    assert {r["backbone"] for r in rows} == {f"../models/{tiny_bert_dir.name}"}
+    results = json.loads((project / "out" / "results.json").read_text())
+    assert results["config"]["backbone"] == f"../models/{tiny_bert_dir.name}" and results["config"]["data"]["path"] == "../shared/data"
+    assert str(tmp_path) not in (project / "out" / "results.json").read_text() + (project / "out" / "results.jsonl").read_text()
