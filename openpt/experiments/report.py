@@ -151,8 +151,12 @@ def plot_k_curves(records: Iterable[dict[str, Any]], directory: Path) -> list[Pa
     return written
 
 
+GRID_COLUMNS = 4  # panels per row of the methods figure
+
+
 def plot_methods(records: Iterable[dict[str, Any]], directory: Path) -> list[Path]:
-    """Per K: grouped bars (datasets x methods) with std error bars."""
+    """Per K: one panel per dataset (wrapped into rows of :data:`GRID_COLUMNS`), a bar per method with its
+    std error bar, one legend for the figure; each panel's title names the dataset and its metric."""
     plt = pyplot()
     found = cells(records)
     written = []
@@ -160,25 +164,32 @@ def plot_methods(records: Iterable[dict[str, Any]], directory: Path) -> list[Pat
         at_k = [c for c in found if c.k == k]
         rows = sorted({(c.dataset, c.variant) for c in at_k})
         methods = _methods(c.method for c in at_k)
-        width = 0.8 / max(len(methods), 1)
-        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) * max(1, len(methods) / 3)), 4))
-        for i, method in enumerate(methods):
-            xs, means, stds = [], [], []
-            for j, row in enumerate(rows):
-                cell = next((c for c in at_k if (c.dataset, c.variant) == row and c.method == method), None)
-                if cell is not None:
-                    xs.append(j + (i - (len(methods) - 1) / 2) * width)
-                    means.append(100 * cell.mean)
-                    stds.append(100 * cell.std)
-            ax.bar(xs, means, width, yerr=stds, capsize=2, label=METHOD_TITLES.get(method, method))
-        ax.set_xticks(range(len(rows)), [f"{d}\n({next(c.metric for c in at_k if c.dataset == d)})" for d, _ in rows], fontsize=8)
-        ax.set_ylabel("primary metric ×100")
-        ax.set_title(f"methods side by side, K = {k}")
-        low, high = ax.get_ylim()
-        ax.set_ylim(low, high + 0.2 * (high - low))  # room for the legend
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, ncol=min(len(methods), 5))
-        written.append(save_figure(fig, directory / f"methods_k{k}.png"))
+        colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+        columns = min(GRID_COLUMNS, len(rows))
+        lines = -(-len(rows) // columns)
+        fig, axes = plt.subplots(lines, columns, figsize=(max(3.2 * columns, 6.4), 3.0 * lines + 0.8),
+                                 squeeze=False, sharey=True)
+        for index, (dataset, variant) in enumerate(rows):
+            ax = axes[index // columns][index % columns]
+            mine = {c.method: c for c in at_k if (c.dataset, c.variant) == (dataset, variant)}
+            shown = [m for m in methods if m in mine]
+            ax.bar(range(len(shown)), [100 * mine[m].mean for m in shown], 0.8, yerr=[100 * mine[m].std for m in shown], capsize=2,
+                   color=[colours[m] for m in shown])
+            ax.set_xticks([])
+            metric = next(iter(mine.values())).metric
+            ax.set_title(f"{dataset}{' ' + variant if variant else ''}\n({metric})", fontsize=9, wrap=True)
+            ax.grid(axis="y", alpha=0.3)
+            if index % columns == 0:
+                ax.set_ylabel("metric ×100 (mean ± std)", fontsize=8)
+        for index in range(len(rows), lines * columns):
+            axes[index // columns][index % columns].axis("off")
+        handles = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in methods]
+        height = fig.get_size_inches()[1]  # the title, then the legend, in the top 0.8 inch
+        fig.suptitle(f"methods side by side, K = {k}", fontsize=10, y=1 - 0.08 / height, va="top")
+        fig.legend(handles, [METHOD_TITLES.get(m, m) for m in methods], loc="upper center", bbox_to_anchor=(0.5, 1 - 0.32 / height),
+                   ncol=min(len(methods), 5), fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / height))
+        written.append(save_figure(fig, directory / f"methods_k{k}.png", layout=False))
         plt.close(fig)
     return written
 

@@ -147,3 +147,51 @@ def test_run_marks_the_repeated_zero_shot_rows_and_its_report_counts_one(tmp_pat
     report = (project / "out" / "report" / "report.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| config"))
     assert row.split(" | ")[1].endswith("(1)") and row.endswith("(2) |")
+
+
+def capture_figures(monkeypatch, module):
+    """Record what each figure a report saves shows, then save it as usual."""
+    import openpt.experiments.pivot as pivot
+
+    seen = []
+    original = pivot.save_figure
+
+    def record_and_save(fig, path, **kwargs):
+        texts = [t.get_text() for t in fig.texts]
+        seen.append({"path": path, "size": tuple(fig.get_size_inches()), "texts": texts,
+                     "axes": [(ax.get_title(), ax.get_ylabel(), [(a.get_text(), a.xy[0]) for a in ax.texts]) for ax in fig.axes if ax.axison]})
+        return original(fig, path, **kwargs)
+
+    monkeypatch.setattr(module, "save_figure", record_and_save)
+    return seen
+
+
+def test_methods_figure_of_many_datasets_wraps_into_a_grid_with_a_title_per_panel(tmp_path, monkeypatch):
+    import openpt.experiments.report as report
+    from PIL import Image
+
+    seen = capture_figures(monkeypatch, report)
+    rows = [record(f"set{i:02d}", method, 16, seed, 0.5 + i / 100, metric="mcc" if i == 3 else "accuracy")
+            for i in range(12) for method in ("zero_shot", "prompt_tuning", "linear_probe") for seed in (13, 21)]
+    written = report.plot_methods(rows, tmp_path)
+    (figure,) = seen
+    assert figure["size"] == (12.8, 9.8)  # 4 panels a row, 3 rows: not one 12-group strip
+    assert [a[0] for a in figure["axes"]] == [f"set{i:02d}\n({'mcc' if i == 3 else 'accuracy'})" for i in range(12)]
+    assert "methods side by side, K = 16" in figure["texts"]
+    assert Image.open(written[0]).size == (1536, 1176)
+
+
+def test_pivot_plot_names_metric_and_dataset_and_keeps_reference_labels_off_the_data(tmp_path, monkeypatch):
+    import openpt.experiments.pivot as pivot
+
+    seen = capture_figures(monkeypatch, pivot)
+    rows = [record("trec", "prompt_tuning", 16, seed, 0.3 + length / 1000 + seed / 1000, metric="macro_f1", axes={"length": length})
+            for length in (1, 5, 20) for seed in (13, 21)]
+    rows += [record("trec", "zero_shot", 16, 13, 0.31, metric="macro_f1", axes={"setting": "zero_shot"})]
+    pivot.plot_pivot(rows, "length", None, tmp_path, refs=[{"setting": ["zero_shot"]}], metric="accuracy")
+    (figure,) = seen
+    ((title, ylabel, annotations),) = figure["axes"]
+    assert title == "trec: accuracy vs length" and ylabel.startswith("accuracy ×100")
+    assert annotations == [("zero_shot 31.0", 1.01)]  # in the right margin, outside the data area
+    pivot.plot_pivot(rows, "length", None, tmp_path / "primary", refs=[{"setting": ["zero_shot"]}])
+    assert seen[-1]["axes"][0][:2] == ("trec: macro_f1 vs length", "macro_f1 ×100 (mean ± std over seeds)")
