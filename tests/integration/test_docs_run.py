@@ -70,6 +70,9 @@ def test_doc_blocks_run_as_written(doc, tmp_path, shared_dir, monkeypatch, capsy
     for name, text in GIVEN.get(doc, {}).items():
         (project / name).write_text(text, encoding="utf-8")
     monkeypatch.chdir(project)
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")  # load_dataset's cache stays in tmp_path
     used: set = set()
     namespace: dict = {}
     for number, block in enumerate(b for b in blocks(ROOT / doc) if b.runs_here):
