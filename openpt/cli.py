@@ -112,25 +112,38 @@ def _compiled(model: Any, args: argparse.Namespace) -> Any:
 
 def _eval(args: argparse.Namespace) -> int:
     from .data.loading import LabelRules, load_split
+    from .data.streaming import parse_field_map
+    from .model.build import template_spec, verbalizer_spec
+    from .model.saving import read_prompt_config
     from .training.loop import evaluate
 
     if args.prompt is None and not (args.backbone and args.template and args.verbalizer):
         raise OpenPTError("openpt eval needs a saved PROMPT directory, or --backbone, --template and --verbalizer "
                           "to score a template and verbalizer zero-shot")
+    if args.prompt is not None and (args.template or args.verbalizer):
+        raise OpenPTError("--template/--verbalizer are for zero-shot evaluation without a saved prompt; drop them or the PROMPT directory")
     if args.split is None and Path(args.data).is_dir():
         raise OpenPTError(f"--split: which split of {args.data} to evaluate? (e.g. --split dev or --split test)")
-    split = args.split or "test"
+    split, field_map = args.split or "test", parse_field_map(args.fields)
+    if args.prompt is None:  # the data and its fields are checked before the backbone loads
+        spec = template_spec(args.template)
+        rules = LabelRules(hint=verbalizer_spec(args.verbalizer).label_names, required=True)
+        dataset = load_split(args.data, split, field_map=field_map, rules=rules)
+    else:
+        saved = read_prompt_config(args.prompt)
+        spec = template_spec(saved["template"])
+        dataset = load_split(args.data, split, field_map=field_map, label_names=saved["labels"] if not Path(args.data).is_dir() else None,
+                             rules=LabelRules(required=True))
+    missing = [name for name in spec.fields if name not in dataset.fields()]
+    if missing:
+        raise OpenPTError(f"{dataset.source}: the template reads {{{missing[0]}}}, which its rows lack (fields: "
+                          f"{', '.join(sorted(dataset.fields()))}); map a column with --fields {missing[0]}=COLUMN")
     if args.prompt is None:
         from .model.zero_shot import zero_shot_model
 
-        model = _compiled(zero_shot_model(args.backbone, args.template, args.verbalizer, max_length=args.max_length), args)
-        dataset = load_split(args.data, split, rules=LabelRules(hint=model.verbalizer.label_names, required=True))
-    elif args.template or args.verbalizer:
-        raise OpenPTError("--template/--verbalizer are for zero-shot evaluation without a saved prompt; drop them or the PROMPT directory")
+        model = _compiled(zero_shot_model(args.backbone, spec, args.verbalizer, max_length=args.max_length), args)
     else:
         model = _load_prompt(args)
-        dataset = load_split(args.data, split, label_names=model.verbalizer.label_names if not Path(args.data).is_dir() else None,
-                             rules=LabelRules(required=True))
     model.verbalizer.check_labels(dataset.label_names)
     scores = evaluate(model, dataset.examples, args.batch_size)
     print(json.dumps({"examples": len(dataset), **scores}, indent=2))
@@ -303,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--no-progress", action="store_true", help="no progress bar (off anyway when stderr is not a terminal)")
             cmd.add_argument("--data", required=True, help="dataset directory (shared format) or a JSONL/CSV file")
             cmd.add_argument("--split", help="split of a --data directory to evaluate, e.g. dev or test (required there; a file is read whole)")
+            cmd.add_argument("--fields", help="template field -> column, e.g. text=sentence,text_b=question (default: same names)")
             cmd.add_argument("--template", help="without PROMPT: template YAML file or inline text (no soft tokens), scored zero-shot")
             cmd.add_argument("--verbalizer", help="without PROMPT: verbalizer YAML file (no learned parameters)")
             cmd.add_argument("--max-length", type=whole_number(8, "tokens"), default=128,

@@ -15,7 +15,8 @@ from .outputs import check_output_file
 def add_predict_options(cmd: argparse.ArgumentParser) -> None:
     """Options of ``openpt predict`` (beside the prompt, ``--backbone`` and ``--batch-size``)."""
     cmd.add_argument("texts", nargs="*", help="texts to label (the template's {text})")
-    cmd.add_argument("--file", help="rows to label: .jsonl, .json (an array of objects), .csv, .tsv (a header row), or any other file with one text per line")
+    cmd.add_argument("--file", help="rows to label: .jsonl, .json (an array of objects), .csv, .tsv (a header row), or any other "
+                     "file with one text per line; the output's line is the row's file line (CSV/TSV: the first data row is line 2)")
     cmd.add_argument("--fields", help="template field -> column, e.g. text=sentence,text_b=question (default: same names)")
     cmd.add_argument("--format", default="tsv", help="output format: tsv, jsonl or json (default: tsv)")
     cmd.add_argument("--output", "-o", help="file to write (default: stdout); rows are written as they are scored")
@@ -63,6 +64,13 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
         raise OpenPTError(f"{args.file}: no such file")
     if args.output:
         check_output_file(args.output, reads=[args.file] if args.file else [])
+    if args.file:  # the first row's fields are checked before the backbone loads
+        from .model.build import template_spec
+        from .model.saving import read_prompt_config
+
+        first = next(iter_rows(args.file), None)
+        if first is not None:
+            row_example(first[1], template_spec(read_prompt_config(args.prompt)["template"]).fields, field_map, f"{args.file}:{first[0]}")
     model = load_prompt(args)
     fields = model.template.spec.fields
 

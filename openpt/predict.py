@@ -5,7 +5,8 @@ sorted by length inside the chunk to save padding), so memory stays flat whateve
 size, and output keeps the input order. When a row is bad, the rows before it are scored and written first, then the error
 names the row's file and line.
 
-Output formats (one record per row; ``line`` is the input line, or the argument's position):
+Output formats (one record per row; ``line`` is the row's line in the input file, for CSV/TSV the line its
+record starts on, so the first data row after the header is line 2; for text arguments their position):
 
 * ``jsonl``: ``{"line": 3, "label": "positive", "probabilities": {"negative": 0.1, "positive": 0.9}}``
 * ``json``: a JSON array of those records (closed even when a bad row stops the run);

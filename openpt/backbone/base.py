@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .. import progress
 from ..device import resolve_device, weight_dtype
 from ..errors import BackboneError, ConfigError
 from ..registry import BACKBONES, UnknownNameError
@@ -215,6 +216,11 @@ def _from_pretrained(what: str, name: str, load: Any) -> Any:
     SafetensorError, an ``UnpicklingError`` for a pickle that holds more than tensors, which is
     never unpickled); the full traceback is logged at DEBUG level.
     """
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    if not progress.shown():  # transformers' "Loading weights" bar follows openpt's: off when not a terminal or --no-progress
+        hf_logging.disable_progress_bar()
     try:
         return load()
     except Exception as exc:  # noqa: BLE001  a boundary: third-party load errors become one line
@@ -224,6 +230,9 @@ def _from_pretrained(what: str, name: str, load: Any) -> Any:
                                 "code: save the model with safetensors (save_pretrained(..., safe_serialization=True))") from None
         first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise BackboneError(f"cannot load the {what} of {name}: {first_line}") from None
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
 
 
 def load_backbone(name_or_path: str | Path, *, kind: str | None = None, dtype: torch.dtype | str | None = None,

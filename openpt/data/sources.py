@@ -122,6 +122,9 @@ def holdout_indices(rows: int, holdout: float, seed: int, source: str) -> tuple[
     """``(pool, held_out)`` row indices, each in file order: ``holdout`` rows (or that fraction,
     rounded) drawn with ``numpy.random.default_rng(seed)``."""
     count = round(holdout * rows) if isinstance(holdout, float) else int(holdout)
+    if count > rows:
+        raise DataError(f"{source}: holdout {holdout} asks for {count} evaluation rows but the data has only {rows}; "
+                        f"hold out at most {rows - 1} rows (or a fraction such as 0.2)")
     if not 1 <= count < rows:
         raise DataError(f"{source}: holdout {holdout} of {rows} rows leaves {rows - count} for training and {count} "
                         "for evaluation; both need at least one")

@@ -371,8 +371,8 @@ def resolve_config_path(value: str, base_dir: Path | None) -> Path:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load, override and validate an experiment config file."""
     data = check_document(load_yaml(path), TOP_KEYS, "config", path, ConfigError)
-    apply_overrides(data, overrides or [])
-    with errors_named_by_override(overrides or []):
+    created = apply_overrides(data, overrides or [])
+    with errors_named_by_override(overrides or [], created):
         return parse_config(data, file=path, base_dir=Path(path).resolve().parent)
 
 

@@ -8,8 +8,13 @@ from ..errors import ConfigError, SpecError, brief
 from ..spec import YamlMap, parse_yaml
 
 
-def apply_overrides(data: YamlMap, overrides: list[str]) -> None:
-    """Apply ``a.b=value`` overrides (values parsed as YAML scalars/lists)."""
+def apply_overrides(data: YamlMap, overrides: list[str]) -> dict[str, str]:
+    """Apply ``a.b=value`` overrides (values parsed as YAML scalars/lists).
+
+    Returns the keys the overrides created (``trian`` for ``trian.lr=0.1`` on a file without ``trian``),
+    each with its override: an error about such a key is the override's.
+    """
+    created: dict[str, str] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -20,9 +25,10 @@ def apply_overrides(data: YamlMap, overrides: list[str]) -> None:
             raise ConfigError(f"override {item!r}: value is not valid YAML") from None
         node = data
         parts = key.split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             child = node.get(part)
             if child is None:
+                created.setdefault(".".join(parts[: depth + 1]), item)
                 child = YamlMap()
                 child.file = "<command line>"
                 node[part] = child
@@ -32,15 +38,17 @@ def apply_overrides(data: YamlMap, overrides: list[str]) -> None:
         node[parts[-1]] = value
         if isinstance(node, YamlMap):
             node.key_lines.pop(parts[-1], None)
+    return created
 
 
 @contextlib.contextmanager
-def errors_named_by_override(overrides: list[str]) -> Iterator[None]:
-    """Re-raise a config error caused by an override as ``override 'key=value': problem``."""
+def errors_named_by_override(overrides: list[str], created: dict[str, str] | None = None) -> Iterator[None]:
+    """Re-raise a config error caused by an override as ``override 'key=value': problem`` (``created``: the keys
+    overrides made, from :func:`apply_overrides`)."""
     try:
         yield
     except SpecError as exc:
-        item = override_of(exc.key, overrides)
+        item = (created or {}).get(exc.key or "") or override_of(exc.key, overrides)
         if item is None:
             raise
         target = item.partition("=")[0]

@@ -41,10 +41,11 @@ def slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text).strip("_")
 
 
-def save_figure(fig: Any, path: Path) -> Path:
-    """Lay out and write ``fig`` as PNG (120 dpi), atomically."""
+def save_figure(fig: Any, path: Path, *, layout: bool = True) -> Path:
+    """Lay out (unless the caller did) and write ``fig`` as PNG (120 dpi), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     return path
 
@@ -107,10 +108,23 @@ def group(records: list[dict[str, Any]], keys: list[str], *, exact: bool = False
     return keys, dict(out)
 
 
+def evaluations(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records that are evaluations of their own: a record marked ``reused`` repeats the scores of an
+    earlier one (a zero-shot score computed once per evaluation set and given to every seed and K)."""
+    own = [r for r in records if not r.get("reused")]
+    return own or records[:1]
+
+
 def summary(records: list[dict[str, Any]], metric: str | None) -> tuple[float, float, int]:
-    """Mean, sample std (0 for one) and count of the metric x 100."""
-    values = [100 * metric_value(r, metric) for r in records]
+    """Mean, sample std (0 for one) and count of the metric x 100 over distinct evaluations."""
+    values = [100 * metric_value(r, metric) for r in evaluations(records)]
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+
+
+def metric_name(records: list[dict[str, Any]], metric: str | None) -> str:
+    """The metric a plot shows: ``metric``, else the records' common primary metric."""
+    names = {r.get("primary_metric") or "accuracy" for r in records}
+    return metric or (names.pop() if len(names) == 1 else "primary metric")
 
 
 def cell_text(records: list[dict[str, Any]], metric: str | None) -> str:
@@ -148,7 +162,7 @@ def pivot_markdown(records: list[dict[str, Any]], rows: list[str], cols: list[st
                 by_cell[tuple(row_value[: len(row_keys)])][col_value] = cell
         head = [" · ".join(c) if c else (metric or "primary metric") for c in col_values]
         lines += [f"rows: {', '.join(row_keys) or '-'}; columns: {', '.join(cols) or '-'}; cells: "
-                  f"{metric or 'primary metric'} ×100, mean ± std (n seeds)", "",
+                  f"{metric or 'primary metric'} ×100, mean ± std (n evaluations)", "",
                   "| " + " | ".join(row_keys) + " | " + " | ".join(head) + " |", "|" + "---|" * (len(row_keys) + len(head))]
         for row_value in sorted(by_cell, key=lambda t: [_sort_key(x) for x in t]):
             cells = [cell_text(by_cell[row_value][c], metric) if c in by_cell[row_value] else "–" for c in col_values]
@@ -189,13 +203,18 @@ def plot_pivot(records: list[dict[str, Any]], x: str, hue: str | None, directory
                                     list(dict.fromkeys(k for f in refs or [] for k in f)))[1].items()):
             mean = summary(rs, metric)[0]
             ax.axhline(mean, linestyle="--", linewidth=1.1, color="grey", alpha=0.8)
-            ax.annotate(f"{' '.join(key)} {mean:.1f}", (0.01, mean), xycoords=("axes fraction", "data"), fontsize=7, color="dimgrey")
+            # the label goes in the right margin, outside the axes, so no data line runs over it
+            ax.annotate(f"{' '.join(key)} {mean:.1f}", (1.01, mean), xycoords=("axes fraction", "data"), fontsize=7, color="dimgrey",
+                        va="center", annotation_clip=False)
         if numeric and len(xs_text) > 1 and min(position.values()) > 0 and max(position.values()) / min(position.values()) >= 10:
             ax.set_xscale("log")
         ax.set_xticks([position[t] for t in xs_text], xs_text)
         ax.set_xlabel(x)
-        ax.set_ylabel(f"{metric or 'primary metric'} ×100 (mean ± std over seeds)")
-        ax.set_title(", ".join(f"{k}={v}" for k, v in where.items()) or x, fontsize=9)
+        name = metric_name(members, metric)
+        ax.set_ylabel(f"{name} ×100 (mean ± std over seeds)")
+        datasets = sorted({label(r.get("dataset")) for r in members})
+        context = [f"{k}={v}" for k, v in where.items() if k != "dataset"]
+        ax.set_title(f"{', '.join(datasets)}: {name} vs {x}" + (f"\n{', '.join(context)}" if context else ""), fontsize=9)
         ax.grid(alpha=0.3)
         if hue:
             ax.legend(fontsize=8)

@@ -69,12 +69,20 @@ def write_records(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def portable(value: Any, roots: list[str], base_dir: Path | None) -> Any:
-    """``value`` with the absolute ``roots`` (backbone, data paths) inside strings written relative to
-    ``base_dir`` (the config's directory), as a config gives them: records do not name this machine's paths."""
+def portable(value: Any, roots: list[Any], base_dir: Path | None) -> Any:
+    """``value`` with the absolute ``roots`` (backbone, data paths) inside strings written as the config gave
+    them: records do not name this machine's paths. A root is a path, or a ``(path, as given)`` pair: a
+    relative path as given is written as it is (not re-derived through symbolic links), any other root
+    relative to ``base_dir`` (the config's directory)."""
     if base_dir is None:
         return value
-    swaps = sorted(((r, os.path.relpath(r, base_dir)) for r in roots if r and os.path.isabs(r)), key=lambda s: -len(s[0]))
+    swaps = []
+    for item in roots:
+        root, given = item if isinstance(item, tuple) else (item, None)
+        if root and os.path.isabs(root):
+            relative = isinstance(given, str) and given and not os.path.isabs(os.path.expanduser(given))
+            swaps.append((root, given if relative else os.path.relpath(root, base_dir)))
+    swaps.sort(key=lambda s: -len(s[0]))
     if isinstance(value, dict):
         return {k: portable(v, roots, base_dir) for k, v in value.items()}
     if isinstance(value, list):

@@ -2,7 +2,8 @@
 
 Only ``ok`` records count, the latest one per run id. Cells show the dataset's primary metric
 (its config's first ``metrics`` entry: accuracy, Matthews correlation for CoLA, ...) x 100 as
-``mean ± std (n)`` over seeds; the standard deviation is the sample one (0 for one seed).
+``mean ± std (n)`` over seeds; the standard deviation is the sample one (0 for one seed). ``n`` counts
+distinct evaluations: a zero-shot score computed once and reused for every seed counts once.
 """
 from __future__ import annotations
 
@@ -14,12 +15,20 @@ from typing import Any, Iterable
 
 from ..errors import DataError
 from ..outputs import OutputDir
-from .pivot import Filters, matches, parse_filters, pivot_markdown, plot_pivot, pyplot, save_figure, slug
+from .pivot import Filters, evaluations, matches, parse_filters, pivot_markdown, plot_pivot, pyplot, save_figure, slug
 from .records import read_records
+from .report_checks import check_metric, check_request
 
-METHOD_ORDER = ("zero_shot", "prompt_tuning", "prompt_finetune", "finetune", "linear_probe")
-METHOD_TITLES = {"zero_shot": "zero-shot", "prompt_tuning": "prompt-only tuning", "prompt_finetune": "prompt-based FT",
-                 "finetune": "fine-tuning", "linear_probe": "linear probe"}
+METHOD_ORDER = ("zero_shot", "zero_shot+labels", "prompt_tuning", "prompt_finetune", "finetune", "linear_probe")
+METHOD_TITLES = {"zero_shot": "zero-shot", "zero_shot+labels": "no training, K-shot verbalizer", "prompt_tuning": "prompt-only tuning",
+                 "prompt_finetune": "prompt-based FT", "finetune": "fine-tuning", "linear_probe": "linear probe"}
+
+
+def method_of(record: dict[str, Any]) -> str:
+    """The method a report shows a record under: a ``zero_shot`` run whose verbalizer learned from the
+    K-shot labels (``labels_used``) is not zero-shot and gets a column of its own."""
+    method = record["method"]
+    return f"{method}+labels" if method == "zero_shot" and record.get("labels_used") else method
 
 
 @dataclass
@@ -67,15 +76,16 @@ def cells(records: Iterable[dict[str, Any]]) -> list[Cell]:
     variants: dict[str, set[str]] = defaultdict(set)
     for r in records:
         variants[r["dataset"]].add(variant_of(r))
-    groups: dict[tuple[str, str, str, int], Cell] = {}
+    groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         variant = variant_of(r) if len(variants[r["dataset"]]) > 1 else ""
-        metric = r.get("primary_metric") or "accuracy"
-        key = (r["dataset"], variant, r["method"], int(r["k"]))
-        cell = groups.setdefault(key, Cell(r["dataset"], variant, r["method"], int(r["k"]), metric, [], []))
-        cell.values.append(float(r["metrics"][metric]))
-        cell.seeds.append(int(r["seed"]))
-    return list(groups.values())
+        groups[(r["dataset"], variant, method_of(r), int(r["k"]))].append(r)
+    out = []
+    for (dataset, variant, method, k), members in groups.items():
+        metric = members[0].get("primary_metric") or "accuracy"
+        own = evaluations(members)  # a zero-shot score reused for every seed counts once
+        out.append(Cell(dataset, variant, method, k, metric, [float(r["metrics"][metric]) for r in own], [int(r["seed"]) for r in own]))
+    return out
 
 
 def _methods(found: Iterable[str]) -> list[str]:
@@ -93,7 +103,7 @@ def markdown_table(records: Iterable[dict[str, Any]], k: int | None = None) -> s
             continue
         at_k = [c for c in found if c.k == k_value]
         methods = _methods(c.method for c in at_k)
-        out += [f"K = {k_value} (per class; mean ± std ×100 over seeds, (n) = seeds)", "",
+        out += [f"K = {k_value} (per class; mean ± std ×100 over seeds, (n) = distinct evaluations)", "",
                 "| dataset | " + " | ".join(METHOD_TITLES.get(m, m) for m in methods) + " |",
                 "|---|" + "---|" * len(methods)]
         rows = sorted({(c.dataset, c.variant, c.metric) for c in at_k})
@@ -141,8 +151,12 @@ def plot_k_curves(records: Iterable[dict[str, Any]], directory: Path) -> list[Pa
     return written
 
 
+GRID_COLUMNS = 4  # panels per row of the methods figure
+
+
 def plot_methods(records: Iterable[dict[str, Any]], directory: Path) -> list[Path]:
-    """Per K: grouped bars (datasets x methods) with std error bars."""
+    """Per K: one panel per dataset (wrapped into rows of :data:`GRID_COLUMNS`), a bar per method with its
+    std error bar, one legend for the figure; each panel's title names the dataset and its metric."""
     plt = pyplot()
     found = cells(records)
     written = []
@@ -150,25 +164,32 @@ def plot_methods(records: Iterable[dict[str, Any]], directory: Path) -> list[Pat
         at_k = [c for c in found if c.k == k]
         rows = sorted({(c.dataset, c.variant) for c in at_k})
         methods = _methods(c.method for c in at_k)
-        width = 0.8 / max(len(methods), 1)
-        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) * max(1, len(methods) / 3)), 4))
-        for i, method in enumerate(methods):
-            xs, means, stds = [], [], []
-            for j, row in enumerate(rows):
-                cell = next((c for c in at_k if (c.dataset, c.variant) == row and c.method == method), None)
-                if cell is not None:
-                    xs.append(j + (i - (len(methods) - 1) / 2) * width)
-                    means.append(100 * cell.mean)
-                    stds.append(100 * cell.std)
-            ax.bar(xs, means, width, yerr=stds, capsize=2, label=METHOD_TITLES.get(method, method))
-        ax.set_xticks(range(len(rows)), [f"{d}\n({next(c.metric for c in at_k if c.dataset == d)})" for d, _ in rows], fontsize=8)
-        ax.set_ylabel("primary metric ×100")
-        ax.set_title(f"methods side by side, K = {k}")
-        low, high = ax.get_ylim()
-        ax.set_ylim(low, high + 0.2 * (high - low))  # room for the legend
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, ncol=min(len(methods), 5))
-        written.append(save_figure(fig, directory / f"methods_k{k}.png"))
+        colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+        columns = min(GRID_COLUMNS, len(rows))
+        lines = -(-len(rows) // columns)
+        fig, axes = plt.subplots(lines, columns, figsize=(max(3.2 * columns, 6.4), 3.0 * lines + 0.8),
+                                 squeeze=False, sharey=True)
+        for index, (dataset, variant) in enumerate(rows):
+            ax = axes[index // columns][index % columns]
+            mine = {c.method: c for c in at_k if (c.dataset, c.variant) == (dataset, variant)}
+            shown = [m for m in methods if m in mine]
+            ax.bar(range(len(shown)), [100 * mine[m].mean for m in shown], 0.8, yerr=[100 * mine[m].std for m in shown], capsize=2,
+                   color=[colours[m] for m in shown])
+            ax.set_xticks([])
+            metric = next(iter(mine.values())).metric
+            ax.set_title(f"{dataset}{' ' + variant if variant else ''}\n({metric})", fontsize=9, wrap=True)
+            ax.grid(axis="y", alpha=0.3)
+            if index % columns == 0:
+                ax.set_ylabel("metric ×100 (mean ± std)", fontsize=8)
+        for index in range(len(rows), lines * columns):
+            axes[index // columns][index % columns].axis("off")
+        handles = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in methods]
+        height = fig.get_size_inches()[1]  # the title, then the legend, in the top 0.8 inch
+        fig.suptitle(f"methods side by side, K = {k}", fontsize=10, y=1 - 0.08 / height, va="top")
+        fig.legend(handles, [METHOD_TITLES.get(m, m) for m in methods], loc="upper center", bbox_to_anchor=(0.5, 1 - 0.32 / height),
+                   ncol=min(len(methods), 5), fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / height))
+        written.append(save_figure(fig, directory / f"methods_k{k}.png", layout=False))
         plt.close(fig)
     return written
 
@@ -190,8 +211,12 @@ def write_report(results: str | Path, directory: str | Path | None = None, *, k:
     records = checked_records(results)
     chosen: Filters = parse_filters(where)
     ref_filters = [parse_filters([item]) for item in refs or []]
+    named = {"--rows": rows or [], "--cols": cols or [], "--x": [x] if x else [], "--hue": [hue] if hue else []}
+    check_request(latest_ok(records), k=k, keys=named, where=chosen, refs=ref_filters, metric=None)
     if chosen:
         records = [r for r in records if r.get("status") != "ok" or matches(r, chosen) or any(matches(r, f) for f in ref_filters)]
+    if metric is not None and latest_ok(records):
+        check_metric(latest_ok(records), metric)
     directory = Path(directory) if directory is not None else results.parent / "report"
     with OutputDir(directory, overwrite=overwrite, resumable=True) as out:
         if rows or cols:
@@ -213,6 +238,10 @@ def write_report(results: str | Path, directory: str | Path | None = None, *, k:
 def checked_records(path: Path) -> list[dict[str, Any]]:
     """The records of ``path``; an ``ok`` record without what a report needs is a :class:`DataError` naming its line."""
     records = read_records(path, with_lines=True)
+    if records and not any("status" in record for _, record in records):
+        lineno, first = records[0]
+        raise DataError(f"{path}:{lineno}: not a row of openpt run or a sweep (no 'status'; keys {', '.join(list(first)[:6])}, ...): "
+                        "an older row format that openpt report does not read; run the config again to get rows it reads")
     for lineno, record in records:
         if record.get("status") != "ok":
             continue

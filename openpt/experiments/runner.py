@@ -276,15 +276,16 @@ TIMING_NAME = "timing.json"
 
 
 def result_rows(cfg: ExperimentConfig, results: dict[str, Any], template: str | None, verbalizer: str | None) -> list[dict[str, Any]]:
-    """The rows a sweep of one would append for ``results``: zero-shot (the same scores for every seed) and
+    """The rows a sweep of one would append for ``results``: zero-shot (one evaluation, repeated for every seed) and
     prompt tuning per seed, in the sweep's record format (``openpt report`` reads both)."""
     base = {"dataset": cfg.name, "k": cfg.data.k, "template": template, "verbalizer": verbalizer, "backbone": cfg.backbone,
             "primary_metric": cfg.primary_metric, "status": "ok", "versions": results["versions"], "eval_split": cfg.data.eval_split,
             "eval_size": results["data"]["eval"]}
     rows = []
-    for run in results["runs"]:
-        if "zero_shot" in results:
-            rows.append({**base, "method": "zero_shot", "seed": run["seed"], "metrics": results["zero_shot"]})
+    for i, run in enumerate(results["runs"]):
+        if "zero_shot" in results:  # one evaluation, given to every seed: the later rows say so (a report counts it once)
+            reused = {"reused": "zero-shot scores of the first seed's row"} if i else {}
+            rows.append({**base, "method": "zero_shot", "seed": run["seed"], "metrics": results["zero_shot"], **reused})
         rows.append({**base, "method": "prompt_tuning", "seed": run["seed"], "metrics": run["eval"], "sampled": run["sampled"],
                      **{key: run[key] for key in ("best_dev_accuracy", "best_step", "steps", "train_seconds", "prompt")}})
     config = config_to_dict(cfg.raw)
@@ -294,9 +295,12 @@ def result_rows(cfg: ExperimentConfig, results: dict[str, Any], template: str | 
     return [portable(row, config_roots(cfg), cfg.base_dir) for row in rows]
 
 
-def config_roots(cfg: ExperimentConfig) -> list[str]:
-    """The absolute paths a config named (backbone, data) that results write back as the config gave them."""
-    return [str(p) for p in (cfg.backbone, cfg.data.path, cfg.data.train, cfg.data.eval) if p is not None]
+def config_roots(cfg: ExperimentConfig) -> list[tuple[str, Any]]:
+    """The paths a config named (backbone, data), each with the text the config gave, that results write back as given."""
+    data = cfg.raw.get("data") if isinstance(cfg.raw.get("data"), dict) else {}
+    given = {"backbone": cfg.raw.get("backbone"), "path": data.get("path"), "train": data.get("train"), "eval": data.get("eval")}
+    paths = {"backbone": cfg.backbone, "path": cfg.data.path, "train": cfg.data.train, "eval": cfg.data.eval}
+    return [(str(path), given[key]) for key, path in paths.items() if path is not None]
 
 
 def split_timing(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -20,7 +20,8 @@ from .spec import TemplateSpec
 def hard_version(spec: TemplateSpec) -> TemplateSpec:
     """The template with soft runs that have init text replaced by that text, others dropped.
 
-    Used for zero-shot evaluation of a template whose soft tokens are not trained yet.
+    Used for zero-shot evaluation of a template whose soft tokens are not trained yet. The placement of
+    soft tokens (``soft_placement``) goes with them.
     """
     segments: list[Segment] = []
     for segment in spec.segments:
@@ -35,7 +36,8 @@ def hard_version(spec: TemplateSpec) -> TemplateSpec:
             merged[-1] = Text(merged[-1].text + segment.text)
         else:
             merged.append(segment)
-    return dataclasses.replace(spec, segments=tuple(merged), name=(spec.name or "template") + "-hard")
+    options = {k: v for k, v in spec.options.items() if k != "soft_placement"}  # where soft tokens go: none are left
+    return dataclasses.replace(spec, segments=tuple(merged), name=(spec.name or "template") + "-hard", options=options)
 
 
 class Template(nn.Module):

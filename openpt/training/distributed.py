@@ -110,6 +110,9 @@ def launch_command(num_processes: int, arguments: Sequence[str], *, cpu: bool = 
     if not cpu and torch.cuda.device_count() < num_processes:
         raise ConfigError(f"--num-processes {num_processes} needs one GPU per process; this machine has {torch.cuda.device_count()} "
                           "(device: cpu runs CPU processes)", key="device")
+    # precision and compilation are openpt's own (prompt.precision, prompt.compile): accelerate's are "no", given
+    # explicitly so that its launcher does not print its defaults as a warning
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
-            "--num_processes", str(num_processes), "--main_process_port", str(free_port()),
+            "--num_processes", str(num_processes), "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(free_port()),
             "-m", "openpt.cli", *arguments]

@@ -118,6 +118,19 @@ def test_holdout_is_fixed_by_its_seed_and_accepts_counts():
         holdout_indices(10, 0.01, 0, "x")
 
 
+def test_holdout_larger_than_the_data_says_so_without_a_negative_count(tmp_path: Path, capsys):
+    with pytest.raises(DataError) as caught:
+        holdout_indices(60, 200, 0, "reviews.csv")
+    assert str(caught.value) == ("reviews.csv: holdout 200 asks for 200 evaluation rows but the data has only 60; "
+                                 "hold out at most 59 rows (or a fraction such as 0.2)")
+    write_csv(tmp_path / "reviews.csv", rows(40))
+    config = write_config(tmp_path, f"{{path: reviews.csv, holdout: 200, {FIELDS}}}")
+    assert main(["data", "check", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("reviews.csv: holdout 200 asks for 200 evaluation rows but the data has only 40; hold out at most 39 rows "
+                        "(or a fraction such as 0.2)") and "-" not in err.split("reviews.csv:")[-1]
+
+
 def test_one_file_without_a_way_to_split_it_is_refused(tmp_path: Path):
     write_csv(tmp_path / "reviews.csv", rows(10))
     config = load_config(write_config(tmp_path, f"{{path: reviews.csv, {FIELDS}}}"))
@@ -291,3 +304,23 @@ def test_string_label_outside_the_verbalizer_names_the_row(tmp_path: Path):
     write_csv(tmp_path / "b.csv", rows(4, start=50))
     with pytest.raises(DataError, match=r"a.csv: row 5: unknown label 'pos' \(the verbalizer's labels: positive, negative\)"):
         Experiment(load_config(write_config(tmp_path, f"{{train: a.csv, eval: b.csv, {FIELDS}}}")), tmp_path / "o").load_data()
+
+
+def test_results_record_paths_as_the_config_gave_them_not_resolved_through_links(tmp_path: Path, tiny_bert_dir: Path):
+    from .helpers import cli_project
+
+    project = tmp_path / "project"
+    project.mkdir()
+    cli_project(project, tiny_bert_dir)
+    (tmp_path / "elsewhere").mkdir()
+    (project / "data").rename(tmp_path / "elsewhere" / "data")
+    (tmp_path / "shared").symlink_to(tmp_path / "elsewhere")  # ../shared is a link, as a checkout beside a linked shared folder
+    (tmp_path / "models").symlink_to(tiny_bert_dir.parent)
+    config = (project / "config.yaml").read_text().replace(f"backbone: {tiny_bert_dir}", f"backbone: ../models/{tiny_bert_dir.name}")
+    (project / "config.yaml").write_text(config.replace("path: data", "path: ../shared/data"))
+    assert main(["run", str(project / "config.yaml"), "--output", str(project / "out")]) == 0
+    rows = [json.loads(line) for line in (project / "out" / "results.jsonl").read_text().splitlines()]
+    assert {r["backbone"] for r in rows} == {f"../models/{tiny_bert_dir.name}"}
+    results = json.loads((project / "out" / "results.json").read_text())
+    assert results["config"]["backbone"] == f"../models/{tiny_bert_dir.name}" and results["config"]["data"]["path"] == "../shared/data"
+    assert str(tmp_path) not in (project / "out" / "results.json").read_text() + (project / "out" / "results.jsonl").read_text()

@@ -45,9 +45,18 @@ def test_launcher_drops_its_own_option_and_runs_the_cli_module():
     command = distributed.launch_command(2, ["run", "c.yaml"])
     assert command[1:3] == ["-m", "accelerate.commands.launch"] and command[-4:] == ["-m", "openpt.cli", "run", "c.yaml"]
     assert command[command.index("--num_processes") + 1] == "2"
+    assert command[command.index("--mixed_precision") + 1] == command[command.index("--dynamo_backend") + 1] == "no"
     if torch.cuda.device_count() < 2:
         with pytest.raises(ConfigError, match="needs one GPU per process; this machine has"):
             distributed.launch_command(2, ["run", "c.yaml"], cpu=False)
+
+
+def test_launcher_prints_no_warning_about_its_defaults():
+    env = {**os.environ, distributed.CPU_VARIABLE: "1", "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("WORLD_SIZE", None)
+    done = subprocess.run(distributed.launch_command(2, ["--help"]), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("usage: openpt") == 2 and "had defaults used instead" not in done.stderr, done.stderr[-2000:]
 
 
 def sentiment_project(tmp_path: Path, backbone_dir: Path) -> Path:

@@ -46,3 +46,19 @@ def test_bars_are_silent_when_turned_off_or_not_a_terminal(tiny_bert_dir, screen
     monkeypatch.setattr("sys.stderr", piped)
     model.predict(SENTIMENT)
     assert piped.getvalue() == ""
+
+
+def test_transformers_loading_bar_follows_openpt_bars(tiny_bert_dir, capsys, monkeypatch):
+    from openpt import progress
+    from openpt.backbone import load_backbone
+
+    load_backbone(tiny_bert_dir)  # stderr is not a terminal here
+    assert "Loading weights" not in capsys.readouterr().err
+    monkeypatch.setattr(progress, "shown", lambda: True)  # a terminal, bars on
+    load_backbone(tiny_bert_dir)
+    assert "Loading weights" in capsys.readouterr().err
+    monkeypatch.setattr(progress, "shown", lambda: False)  # --no-progress
+    load_backbone(tiny_bert_dir)
+    assert "Loading weights" not in capsys.readouterr().err
+    from transformers.utils import logging as hf_logging
+    assert hf_logging.is_progress_bar_enabled()  # transformers' own setting is restored

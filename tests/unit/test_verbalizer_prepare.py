@@ -136,3 +136,16 @@ def test_mean_calibration_without_unlabeled_inputs_is_refused(tiny_bert_dir):
     model = build_model(load_backbone(tiny_bert_dir), template_spec("{text} it was [MASK] ."), verbalizer)
     with pytest.raises(ConfigError, match="calibrate: mean needs unlabeled training inputs and this run has none"):
         use_unlabeled(model, None)
+
+
+def test_zero_shot_method_with_a_label_learning_verbalizer_is_named_for_what_it_is(tmp_path, tiny_bert_dir):
+    from openpt.experiments.report import markdown_table
+
+    proto = "type: proto\nlabels: [negative, positive]\ndim: 8\n"
+    root = project(tmp_path, tiny_bert_dir, proto, "sweep: {methods: [zero_shot], k: [3], seeds: [5]}")
+    summary = Sweep(load_config(root / "config.yaml"), root / "sweep", progress=False, log=lambda line: None).run()
+    (record,) = read_records(summary.results)
+    assert record["status"] == "ok", record.get("error")
+    assert record["labels_used"] == "the proto verbalizer was set up on the seed's K-shot labels; no prompt training"
+    table = markdown_table([record])
+    assert "| dataset | no training, K-shot verbalizer |" in table and "zero-shot" not in table

@@ -34,10 +34,18 @@ def manual_template(context: RunContext, override: Any = None) -> TemplateSpec:
 
 @register_method("zero_shot", options=ZeroShotOptions, trains=False, summary="manual template, no training")
 def run(context: RunContext) -> dict[str, Any]:
-    """Evaluate the hard template with the frozen backbone."""
+    """Evaluate the hard template with the frozen backbone.
+
+    A verbalizer that learns from labels (``auto`` words, ``proto`` class means, ...) is set up on the seed's
+    K-shot set first: the score is then not zero-shot, and the record says so (``labels_used``), which
+    reports show as a method of its own (``no training, K-shot verbalizer``).
+    """
     options = PromptOptions(max_length=context.settings.prompt.max_length)
     model, prepared = prepared_model(context, manual_template(context, context.settings.options.template), options)
     result = {"eval": evaluate(model, context.eval_set.examples, context.settings.train.eval_batch_size, context.metrics)}
     if prepared:
         result["verbalizer_setup"] = prepared
+    if model.verbalizer.learns_from_labels():
+        result["labels_used"] = (f"the {prepared.get('type') or type(model.verbalizer).__name__} verbalizer was set up on the seed's "
+                                 "K-shot labels; no prompt training")
     return result
