@@ -4,7 +4,7 @@ Prompts are a few kilobytes each; the backbone is loaded once. Adding a prompt b
 template, verbalizer and prompt tensors on the bank's backbone (a prompt saved from another
 backbone is refused by the saved prompt's signature check); removing it drops only those.
 Rows ``(prompt name, example)`` of any prompts are scored together, one backbone forward per
-batch (:mod:`openpt.serving.mixed`); an ensemble entry averages the class probabilities of
+batch (:mod:`openpt.model.mixed`); an ensemble entry averages the class probabilities of
 member prompts, each row scored by every member in the same batches.
 
 Example:
@@ -29,7 +29,7 @@ from ..model.prompt_model import PromptModel
 from ..model.saving import load_prompt, read_prompt_config
 from ..template.encoding import Encoded
 from ..types import InputExample
-from .mixed import mixed_scores
+from ..model.mixed import mixed_scores
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 

@@ -3,7 +3,7 @@
 Each row was encoded by its own prompt's template (hard text, soft positions, masks, truncation).
 The rows are padded into one batch; every prompt's soft vectors (plain or P-tuning tables) are
 written into its own rows' input embeddings, deep-prompt prefixes are attached per row
-(:class:`~openpt.serving.row_prefix.RowPrefixes`), and the backbone runs once:
+(:class:`~openpt.model.row_prefix.RowPrefixes`), and the backbone runs once:
 
 * masked LMs: the encoder once; each prompt's LM-head rows at its own mask positions;
 * seq2seq and causal LMs: one forward of ``B`` rows when every word is one token and no row has
@@ -26,9 +26,9 @@ from ..backbone.mlm import gather_positions
 from ..backbone.shared_prefix import shared_prefix_scores
 from ..backbone.splicing import Prefix, Rows, pad_words
 from ..device import autocast
-from ..model.prompt_model import PromptModel, as_float32
 from ..template.encoding import Encoded
 from ..types import Batch, MaskOutputs
+from .prompt_model import PromptModel, as_float32
 from .row_prefix import RowPrefixes
 
 
@@ -102,22 +102,29 @@ def mixed_scores(models: Sequence[PromptModel], items: Sequence[Encoded]) -> lis
         models: each row's prompt; all share one backbone, in eval mode.
         items: each row encoded by its prompt's template.
     """
+    out: list[torch.Tensor | None] = [None] * len(items)
+    with torch.inference_mode():
+        groups, scores = group_scores(models, items)
+        for group, values in zip(groups, scores):
+            for k, row in enumerate(group.rows):
+                out[row] = values[k].float()
+    return out  # type: ignore[return-value]
+
+
+def group_scores(models: Sequence[PromptModel], items: Sequence[Encoded]) -> tuple[list[Group], list[torch.Tensor]]:
+    """The rows grouped by prompt and each group's class scores ``[B_g, C_g]`` from one backbone
+    forward (differentiable: multi-task training runs it with gradients; calibrated in eval mode)."""
     backbone = models[0].backbone
     device = models[0].device
     groups = group_rows(models)
     batch = collate_mixed(items, models[0].template.encoder.pad_id, device)
-    out: list[torch.Tensor | None] = [None] * len(items)
-    with torch.inference_mode(), running(backbone, models, device) as row_prefixes:
+    with running(backbone, models, device) as row_prefixes:
         embeds = mixed_embeds(batch, groups, backbone)
         if backbone.scores_words:
             outputs = word_outputs(backbone, embeds, batch, groups, row_prefixes)
         else:
             outputs = mask_outputs(backbone, embeds, batch, groups)
-        for group, output in zip(groups, outputs):
-            scores = group.model.calibration(group.model.verbalizer(as_float32(output))).float()
-            for k, row in enumerate(group.rows):
-                out[row] = scores[k]
-    return out  # type: ignore[return-value]
+    return groups, [group.model.calibration(group.model.verbalizer(as_float32(output))) for group, output in zip(groups, outputs)]
 
 
 def mask_outputs(backbone: object, embeds: torch.Tensor, batch: Batch, groups: Sequence[Group]) -> list[MaskOutputs]:

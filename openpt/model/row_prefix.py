@@ -25,7 +25,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..model.prefix import PrefixTuning, causal_mask, head_shape, hook_arguments, self_attention_layers
+from .prefix import PrefixTuning, causal_mask, head_shape, hook_arguments, self_attention_layers
 
 
 class _RowCache:
@@ -66,14 +66,15 @@ class RowPrefixes:
         self.length = max((p.config.length for p in present), default=0)
         heads, dim = head_shape(self.layers[0]) if self.layers else (0, 0)
         device = backbone.input_embeddings().weight.device
-        self.table = torch.zeros(len(prefixes), len(self.layers), 2, heads, self.length, dim, device=device)
+        dtype = present[0].key_values().dtype if present else torch.float32
+        self.table = torch.zeros(len(prefixes), len(self.layers), 2, heads, self.length, dim, device=device, dtype=dtype)
         self.valid = torch.zeros(len(prefixes), self.length, dtype=torch.bool, device=device)
         tables: dict[int, torch.Tensor] = {}
         for row, prefix in enumerate(prefixes):
             if prefix is None or not prefix.config.length:
                 continue
             if id(prefix) not in tables:  # [layers, 2, P, heads * d] -> [layers, 2, heads, P, d]
-                kv = prefix.key_values().detach()
+                kv = prefix.key_values()
                 tables[id(prefix)] = kv.reshape(*kv.shape[:3], heads, dim).transpose(2, 3).to(device)
             start = self.length - prefix.config.length
             self.table[row, :, :, :, start:] = tables[id(prefix)]
