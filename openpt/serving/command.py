@@ -30,7 +30,7 @@ def add_serve_command(sub: Any) -> None:
     serve.add_argument("--backbone", help="backbone directory (default: the one the first prompt records)")
     serve.add_argument("--device", default="auto", help=DEVICE_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind; other than loopback needs an API key")
-    serve.add_argument("--port", type=whole_number(0, "port", 65535), default=8000, help="port to bind (0: any free one)")
+    serve.add_argument("--port", type=port_number, default=8000, help="port to bind (0: any free one)")
     serve.add_argument("--max-batch-rows", type=whole_number(1, "rows"), default=64, help="row budget of one mixed batch")
     serve.add_argument("--max-wait-ms", type=whole_number(0, "milliseconds", 10_000), default=5,
                        help="how long a request may wait for others to join its batch")
@@ -44,6 +44,13 @@ def add_serve_command(sub: Any) -> None:
     serve.add_argument("--admin-key", help=f"key to load and unload prompts (default: ${ADMIN_KEY_ENV}); unset: those routes are off")
     serve.add_argument("--log-requests", action="store_true", help="log request texts (off: prompt names and row counts only)")
     serve.set_defaults(func=run_serve)
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0..65535 (0: any free one)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in 0..65535, got {text[:40]!r}")
+    return int(text)
 
 
 def is_loopback(host: str) -> bool:

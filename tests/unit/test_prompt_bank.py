@@ -13,6 +13,7 @@ from openpt.serving.bank import PromptBank, UnknownPromptError
 from openpt.types import InputExample
 from openpt.verbalizer import ManualVerbalizer
 from openpt.verbalizer.calibration import CalibrationSpec
+from openpt.verbalizer.generation import GenerationVerbalizer
 
 from .helpers import SENTIMENT, sharpen
 
@@ -35,6 +36,8 @@ def prompts_for(kind: str) -> dict[str, tuple[str, dict, dict, str]]:
     }
     if kind == "mlm":
         prompts["two_masks"] = ("{text} [MASK] , it was [MASK] .", TWO, {}, "none")
+    if kind != "mlm":  # targets scored by their mean token log-likelihood
+        prompts["targets"] = ("{text} so it was " + end, {"negative": "very bad", "positive": "really good"}, {}, "none")
     if kind == "causal":
         prompts["suffix"] = ("{text} It was [MASK] indeed .", MULTI_WORD, {"prefix": {"length": 2, "init": "random"}}, "none")
     return prompts
@@ -45,7 +48,8 @@ def build_prompts(backbone, kind: str, *, prefixes: bool = True) -> dict:
     for seed, (name, (text, labels, options, calibration)) in enumerate(prompts_for(kind).items()):
         if "prefix" in options and not prefixes:
             continue
-        verbalizer = ManualVerbalizer(labels)
+        first = next(iter(labels.values()))
+        verbalizer = GenerationVerbalizer(labels, normalize="mean") if isinstance(first, str) else ManualVerbalizer(labels)
         verbalizer.calibration = CalibrationSpec(calibration)
         model = build_model(backbone, template_spec(text), verbalizer, PromptOptions(**{"max_length": 48, **options}), seed=seed)
         generator = torch.Generator().manual_seed(seed)
