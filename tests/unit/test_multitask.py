@@ -153,3 +153,16 @@ def test_runs_named_alike_are_one_tensor_trained_by_every_task(tiny_bert_dir, tm
     for task in fresh:
         loaded = load_prompt(saved[task.name], backbone)
         torch.testing.assert_close(loaded.predict(task.dev)[1], task.model.predict(task.dev)[1])
+
+
+def test_runs_that_cannot_train_together_are_refused(tiny_bert_dir):
+    backbone = load_backbone(tiny_bert_dir)
+    tasks = tasks_on(backbone)
+    with pytest.raises(ConfigError, match="train.steps: multi-task training needs train.steps"):
+        train_tasks(tasks, TrainConfig(), AloneBatches([12, 12], 4))
+    odd = tasks_on(backbone, templates={"sentiment": "[SOFT#s*3] {text} it was [MASK] .", "topic": "[SOFT#s*2] {text} , in short , [MASK] ."})
+    with pytest.raises(ConfigError, match="soft run #s has different lengths"):
+        train_tasks(odd, TrainConfig(steps=1), AloneBatches([12, 12], 4))
+    half = build_model(backbone, template_spec(TEMPLATES["topic"]), ManualVerbalizer(LABELS["topic"]), PromptOptions(precision="fp16"))
+    with pytest.raises(ConfigError, match="fp16 needs a gradient scaler per task"):
+        train_tasks([tasks[0], Task("half", half, tasks[1].train)], TrainConfig(steps=1), AloneBatches([12, 12], 4))
