@@ -166,3 +166,7 @@ def test_runs_that_cannot_train_together_are_refused(tiny_bert_dir):
     half = build_model(backbone, template_spec(TEMPLATES["topic"]), ManualVerbalizer(LABELS["topic"]), PromptOptions(precision="fp16"))
     with pytest.raises(ConfigError, match="fp16 needs a gradient scaler per task"):
         train_tasks([tasks[0], Task("half", half, tasks[1].train)], TrainConfig(steps=1), AloneBatches([12, 12], 4))
+    dropping = build_model(backbone, template_spec(TEMPLATES["topic"]), ManualVerbalizer(LABELS["topic"]),
+                           PromptOptions(prefix={"length": 2, "init": "random"}, regularization={"dropout": 0.1}))
+    with pytest.raises(ConfigError, match="prefix dropout is not applied in mixed batches"):
+        train_tasks([tasks[0], Task("dropping", dropping, tasks[1].train)], TrainConfig(steps=1), AloneBatches([12, 12], 4))
