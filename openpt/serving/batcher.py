@@ -158,10 +158,12 @@ class Batcher:
         while (batch := self._take()) is not None:
             live = []
             for request in batch:
+                if not request.future.set_running_or_notify_cancel():  # the client went away
+                    continue
                 missing = next((row.name for row in request.rows if row.name not in self.bank), None)
                 if missing is not None:  # unloaded while the request waited
                     request.future.set_exception(UnknownPromptError(f"prompt {missing!r} was unloaded"))
-                elif request.future.set_running_or_notify_cancel():
+                else:
                     live.append(request)
             if live:
                 self._score(live)

@@ -69,3 +69,13 @@ def test_settings_are_checked():
         BatchSettings(max_batch_rows=64, max_queue_rows=8)
     with pytest.raises(ConfigError, match="max_wait: expected seconds in 0..10"):
         BatchSettings(max_wait_s=-1)
+
+
+def test_a_cancelled_request_is_skipped_and_the_worker_goes_on(bank):
+    batcher = Batcher(bank, BatchSettings(max_batch_rows=16, max_wait_s=0.0))
+    gone, kept = batcher.submit(rows(bank, "a", 2)), batcher.submit(rows(bank, "b", 1))
+    assert gone.cancel()  # a client that disconnected before its batch
+    batcher.start()
+    assert len(kept.result(timeout=60)) == 1
+    assert len(batcher.submit(rows(bank, "a", 3)).result(timeout=60)) == 3
+    assert batcher.drain(timeout=60)
