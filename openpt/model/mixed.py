@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -69,7 +69,7 @@ def sub_batch(batch: Batch, rows: torch.Tensor, masks: int) -> Batch:
     return Batch(batch.input_ids[rows], batch.attention_mask[rows], batch.soft_index[rows], batch.mask_positions[rows, :masks])
 
 
-def mixed_embeds(batch: Batch, groups: Sequence[Group], backbone: object) -> torch.Tensor:
+def mixed_embeds(batch: Batch, groups: Sequence[Group], backbone: Any) -> torch.Tensor:
     """Input embeddings ``[B, L, H]``: word embeddings, each prompt's soft vectors in its rows."""
     table = backbone.input_embeddings()
     embeds = table(batch.input_ids)
@@ -83,7 +83,7 @@ def mixed_embeds(batch: Batch, groups: Sequence[Group], backbone: object) -> tor
 
 
 @contextlib.contextmanager
-def running(backbone: object, models: Sequence[PromptModel], device: torch.device) -> Iterator[RowPrefixes | None]:
+def running(backbone: Any, models: Sequence[PromptModel], device: torch.device) -> Iterator[RowPrefixes | None]:
     """Per-row prefixes attached (when any prompt has one) and the prompts' autocast."""
     prefixes = [model.prefix for model in models]
     with contextlib.ExitStack() as stack:
@@ -127,7 +127,7 @@ def group_scores(models: Sequence[PromptModel], items: Sequence[Encoded]) -> tup
     return groups, [group.model.calibration(group.model.verbalizer(as_float32(output))) for group, output in zip(groups, outputs)]
 
 
-def mask_outputs(backbone: object, embeds: torch.Tensor, batch: Batch, groups: Sequence[Group]) -> list[MaskOutputs]:
+def mask_outputs(backbone: Any, embeds: torch.Tensor, batch: Batch, groups: Sequence[Group]) -> list[MaskOutputs]:
     """Masked LMs: the encoder once, then each prompt's head rows at its masks."""
     if backbone.head is None:  # no separable LM head: full-vocabulary logits everywhere, once
         out = backbone.model(inputs_embeds=embeds, attention_mask=batch.attention_mask, output_hidden_states=True)
@@ -165,7 +165,7 @@ def word_rows(groups: Sequence[Group], pad_id: int, device: torch.device) -> tup
     return rows, starts
 
 
-def word_outputs(backbone: object, embeds: torch.Tensor, batch: Batch, groups: Sequence[Group],
+def word_outputs(backbone: Any, embeds: torch.Tensor, batch: Batch, groups: Sequence[Group],
                  row_prefixes: RowPrefixes | None) -> list[MaskOutputs]:
     """Seq2seq and causal LMs: each prompt's words scored at its rows' slots, one forward."""
     prefix: Prefix = backbone.prefix(embeds, batch)
