@@ -420,6 +420,8 @@ def main() -> None:
     ap.add_argument("--run-anchor", action="store_true", help="run the anchor's benchmark in this process, twice per model (cold, warm), into --peft")
     ap.add_argument("--compile", default="default", choices=["none", "default", "reduce-overhead", "max-autotune"],
                     help="also time inference and training with the backbone's layers compiled in this mode")
+    ap.add_argument("--serve", type=int, nargs="*", metavar="N",
+                    help="also the in-process serving phase (serve_inprocess.py: mixed batches vs per-prompt streams vs PEFT) for N prompts")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     import transformers
@@ -450,8 +452,22 @@ def main() -> None:
             res["throughput"][kind]["ratios_cold"] = ratios(res["throughput"][kind], peft_cold[kind], "cold")
         res["wall_seconds"] = round(time.perf_counter() - start, 1)
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")  # after every model: a timeout keeps what ran
+    if args.serve:
+        res["serve_in_process"] = serve_phase(args)
+        res["wall_seconds"] = round(time.perf_counter() - start, 1)
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps(res["parity"], indent=1))
     print(table(res))
+
+
+def serve_phase(args: argparse.Namespace) -> dict[str, Any]:
+    """Many prompts on one random BERT (base shape; --tiny: tiny), float32, on the device."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from serve_bench import SYNTHETIC, random_backbone
+    from serve_inprocess import in_process
+
+    backbone = random_backbone("tiny" if args.tiny else "base", args.device)
+    return in_process(backbone, SYNTHETIC, args.serve, rows=64 if args.tiny else 1024, window=32 if args.tiny else 128)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@
 # the bare Hugging Face forward on large-model shapes, measured in the same process, each phase
 # over the same batches twice (cold, then warm: the reported numbers); openpt's inference and
 # training also with prompt.packing on, and with the layers compiled (prompt.compile), padded and
-# packed. gpu.json is written after each model, so a timeout keeps what ran. The benchmarks run first;
-# the unit tests get the rest of BUDGET_S (default 470 s).
+# packed; and the serving phase: N = 1, 16, 64 prompts on one random base-size BERT, mixed batches
+# against one stream per prompt and PEFT with N adapters (serve_inprocess.py). gpu.json is
+# written after each model, so a timeout keeps what ran. The benchmarks run first; the unit
+# tests get the rest of BUDGET_S (default 470 s).
 #
 #   benchmarks/gpu_check.sh OUTDIR [path/to/bench_peft_gpu.py]
 #
@@ -30,7 +32,7 @@ $PY -c 'import datasets' 2>/dev/null && echo "datasets: installed" | tee -a "$OU
   || echo "datasets: not installed (openpt imports it only for datasets: sources)" | tee -a "$OUT/gpu.txt"
 
 step "1. openpt: CPU-vs-GPU parity; throughput of openpt (padded, packed, compiled) and of the anchor (PEFT, bare forward), cold and warm passes"
-timeout 360 $PY benchmarks/gpu_bench.py --anchor "$ANCHOR" --run-anchor --peft "$OUT/peft_gpu.json" --out "$OUT/gpu.json" 2>&1 \
+timeout 360 $PY benchmarks/gpu_bench.py --anchor "$ANCHOR" --run-anchor --peft "$OUT/peft_gpu.json" --serve 1 16 64 --out "$OUT/gpu.json" 2>&1 \
   | grep -v -E "^(Loading weights|Writing model)" | tee "$OUT/gpu_bench.log"
 step "2. unit tests with OPENPT_TEST_DEVICE=cuda (the time left of BUDGET_S)"
 workers=$($PY -c 'import xdist' 2>/dev/null && echo "-n 8" || echo "")

@@ -1,4 +1,4 @@
-"""Command line: ``openpt run | eval | predict | report | export | import | data check | template check | template generate | verbalizer search``."""
+"""Command line: ``openpt run | eval | predict | serve | report | export | import | data check | template check | template generate | verbalizer search``."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from .cli_hf import add_commands, add_predict_options
 from .cli_parsing import DEVICE_HELP, Parser, common_options, non_negative, positive_batch, whole_number
 from .errors import OpenPTError
+from .serving.command import add_serve_command
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -331,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_check.set_defaults(func=_data_check)
 
     add_commands(sub)  # export --to peft, import peft
+    add_serve_command(sub)  # serve: HTTP over a PromptBank
     template = sub.add_parser("template", help="template tools").add_subparsers(dest="template_command", required=True)
     check = template.add_parser("check", help="validate a template and show how it renders")
     common_options(check)

@@ -171,6 +171,13 @@ class TemplateEncoder:
             self._backend = backend
         return [encoding.ids for encoding in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
 
+    def share_tokenizer(self, other: "TemplateEncoder") -> None:
+        """Tokenize with ``other``'s backend copy (same tokenizer): prompts served together keep one copy."""
+        if other.tokenizer is not self.tokenizer:
+            raise ValueError("templates bound to different tokenizers cannot share a backend copy")
+        other.tokenize([])
+        self._backend = other._backend
+
     def encode(self, examples: Sequence[InputExample]) -> list[Encoded]:
         """Template, tokenize and truncate ``examples`` (no padding)."""
         per_part = self._field_ids(examples)

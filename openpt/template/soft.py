@@ -125,6 +125,7 @@ class SoftPrompt(nn.Module):
         self.encoder: nn.Module | None = None
         self.vocab_order_used: str | None = None
         self.register_buffer("initial", torch.empty(0), persistent=False)
+        self.tied: dict[str, tuple[int, nn.Parameter]] = {}  # named runs read from a tensor shared with other templates
         self.reset(table, init, **sources)
 
     @torch.no_grad()
@@ -189,7 +190,28 @@ class SoftPrompt(nn.Module):
 
     def forward(self) -> torch.Tensor:
         """The soft table ``[num_rows, hidden]``: ``weight``, or ``encoder(weight)`` when reparameterised."""
-        return self.weight if self.encoder is None else self.encoder(self.weight)
+        rows = self.rows()
+        return rows if self.encoder is None else self.encoder(rows)
+
+    def rows(self) -> torch.Tensor:
+        """``weight`` with the rows of tied runs (:meth:`tie`) read from their shared tensors."""
+        if not self.tied:
+            return self.weight
+        index = torch.cat([torch.arange(offset, offset + p.shape[0], device=self.weight.device) for offset, p in self.tied.values()])
+        return self.weight.index_copy(0, index, torch.cat([p.to(self.weight.dtype) for _, p in self.tied.values()]))
+
+    def tie(self, name: str, shared: nn.Parameter) -> None:
+        """Read named run ``name`` from ``shared`` (a tensor other templates read too; not a parameter of this module)."""
+        run = next((r for r in self.runs if r.name == name), None)
+        if run is None or run.length != shared.shape[0]:
+            raise ValueError(f"no soft run #{name} of {shared.shape[0]} rows in this template")
+        self.tied[name] = (run.offset, shared)
+
+    @torch.no_grad()
+    def untie(self) -> None:
+        """Copy the shared tensors into ``weight`` and read it alone again (a saved prompt stands on its own)."""
+        self.weight.copy_(self.rows())
+        self.tied = {}
 
     def lookup(self, index: torch.Tensor) -> torch.Tensor:
         """Soft vectors ``[B, L, H]`` for table rows ``index`` ``[B, L]``, with prompt dropout in training.
