@@ -61,11 +61,20 @@ def without_option(argv: Sequence[str], option: str) -> list[str]:
 def _report(args: argparse.Namespace) -> int:
     from .experiments.report import write_report
 
-    if not Path(args.results).is_file():
-        raise OpenPTError(f"{args.results}: no such results file")
+    results = args.results[0]
+    if len(args.results) > 1:  # shards of one sweep: merged into OUTPUT/results.jsonl first
+        from .experiments.merge import write_merged
+
+        if not args.output:
+            raise OpenPTError("several results files: give --output DIR for the merged results.jsonl and its report")
+        results = str(write_merged([Path(p) for p in args.results], Path(args.output), overwrite=args.overwrite))
+        print(f"merged {len(args.results)} results files into {results}")
+    elif not Path(results).is_file():
+        raise OpenPTError(f"{results}: no such results file")
     split = lambda text: [k.strip() for k in text.split(",") if k.strip()] if text else None  # noqa: E731
-    table, written = write_report(args.results, args.output, k=args.k, rows=split(args.rows), cols=split(args.cols), x=args.x, hue=args.hue,
-                                  where=args.where, refs=args.ref, metric=args.metric, overwrite=args.overwrite)
+    table, written = write_report(results, args.output, k=args.k, rows=split(args.rows), cols=split(args.cols), x=args.x, hue=args.hue,
+                                  where=args.where, refs=args.ref, metric=args.metric,
+                                  overwrite=args.overwrite and len(args.results) == 1)  # merged: the directory was just written
     print(table)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -259,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="markdown table and plots from a sweep's results.jsonl")
 
     common_options(report)
-    report.add_argument("results", help="results.jsonl written by a sweep")
+    report.add_argument("results", nargs="+", help="results.jsonl written by a sweep; several (e.g. --shard parts) are merged into "
+                        "OUTPUT/results.jsonl, refusing two ok rows of one run id with different metrics")
     report.add_argument("--output", "-o", help="directory for report.md and PNGs (default: <results dir>/report)")
     report.add_argument("--overwrite", action="store_true", help="write into an output directory that holds other files (openpt's own are replaced)")
     report.add_argument("--k", type=whole_number(1, "examples per class"), help="only this K in the table (default: every K)")

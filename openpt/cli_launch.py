@@ -39,7 +39,7 @@ def add_launch_options(run: argparse.ArgumentParser) -> None:
 def launch_options(args: argparse.Namespace, is_sweep: bool) -> tuple[Any, tuple[int, int] | None]:
     """The :class:`~openpt.experiments.launch.LaunchOptions` and shard the arguments ask for (bad ones: :class:`OpenPTError`)."""
     from .experiments.launch import LaunchOptions, parse_resources, parse_shard
-    from .experiments.launch.base import SlurmOptions
+    from .experiments.launch.base import SlurmOptions, check_installed
 
     name = args.launcher
     given = [key for key in ONLY_FOR if getattr(args, key, None) not in (None, False)]
@@ -50,6 +50,7 @@ def launch_options(args: argparse.Namespace, is_sweep: bool) -> tuple[Any, tuple
         raise OpenPTError(f"--launcher/--shard apply to sweeps (a config with a 'sweep:' section); {args.config} has none")
     if name != "inprocess" and args.num_processes > 1:
         raise OpenPTError("--num-processes (data-parallel training) runs in-process; give each cell resources through --launcher instead")
+    check_installed(name)
     extra = {}
     for item in args.slurm_option or []:
         key, sep, value = item.partition("=")

@@ -1,6 +1,8 @@
 """Sweep launchers: local worker processes and Ray give the rows of the in-process sweep; shards; faults."""
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,7 +10,9 @@ import torch
 
 from openpt.cli import main
 from openpt.experiments.config import load_config
+from openpt.errors import OpenPTError
 from openpt.experiments.launch import LaunchOptions
+from openpt.experiments.launch.base import require
 from openpt.experiments.sweep import Sweep, expand, read_records
 
 from .helpers import write_project
@@ -74,3 +78,59 @@ def test_local_and_ray_workers_match_the_in_process_sweep(project, monkeypatch):
     on_ray = {r["run_id"]: r for r in read_records(project / "ray" / "results.jsonl")}
     same_results(on_ray, reference)
     assert {r["launch"]["launcher"] for r in on_ray.values()} == {"ray"} and {r["launch"]["threads"] for r in on_ray.values()} == {1}
+
+
+def test_shards_cover_the_sweep_once_and_report_merges_them(project, capsys):
+    config = load_config(project / "sweep.yaml", ["sweep.methods=[zero_shot, linear_probe]", "sweep.seeds=[1,2,3]"])
+    every = {r.run_id for r in expand(config)}
+    parts = []
+    for index in (1, 2, 3):
+        summary = Sweep(config, project / f"part{index}", progress=False, shard=(index, 3)).run()
+        assert summary.failed == 0
+        parts.append({r["run_id"] for r in read_records(project / f"part{index}" / "results.jsonl")})
+        again = Sweep(config, project / "again", progress=False, shard=(index, 3)).pending()[0]
+        assert {r.run_id for r in again} == parts[-1]  # stable: the same cells every time
+    assert set().union(*parts) == every and sum(map(len, parts)) == len(every)
+    files = [str(project / f"part{i}" / "results.jsonl") for i in (1, 2, 3)]
+    assert main(["report", *files, files[0], "--output", str(project / "merged")]) == 0  # a file twice: identical rows kept once
+    merged = read_records(project / "merged" / "results.jsonl")
+    assert sorted(r["run_id"] for r in merged) == sorted(every)
+    assert "merged 4 results files" in capsys.readouterr().out and (project / "merged" / "report" / "report.md").is_file() is False
+    assert (project / "merged" / "report.md").is_file()
+    lines = Path(files[1]).read_text().splitlines()
+    first = read_records(files[1])[0]
+    first["metrics"]["accuracy"] = 1.5
+    Path(project / "conflict.jsonl").write_text(json.dumps(first) + "\n")
+    assert main(["report", files[1], str(project / "conflict.jsonl"), "--output", str(project / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert f"conflict.jsonl:1: run {first['run_id']} has other metrics than at {files[1]}:1" in err and len(err.strip().splitlines()) == 1
+    assert not (project / "bad" / "results.jsonl").exists() and len(lines) == len(parts[1])
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--shard", "3/2"], "--shard: expected I/N with 1 <= I <= N (e.g. 2/4), got '3/2'"),
+    (["--shard", "x"], "--shard: expected I/N"),
+    (["--launcher", "ray", "--resources", "cpu=1,tpu=2"], "--resources: expected NAME=AMOUNT items with NAME in cpu, gpu, got 'tpu=2'"),
+    (["--launcher", "ray", "--resources", "cpu=0"], "--resources: cpu needs a number above 0, got '0'"),
+    (["--launcher", "ray", "--resources", "gpu=lots"], "--resources: gpu needs a number >= 0, got 'lots'"),
+    (["--resources", "cpu=1"], "--resources applies to --launcher ray, not inprocess"),
+    (["--launcher", "local", "--detach"], "--detach applies to --launcher slurm, not local"),
+    (["--launcher", "slurm", "--slurm-option", "nokey"], "--slurm-option: expected KEY=VALUE, got 'nokey'"),
+    (["--launcher", "local", "--num-processes", "2"], "--num-processes (data-parallel training) runs in-process"),
+])
+def test_bad_launch_options_one_line_exit_2(project, capsys, argv, needle):
+    assert main(["run", str(project / "sweep.yaml"), "--output", str(project / "out"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not (project / "out").exists()
+
+
+def test_missing_engine_names_the_pip_install(project, capsys, monkeypatch):
+    for launcher, module, extra in (("ray", "ray", "ray"), ("slurm", "submitit", "slurm")):
+        monkeypatch.setitem(sys.modules, module, None)  # what an environment without the package looks like to an import
+        assert main(["run", str(project / "sweep.yaml"), "--output", str(project / launcher), "--launcher", launcher, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"--launcher {launcher} needs {module}, which is not installed: pip install 'openpt[{extra}]'" in err
+        assert len(err.strip().splitlines()) == 1 and not (project / launcher).exists()
+    with pytest.raises(OpenPTError, match=r"this needs ray, which is not installed: pip install 'openpt\[ray\]'"):
+        require("ray", "ray")

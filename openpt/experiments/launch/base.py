@@ -8,6 +8,7 @@ recorded as an ``error`` with the reason.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -100,6 +101,17 @@ def require(module: str, extra: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError:
         raise OpenPTError(f"this needs {module}, which is not installed: pip install 'openpt[{extra}]'") from None
+
+
+ENGINE_MODULES = {"ray": ("ray", "ray"), "slurm": ("submitit", "slurm")}
+
+
+def check_installed(launcher: str) -> None:
+    """Fail before any work when ``launcher``'s engine is not installed (one line naming the ``pip install``)."""
+    if launcher in ENGINE_MODULES:
+        module, extra = ENGINE_MODULES[launcher]
+        if importlib.util.find_spec(module) is None:
+            raise OpenPTError(f"--launcher {launcher} needs {module}, which is not installed: pip install 'openpt[{extra}]'")
 
 
 def worker_name(prefix: str) -> str:
