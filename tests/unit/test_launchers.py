@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,9 +17,12 @@ from openpt.experiments.config import load_config
 from openpt.errors import OpenPTError
 from openpt.experiments.launch import LaunchOptions
 from openpt.experiments.launch.base import require
+from openpt.experiments.launch.local import LocalLauncher
 from openpt.experiments.sweep import Sweep, expand, read_records
 
 from .helpers import write_project
+
+ROOT = Path(__file__).resolve().parents[2]
 
 ROWS = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0),
         ("great , great fun .", 1), ("boring and terrible .", 0)] * 3
@@ -134,3 +141,61 @@ def test_missing_engine_names_the_pip_install(project, capsys, monkeypatch):
         assert len(err.strip().splitlines()) == 1 and not (project / launcher).exists()
     with pytest.raises(OpenPTError, match=r"this needs ray, which is not installed: pip install 'openpt\[ray\]'"):
         require("ray", "ray")
+
+
+def killing_first_start(monkeypatch, signals: list[int]) -> None:
+    """Make the local launcher SIGKILL the worker of the first cell that starts (once)."""
+    def started(self, slot):
+        if not signals:
+            signals.append(slot.process.pid)
+            os.kill(slot.process.pid, signal.SIGKILL)
+
+    monkeypatch.setattr(LocalLauncher, "started", started)
+
+
+def test_killed_local_worker_reruns_its_cell(project, monkeypatch):
+    killed: list[int] = []
+    killing_first_start(monkeypatch, killed)
+    config = load_config(project / "sweep.yaml", ["sweep.methods=[linear_probe]"])
+    summary = Sweep(config, project / "out", progress=False, launch=LaunchOptions("local", max_parallel=2)).run()
+    assert killed and (summary.finished, summary.failed) == (2, 0)
+    rows = read_records(project / "out" / "results.jsonl")
+    assert sorted(r["run_id"] for r in rows) == sorted(r.run_id for r in expand(config))
+    assert all(r["status"] == "ok" and killed[0] not in (int(r["launch"]["worker"].rsplit(":", 1)[1]),) for r in rows)
+
+
+def test_worker_killed_past_max_retries_is_an_error_row_and_failing_cells_do_not_stop_the_sweep(project, monkeypatch):
+    killed: list[int] = []
+    killing_first_start(monkeypatch, killed)
+    config = load_config(project / "sweep.yaml", ["sweep.methods=[zero_shot, linear_probe]", "sweep.k=[50]", "sweep.seeds=[1]"])
+    summary = Sweep(config, project / "out", progress=False, launch=LaunchOptions("local", max_parallel=2, max_retries=0)).run()
+    assert summary.finished + summary.failed == 2 and summary.failed >= 1
+    rows = read_records(project / "out" / "results.jsonl")
+    died = [r for r in rows if r["status"] == "error" and r["error"].startswith("WorkerDied")]
+    assert len(died) == 1 and f"exited with code -{signal.SIGKILL.value} during the cell (1 tries)" in died[0]["error"]
+    other = next(r for r in rows if r is not died[0])  # the sweep went on: K=50 is too large for the probe, zero-shot runs
+    if other["method"] == "linear_probe":
+        assert other["status"] == "error" and "need 100 (50 for train + 50 for dev)" in other["error"]
+    else:
+        assert other["status"] == "ok"
+
+
+def test_killed_driver_resumes_without_duplicate_rows(project):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "openpt.cli", "run", str(project / "sweep.yaml"), "--output", str(project / "out"),
+               "--launcher", "local", "--max-parallel", "2", "--no-progress", "sweep.seeds=[1,2,3]"]
+    results = project / "out" / "results.jsonl"
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None and len(read_records(results)) < 1:
+        time.sleep(0.2)
+    driver.kill()
+    driver.wait()
+    before = len(read_records(results))
+    assert 1 <= before < 6
+    done = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"skipped (already done) of 6" in done.stdout
+    rows = read_records(results)
+    ids = [r["run_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 6 and all(r["status"] == "ok" for r in rows)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
-import queue
+from multiprocessing.connection import wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -27,7 +27,7 @@ class _Slot:
 
     index: int
     process: Any
-    inbox: Any
+    pipe: Any  # the driver's end of the worker's own pipe
     run: RunSpec | None = None
     backbone: str | None = None
 
@@ -47,17 +47,17 @@ class LocalLauncher(Launcher):
         self.threads = max(1, torch.get_num_threads() // self.count)
         self.gpus = visible_gpus()
         self.context = multiprocessing.get_context("spawn")
-        self.outbox = self.context.Queue()
         self.slots = [self._start(i) for i in range(self.count)]
         self.attempts: collections.Counter[str] = collections.Counter()
 
     def _start(self, index: int) -> _Slot:
         env = {"CUDA_VISIBLE_DEVICES": self.gpus[index % len(self.gpus)]} if self.gpus else {}
-        inbox = self.context.Queue()
+        mine, theirs = self.context.Pipe()
         process = self.context.Process(target=serve, name=f"openpt-worker-{index}", daemon=True,
-                                       args=(self.sweep.config, str(self.sweep.output), index, self.threads, env, inbox, self.outbox))
+                                       args=(self.sweep.config, str(self.sweep.output), index, self.threads, env, theirs))
         process.start()
-        return _Slot(index, process, inbox)
+        theirs.close()
+        return _Slot(index, process, mine)
 
     def submit(self, runs: list[RunSpec]) -> None:
         self.pending = collections.deque(backbone_order(runs))
@@ -72,8 +72,11 @@ class LocalLauncher(Launcher):
                 run = next((r for r in self.pending if r.config.backbone == slot.backbone), self.pending[0])
                 self.pending.remove(run)
                 slot.run, slot.backbone = run, run.config.backbone
-                slot.inbox.put(run.run_id)
+                slot.pipe.send(run.run_id)
                 self.on_change()
+
+    def started(self, slot: _Slot) -> None:
+        """A worker began the cell it holds."""
 
     def _reap(self) -> list[tuple[RunSpec, dict[str, Any]]]:
         """Replace dead workers; their cells go back to the queue or, past ``max_retries``, become error rows."""
@@ -81,6 +84,8 @@ class LocalLauncher(Launcher):
         for i, slot in enumerate(self.slots):
             if slot.process.is_alive():
                 continue
+            slot.process.join()
+            slot.pipe.close()
             code = slot.process.exitcode
             if slot.run is not None:
                 run, self.attempts[slot.run.run_id] = slot.run, self.attempts[slot.run.run_id] + 1
@@ -96,20 +101,29 @@ class LocalLauncher(Launcher):
     def collect(self) -> Iterator[tuple[RunSpec, dict[str, Any]]]:
         while self.pending or self.running:
             self._dispatch()
-            try:
-                index, run_id, record = self.outbox.get(timeout=0.5)
-            except queue.Empty:
-                yield from self._reap()
-                continue
-            slot = next(s for s in self.slots if s.index == index)
-            if slot.run is not None and slot.run.run_id == run_id:
-                run, slot.run = slot.run, None
-                yield run, record
+            ready = wait([slot.pipe for slot in self.slots], timeout=0.5)
+            for slot in [s for s in self.slots if s.pipe in ready]:
+                try:
+                    run_id, record = slot.pipe.recv()
+                except (EOFError, OSError):  # the worker died; _reap replaces it
+                    slot.process.join(timeout=5)
+                    continue
+                if slot.run is None or slot.run.run_id != run_id:
+                    continue
+                if record is None:
+                    self.started(slot)
+                else:
+                    run, slot.run = slot.run, None
+                    yield run, record
+            yield from self._reap()
 
     def close(self) -> None:
         for slot in getattr(self, "slots", []):
             if slot.process.is_alive():
-                slot.inbox.put(None)
+                try:
+                    slot.pipe.send(None)
+                except OSError:
+                    pass
         for slot in getattr(self, "slots", []):
             slot.process.join(timeout=10)
             if slot.process.is_alive():

@@ -6,7 +6,6 @@ zero-shot caches) and one loaded backbone, so consecutive cells on the same back
 from __future__ import annotations
 
 import os
-import queue
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -38,17 +37,24 @@ def execute_cell(config: ExperimentConfig, output: str, run_id: str, *, launcher
     return record
 
 
-def serve(config: ExperimentConfig, output: str, slot: int, threads: int, env: dict[str, str], inbox: Any, outbox: Any) -> None:
-    """A local worker process: run the run ids ``inbox`` hands over until ``None`` (or the driver is gone)."""
+def serve(config: ExperimentConfig, output: str, slot: int, threads: int, env: dict[str, str], pipe: Any) -> None:
+    """A local worker process: run the run ids the driver sends over ``pipe`` until ``None`` (or the driver is gone).
+
+    It answers ``(run_id, None)`` when a cell starts and ``(run_id, record)`` when it ends. Each
+    worker has a pipe of its own, so a worker killed mid-write harms no other worker's messages.
+    """
     os.environ.update(env)  # CUDA_VISIBLE_DEVICES before torch touches CUDA
     parent = os.getppid()
     while True:
-        try:
-            run_id = inbox.get(timeout=1.0)
-        except queue.Empty:
+        if not pipe.poll(1.0):
             if os.getppid() != parent:  # the driver died: nobody collects this worker's rows
                 return
             continue
+        try:
+            run_id = pipe.recv()
+        except EOFError:
+            return
         if run_id is None:
             return
-        outbox.put((slot, run_id, execute_cell(config, output, run_id, launcher="local", threads=threads)))
+        pipe.send((run_id, None))
+        pipe.send((run_id, execute_cell(config, output, run_id, launcher="local", threads=threads)))
