@@ -199,3 +199,26 @@ def test_killed_driver_resumes_without_duplicate_rows(project):
     rows = read_records(results)
     ids = [r["run_id"] for r in rows]
     assert len(ids) == len(set(ids)) == 6 and all(r["status"] == "ok" for r in rows)
+
+
+def test_slurm_array_detached_then_collected_with_resume(project, capsys):
+    pytest.importorskip("submitit")
+    command = ["run", str(project / "sweep.yaml"), "--output", str(project / "slurm"), "--no-progress", "--launcher", "slurm",
+               "--slurm-cluster", "local", "--cpus-per-task", "1", "--time", "10", "sweep.methods=[linear_probe]"]
+    assert main(command + ["--detach"]) == 0
+    out = capsys.readouterr().out
+    assert "0 run(s) finished" in out and "submitted 2 cell(s)" in out
+    jobs = json.loads((project / "slurm" / "slurm" / "jobs.json").read_text())
+    assert len(jobs) == 2 and read_records(project / "slurm" / "results.jsonl") == []
+    assert main(command + ["--resume"]) == 0
+    assert "2 run(s) finished, 0 failed" in capsys.readouterr().out
+    rows = {r["run_id"]: r for r in read_records(project / "slurm" / "results.jsonl")}
+    assert sorted(rows) == sorted(jobs) and {r["launch"]["launcher"] for r in rows.values()} == {"slurm"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Sweep(load_config(project / "sweep.yaml", ["sweep.methods=[linear_probe]"]), project / "inprocess", progress=False).run()
+    finally:
+        torch.set_num_threads(threads)
+    same_results(rows, {r["run_id"]: r for r in read_records(project / "inprocess" / "results.jsonl")})
+    assert main(command + ["--resume"]) == 0 and "nothing new" in capsys.readouterr().out
