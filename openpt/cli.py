@@ -19,11 +19,13 @@ from .errors import OpenPTError
 def _run(args: argparse.Namespace) -> int:
     from .experiments.config import load_config
     from .experiments.runner import Experiment, results_table
+    from .experiments.trackers import resolve as resolve_trackers
     from .training import distributed
 
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
     config = load_config(args.config, overrides)  # a bad config fails here, before any process is launched
     launch_options(args, config.sweep is not None)  # bad launcher options too
+    resolve_trackers(config.report_to)  # and a tracker that is not installed
     if args.num_processes > 1 and distributed.current().size == 1:
         from .device import resolve_device
 

@@ -45,6 +45,7 @@ from .grid import SweepCell
 from .launch import LaunchOptions, in_shard, launcher_for
 from .launch.driver import drive
 from .report import write_report
+from .trackers import tracking
 from .records import RESULTS_NAME, append_record, portable, read_records
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
@@ -323,6 +324,10 @@ class Sweep:
         """Drop every loaded backbone but ``name`` (a worker holds one backbone at a time)."""
         self._backbones = {key: value for key, value in self._backbones.items() if key == name}
 
+    def _tracked(self, run: RunSpec) -> Any:
+        """The config's experiment trackers for one cell: named by its run id, grouped by the sweep's name."""
+        return tracking(self.config.report_to, self.output, self.config.name, run.run_id, {"run_id": run.run_id, **run.settings})
+
     def _execute(self, run: RunSpec) -> dict[str, Any]:
         cfg, method = run.config, METHODS.get(run.method)
         spec = template_spec(run.template, base_dir=cfg.base_dir)
@@ -348,6 +353,8 @@ class Sweep:
             guids = hashlib.sha256("\n".join(e.guid or "" for e in eval_set).encode()).hexdigest()
             cache_key = json.dumps([{k: v for k, v in run.settings.items() if k not in ("k", "seed")}, guids], sort_keys=True, default=str)
             if cache_key in self._zero_shot:
+                with self._tracked(run) as tracked:
+                    tracked.final(self._zero_shot[cache_key])
                 return {**out, "metrics": self._zero_shot[cache_key], "reused": "zero-shot scores of an identical earlier run"}
         run_dir = self.output / self.run_dir(run)
         save = self.config.sweep.save_prompts if self.config.sweep else True
@@ -357,7 +364,9 @@ class Sweep:
             metrics=metric_names(cfg), output=run_dir if save else None, features=self.features, pool=pool, k=run.k,
             unlabeled=unlabeled_inputs(train_full.examples),
         )
-        outcome = method.run(context)
+        with self._tracked(run) as tracked:
+            outcome = method.run(context)
+            tracked.final(outcome["eval"])
         out["metrics"] = outcome.pop("eval")
         if "prompt" in outcome:
             outcome["prompt"] = str((run_dir / outcome["prompt"]).relative_to(self.output))

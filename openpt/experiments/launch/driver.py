@@ -45,7 +45,7 @@ def drive(sweep: Sweep, out: OutputDir, todo: list[RunSpec], skipped: int, launc
                 show()
         finally:
             launcher.close()
-            for name in launcher.artifacts:  # files the engine keeps in the output directory (job ids, logs)
+            for name in (*launcher.artifacts, "tracking"):  # files the engine keeps in the output directory (job ids, logs)
                 if (sweep.output / name).is_dir():
                     out.record_tree(name)
     return finished, failed
