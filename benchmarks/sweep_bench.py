@@ -59,6 +59,25 @@ def run_mode(config: Path, work: Path, name: str, extra: list[str]) -> dict:
     return {"command": " ".join(["openpt", *command[3:]]), "wall_seconds": round(wall, 2), "rows": rows}
 
 
+def tiny_model(directory: Path) -> Path:
+    """The unit tests' tiny random BERT (2 layers, seeded), saved to ``directory``."""
+    sys.path.insert(0, str(ROOT))
+    from tests.conftest import build_tiny_backbone
+
+    return build_tiny_backbone("bert", directory)
+
+
+def tiny_data(directory: Path) -> Path:
+    """48 short labeled rows as train and dev splits."""
+    rows = [("a great movie .", 1), ("a terrible movie .", 0), ("good fun .", 1), ("bad and boring .", 0),
+            ("great , great fun .", 1), ("boring and terrible .", 0)] * 8
+    directory.mkdir(parents=True)
+    for split in ("train", "dev"):
+        (directory / f"{split}.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    (directory / "labels.json").write_text('["negative", "positive"]')
+    return directory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sweep_bench.json"))
@@ -66,6 +85,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(SHARED / "data" / "sst2"))
     parser.add_argument("--cells", type=int, default=20, choices=(4, 20), help="20 (K 4, 8 x 5 seeds x 2 methods) or 4 (a smoke run)")
     parser.add_argument("--engines", default="inprocess,local,ray", help="comma-separated: inprocess, local, ray, device (local, one worker per GPU)")
+    parser.add_argument("--tiny", action="store_true", help="a tiny random BERT and 48 made-up rows instead of ../shared (the GPU check)")
     args = parser.parse_args()
     import torch
 
@@ -73,6 +93,8 @@ def main() -> None:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     device = "cuda" if "device" in args.engines and gpus else "cpu"
     work = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
+    if args.tiny:
+        args.model, args.data = str(tiny_model(work / "tiny-bert")), str(tiny_data(work / "data"))
     config = work / "sweep.yaml"
     config.write_text(SWEEP.format(model=args.model, data=args.data, device=device, methods="[prompt_tuning, linear_probe]",
                                    k=json.dumps(k), seeds=json.dumps(seeds)))

@@ -222,3 +222,15 @@ def test_slurm_array_detached_then_collected_with_resume(project, capsys):
         torch.set_num_threads(threads)
     same_results(rows, {r["run_id"]: r for r in read_records(project / "inprocess" / "results.jsonl")})
     assert main(command + ["--resume"]) == 0 and "nothing new" in capsys.readouterr().out
+
+
+def test_launchers_need_a_sweep_and_a_merge_needs_output(project, capsys):
+    plain = project / "plain.yaml"
+    plain.write_text((project / "sweep.yaml").read_text().split("sweep:")[0])
+    assert main(["run", str(plain), "--output", str(project / "out"), "--launcher", "local"]) == 2
+    assert f"--launcher/--shard apply to sweeps (a config with a 'sweep:' section); {plain} has none" in capsys.readouterr().err
+    results = project / "r.jsonl"
+    results.write_text("")
+    assert main(["report", str(results), str(results)]) == 2
+    assert "several results files: give --output DIR for the merged results.jsonl and its report" in capsys.readouterr().err
+    assert not (project / "out").exists()
