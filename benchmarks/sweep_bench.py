@@ -56,7 +56,8 @@ def run_mode(config: Path, work: Path, name: str, extra: list[str]) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"{name}: exit {done.returncode}\n{done.stderr[-2000:]}")
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
-    return {"command": " ".join(["openpt", *command[3:]]), "wall_seconds": round(wall, 2), "rows": rows}
+    shown = " ".join(["openpt", *command[3:]]).replace(str(work), "WORK")  # WORK: the temporary directory of this run
+    return {"command": shown, "wall_seconds": round(wall, 2), "rows": rows}
 
 
 def tiny_model(directory: Path) -> Path:

@@ -46,7 +46,7 @@ from .launch import LaunchOptions, in_shard, launcher_for
 from .launch.driver import drive
 from .report import write_report
 from .trackers import tracking
-from .records import RESULTS_NAME, append_record, portable, read_records
+from .records import RESULTS_NAME, portable, read_records
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
 from .runner import Experiment, cap_eval, check_fields, config_roots, configured_backbone, fewshot_sets, metric_names, sampling_pool, versions
