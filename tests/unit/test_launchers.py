@@ -70,8 +70,8 @@ def same_results(rows: dict[str, dict], reference: dict[str, dict]) -> None:
 
 
 def test_local_and_ray_workers_match_the_in_process_sweep(project, monkeypatch):
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # two workers x one thread, whatever this machine has
     reference = in_process_rows(project, "inprocess")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # two workers x one thread, whatever this machine has
     assert {r["launch"]["launcher"] for r in reference.values()} == {"inprocess"}
     Sweep(load_config(project / "sweep.yaml"), project / "local", progress=False, launch=LaunchOptions("local", max_parallel=2)).run()
     local = {r["run_id"]: r for r in read_records(project / "local" / "results.jsonl")}
