@@ -13,7 +13,7 @@
 #
 # Needs torch (CUDA), transformers, peft, pytest; no files besides the checkout (models are built
 # from configs with random weights). Writes into OUTDIR: gpu.txt, unit_cuda.log, peft_gpu.json,
-# gpu.json (openpt's numbers with the ratios), gpu_bench.log.
+# gpu.json (openpt's numbers with the ratios), gpu_bench.log, sweep.json and sweep.log (the sweep phase).
 set -uo pipefail
 OUT=${1:?usage: benchmarks/gpu_check.sh OUTDIR [bench_peft_gpu.py]}
 ANCHOR=${2:-../shared/anchors/bench_peft_gpu.py}
@@ -34,6 +34,8 @@ $PY -c 'import datasets' 2>/dev/null && echo "datasets: installed" | tee -a "$OU
 step "1. openpt: CPU-vs-GPU parity; throughput of openpt (padded, packed, compiled) and of the anchor (PEFT, bare forward), cold and warm passes"
 timeout 360 $PY benchmarks/gpu_bench.py --anchor "$ANCHOR" --run-anchor --peft "$OUT/peft_gpu.json" --serve 1 16 64 --out "$OUT/gpu.json" 2>&1 \
   | grep -v -E "^(Loading weights|Writing model)" | tee "$OUT/gpu_bench.log"
+step "1b. sweep: 4 cells through --launcher local, one worker process per GPU (a tiny random BERT)"
+timeout 240 $PY benchmarks/sweep_bench.py --cells 4 --engines device --tiny --out "$OUT/sweep.json" 2>&1 | tee "$OUT/sweep.log"
 step "2. unit tests with OPENPT_TEST_DEVICE=cuda (the time left of BUDGET_S)"
 workers=$($PY -c 'import xdist' 2>/dev/null && echo "-n 8" || echo "")
 OPENPT_TEST_DEVICE=cuda timeout $(( BUDGET - ($(date +%s) - start) > 60 ? BUDGET - ($(date +%s) - start) : 60 )) $PY -m pytest -q -p no:cacheprovider $workers tests/unit > "$OUT/unit_cuda.log" 2>&1

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .cli_hf import add_commands, add_predict_options
+from .cli_launch import add_launch_options, launch_options, run_sweep
 from .cli_parsing import DEVICE_HELP, Parser, common_options, non_negative, positive_batch, whole_number
 from .errors import OpenPTError
 from .serving.command import add_serve_command
@@ -19,10 +20,13 @@ from .serving.command import add_serve_command
 def _run(args: argparse.Namespace) -> int:
     from .experiments.config import load_config
     from .experiments.runner import Experiment, results_table
+    from .experiments.trackers import resolve as resolve_trackers
     from .training import distributed
 
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
     config = load_config(args.config, overrides)  # a bad config fails here, before any process is launched
+    launch_options(args, config.sweep is not None)  # bad launcher options too
+    resolve_trackers(config.report_to)  # and a tracker that is not installed
     if args.num_processes > 1 and distributed.current().size == 1:
         from .device import resolve_device
 
@@ -32,10 +36,11 @@ def _run(args: argparse.Namespace) -> int:
     if not distributed.current().is_main:  # one process reports; all of them compute
         sys.stdout = open(os.devnull, "w")
     output = args.output or config.output or f"runs/{config.name}"
+    launch, shard = launch_options(args, config.sweep is not None)
     if config.sweep is not None:
-        if args.resume or args.checkpoint_every:
-            raise OpenPTError("--resume/--checkpoint-every apply to single experiments; a sweep skips its finished runs when rerun")
-        return _run_sweep(config, output, progress=not args.no_progress, overwrite=args.overwrite)
+        if args.checkpoint_every:
+            raise OpenPTError("--checkpoint-every applies to single experiments; a sweep skips its finished runs when rerun")
+        return run_sweep(config, output, args, launch, shard)  # --resume: a sweep continues anyway (and collects detached jobs)
     results = Experiment(config, output, checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite).run()
     print(results_table(results))
     print(f"\nwrote {Path(output) / 'results.json'}, {Path(output) / 'results.jsonl'}, {Path(output) / 'report' / 'report.md'} "
@@ -56,30 +61,23 @@ def without_option(argv: Sequence[str], option: str) -> list[str]:
     return out
 
 
-def _run_sweep(config, output: str, *, progress: bool, overwrite: bool) -> int:
-    from .experiments.report import markdown_table
-    from .experiments.sweep import Sweep, read_records
-
-    summary = Sweep(config, output, progress=progress, overwrite=overwrite).run()
-    print(markdown_table(read_records(summary.results)))
-    ran = summary.finished + summary.failed
-    where = f"appended to {summary.results}" if ran else f"nothing new in {summary.results}"
-    print(f"{summary.finished} run(s) finished, {summary.failed} failed, {summary.skipped} skipped (already done) of {summary.total}; "
-          f"{where} ({summary.seconds:.1f}s)")
-    if summary.failed and not summary.finished:
-        print(f"openpt: every run that ran failed ({summary.failed}); the errors are in {summary.results}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def _report(args: argparse.Namespace) -> int:
     from .experiments.report import write_report
 
-    if not Path(args.results).is_file():
-        raise OpenPTError(f"{args.results}: no such results file")
+    results = args.results[0]
+    if len(args.results) > 1:  # shards of one sweep: merged into OUTPUT/results.jsonl first
+        from .experiments.merge import write_merged
+
+        if not args.output:
+            raise OpenPTError("several results files: give --output DIR for the merged results.jsonl and its report")
+        results = str(write_merged([Path(p) for p in args.results], Path(args.output), overwrite=args.overwrite))
+        print(f"merged {len(args.results)} results files into {results}")
+    elif not Path(results).is_file():
+        raise OpenPTError(f"{results}: no such results file")
     split = lambda text: [k.strip() for k in text.split(",") if k.strip()] if text else None  # noqa: E731
-    table, written = write_report(args.results, args.output, k=args.k, rows=split(args.rows), cols=split(args.cols), x=args.x, hue=args.hue,
-                                  where=args.where, refs=args.ref, metric=args.metric, overwrite=args.overwrite)
+    table, written = write_report(results, args.output, k=args.k, rows=split(args.rows), cols=split(args.cols), x=args.x, hue=args.hue,
+                                  where=args.where, refs=args.ref, metric=args.metric,
+                                  overwrite=args.overwrite and len(args.results) == 1)  # merged: the directory was just written
     print(table)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -272,19 +270,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", "-o", help="output directory (default: the config's 'output' or runs/<name>)")
     run.add_argument("--checkpoint-every", type=non_negative, default=0, metavar="N",
                      help="save the full training state to OUTPUT/checkpoints/ every N steps and at the end of each seed (0: off)")
-    run.add_argument("--resume", action="store_true", help="continue a killed run from OUTPUT/checkpoints/ (same results as an uninterrupted run)")
+    run.add_argument("--resume", action="store_true", help="continue a killed run from OUTPUT/checkpoints/ (same results as an uninterrupted run); "
+                     "a sweep: continue it, collecting the cells of a --detach submission")
     run.add_argument("--overwrite", action="store_true",
                      help="reuse an output directory that holds an earlier run: delete the files openpt wrote there (others stay)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
     run.add_argument("--num-processes", type=whole_number(1, "processes", 1024), default=1, metavar="N",
                      help="train data-parallel in N processes through accelerate (one per GPU over NCCL, gloo on CPU; see docs/distributed.md)")
     run.add_argument("--device", help=DEVICE_HELP + " (default: the config's 'device', else auto)")
+    add_launch_options(run)
     run.set_defaults(func=_run)
 
     report = sub.add_parser("report", help="markdown table and plots from a sweep's results.jsonl")
 
     common_options(report)
-    report.add_argument("results", help="results.jsonl written by a sweep")
+    report.add_argument("results", nargs="+", help="results.jsonl written by a sweep; several (e.g. --shard parts) are merged into "
+                        "OUTPUT/results.jsonl, refusing two ok rows of one run id with different metrics")
     report.add_argument("--output", "-o", help="directory for report.md and PNGs (default: <results dir>/report)")
     report.add_argument("--overwrite", action="store_true", help="write into an output directory that holds other files (openpt's own are replaced)")
     report.add_argument("--k", type=whole_number(1, "examples per class"), help="only this K in the table (default: every K)")

@@ -18,10 +18,12 @@ from .grid import PER_DATASET, SweepCell, resolve_variables, sweep_cells
 from .overrides import apply_overrides, errors_named_by_override
 from .values import DEFAULT_METRICS, MAX_SEED, check_top_types, parse_metrics, parse_patterns, parse_placement, seeds_ok
 
+from .trackers import parse_report_to
+
 logger = logging.getLogger(__name__)
 
 TOP_KEYS = ("name", "backbone", "backbone_options", "device", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train",
-            "zero_shot", "output", "metrics", "methods", "sweep", "vars", "patterns")
+            "zero_shot", "output", "metrics", "methods", "sweep", "vars", "patterns", "report_to")
 DATA_KEYS = ("path", "train", "eval", "holdout", "holdout_seed", "dataset_config", "train_split", "eval_split", "k", "seeds",
              "field_map", "label_names", "max_eval", "protocol", "eval_pick")
 PROTOCOLS = ("lmbff", "split_off_eval", "held_out_eval")
@@ -83,6 +85,7 @@ class ExperimentConfig:
     device: str = "auto"
     backbone_options: dict[str, Any] = field(default_factory=dict)
     patterns: list[dict[str, Any]] | None = None  # PET pattern-verbalizer pairs: [{template, verbalizer, name?}, ...]
+    report_to: list[str] = field(default_factory=list)  # experiment trackers (openpt.experiments.trackers); not part of run ids
 
     @property
     def primary_metric(self) -> str:
@@ -150,6 +153,7 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         device=device,
         backbone_options=backbone_options,
         patterns=parse_patterns(data),
+        report_to=parse_report_to(data),
     )
 
 
@@ -355,7 +359,8 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
         k = cell.config.data.k if sweep.k_per_dataset else sweep.k[0]
         cell.config.data = dataclasses.replace(cell.config.data, k=k, seeds=list(sweep.seeds))
     return dataclasses.replace(first, data=dataclasses.replace(first.data, k=sweep.k[0], seeds=list(sweep.seeds)), sweep=sweep,
-                               name=str(data.get("name") or (Path(str(file)).stem if file else "sweep")), output=data.get("output"), raw=data)
+                               name=str(data.get("name") or (Path(str(file)).stem if file else "sweep")), output=data.get("output"), raw=data,
+                               report_to=parse_report_to(data))
 
 
 def data_path(value: str, base_dir: Path | None) -> Path | str:

@@ -7,6 +7,7 @@ import logging
 import platform
 import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +32,7 @@ from ..training.state import TrainCheckpointer
 from .config import DataConfig, ExperimentConfig, config_to_dict
 from .records import RESULTS_NAME, portable, write_records
 from .report import write_report
+from .trackers import TRACKING_DIR, tracking
 
 logger = logging.getLogger(__name__)
 
@@ -247,10 +249,15 @@ class Experiment:
         saver = None
         if self.checkpoint_every or self.resume:
             saver = TrainCheckpointer(out.path_for(f"checkpoints/seed-{seed}.safetensors"), self.checkpoint_every, resume=self.resume)
-        outcome = train(model, few_train.examples, few_dev.examples, train_cfg, checkpoint=saver)
-        if saver is not None and saver.path.is_file():
-            out.record([saver.path])
-        scores = evaluate(model, eval_set.examples, cfg.train.eval_batch_size, metrics)
+        params = {**config_to_dict(cfg.raw), "seed": seed, "train": asdict(train_cfg), "prompt": asdict(cfg.prompt)}  # in effect, defaults included
+        with tracking(cfg.report_to, self.output, cfg.name, f"{cfg.name}-seed{seed}", params) as tracked:
+            outcome = train(model, few_train.examples, few_dev.examples, train_cfg, checkpoint=saver)
+            if saver is not None and saver.path.is_file():
+                out.record([saver.path])
+            scores = evaluate(model, eval_set.examples, cfg.train.eval_batch_size, metrics)
+            tracked.final(scores)
+        if (self.output / TRACKING_DIR).is_dir():
+            out.record_tree(TRACKING_DIR)
         prompt_dir = Path("seeds") / f"seed-{seed}"
         save_prompt(model, out.path_for(prompt_dir, directory=True), extra={"seed": seed, "sampled": info})
         out.record_tree(prompt_dir)

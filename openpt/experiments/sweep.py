@@ -19,17 +19,19 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import sys
 import time
 import traceback
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
+
+import torch
 
 from ..backbone.base import Backbone
 from ..data.loading import Dataset
 from ..data.sources import source_name
+from ..device import resolve_device
 from ..errors import DataError
 from ..model.build import template_spec, verbalizer_spec
 from ..outputs import OutputDir
@@ -40,8 +42,11 @@ from ..verbalizer import verbalizer_config
 from . import grid
 from .config import ExperimentConfig, config_to_dict
 from .grid import SweepCell
+from .launch import LaunchOptions, in_shard, launcher_for
+from .launch.driver import drive
 from .report import write_report
-from .records import RESULTS_NAME, append_record, portable, read_records
+from .trackers import tracking
+from .records import RESULTS_NAME, portable, read_records
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
 from .runner import Experiment, cap_eval, check_fields, config_roots, configured_backbone, fewshot_sets, metric_names, sampling_pool, versions
@@ -195,13 +200,17 @@ class Sweep:
         log: where progress lines go.
         progress: show a progress bar (stderr) across the whole sweep.
         backbones: already loaded backbones by name (loaded on first use otherwise).
+        launch: where the cells run (default: one after another in this process; see
+            :mod:`openpt.experiments.launch`).
+        shard: ``(I, N)``: only the stable I-th of N parts of the cells (by run id).
         overwrite: start over in an output directory that holds an earlier sweep (the files
             openpt wrote there are deleted first). Without it a directory openpt wrote continues
             (finished runs are skipped) and any other non-empty directory is refused.
     """
 
     def __init__(self, config: ExperimentConfig, output: str | Path, *, log: Callable[[str], None] = print,
-                 progress: bool = True, backbones: dict[str, Backbone] | None = None, overwrite: bool = False) -> None:
+                 progress: bool = True, backbones: dict[str, Backbone] | None = None, overwrite: bool = False,
+                 launch: LaunchOptions | None = None, shard: tuple[int, int] | None = None) -> None:
         self.config = config
         self.output = Path(output)
         self.results = self.output / RESULTS_NAME
@@ -215,11 +224,15 @@ class Sweep:
         self.features = FeatureCache(cache_dir)
         self.versions = package_versions()
         self.overwrite = overwrite
+        self.launch = launch or LaunchOptions()
+        self.shard = shard
 
     def pending(self) -> tuple[list[RunSpec], int]:
         """Runs without an ``ok`` record yet, and the number of runs skipped."""
         done = {r.get("run_id") for r in read_records(self.results) if r.get("status") == "ok"}
         runs = expand(self.config)
+        if self.shard is not None:
+            runs = [r for r in runs if in_shard(r.run_id, self.shard)]
         todo = [r for r in runs if r.run_id not in done]
         return todo, len(runs) - len(todo)
 
@@ -240,30 +253,10 @@ class Sweep:
         total = len(todo) + skipped
         if skipped:
             self.log(f"resuming: {skipped} of {total} runs already in {self.results}")
-        finished = failed = 0
-        for run in self._progress(todo, total, skipped):
-            record = self.execute(run)
-            append_record(self.results, record)
-            out.record([self.results])
-            if (self.output / self.run_dir(run)).is_dir():
-                out.record_tree(self.run_dir(run))
-            if record["status"] == "ok":
-                finished += 1
-            else:
-                failed += 1
-                self.log(f"run {run.label} failed: {record['error']}")
+        finished, failed = drive(self, out, todo, skipped, launcher_for(self.launch))
         if distributed.current().is_main:
             write_report(self.results, plots=False)
         return SweepSummary(total, skipped, finished, failed, self.results, round(time.perf_counter() - start, 2))
-
-    def _progress(self, runs: list[RunSpec], total: int, done: int) -> Iterator[RunSpec]:
-        from tqdm.auto import tqdm
-
-        with tqdm(total=total, initial=done, desc="sweep", unit="run", file=sys.stderr, disable=not (self.progress and distributed.current().is_main), dynamic_ncols=True) as bar:
-            for run in runs:
-                bar.set_postfix_str(run.label, refresh=True)
-                yield run
-                bar.update(1)
 
     @staticmethod
     def run_dir(run: RunSpec) -> Path:
@@ -291,13 +284,7 @@ class Sweep:
     def execute(self, run: RunSpec) -> dict[str, Any]:
         """Run one cell; never raises except on interruption (the error goes into the record)."""
         start = time.perf_counter()
-        record: dict[str, Any] = {
-            "run_id": run.run_id, "dataset": run.config.name, "method": run.method, "k": run.k, "seed": run.seed,
-            "template": run.settings["template"]["name"], "verbalizer": run.settings["verbalizer"]["name"],
-            "backbone": run.config.backbone, "primary_metric": run.config.primary_metric,
-        }
-        if run.axes:
-            record["axes"] = config_to_dict(run.axes)
+        record = self._head(run)
         try:
             record.update(self._execute(run))
             record["status"] = "ok"
@@ -305,9 +292,41 @@ class Sweep:
             logger.debug("run %s failed", run.label, exc_info=True)
             record.update(status="error", error=f"{type(exc).__name__}: {exc}",
                           traceback=traceback.format_exc(limit=-3).strip().splitlines()[-6:])
+        return self._finish(run, record, start)
+
+    def failed_record(self, run: RunSpec, error: str) -> dict[str, Any]:
+        """The ``error`` record of a cell that could not run to its end (e.g. its worker process died)."""
+        return self._finish(run, {**self._head(run), "status": "error", "error": error}, time.perf_counter())
+
+    @staticmethod
+    def _head(run: RunSpec) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "run_id": run.run_id, "dataset": run.config.name, "method": run.method, "k": run.k, "seed": run.seed,
+            "template": run.settings["template"]["name"], "verbalizer": run.settings["verbalizer"]["name"],
+            "backbone": run.config.backbone, "primary_metric": run.config.primary_metric,
+        }
+        if run.axes:
+            record["axes"] = config_to_dict(run.axes)
+        return record
+
+    def _finish(self, run: RunSpec, record: dict[str, Any], start: float) -> dict[str, Any]:
         record.update(wall_seconds=round(time.perf_counter() - start, 2), versions=self.versions,
                       finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), config=run.settings)
         return portable(record, config_roots(run.config), run.config.base_dir)
+
+    def launch_fields(self, run: RunSpec, launcher: str, worker: str) -> dict[str, Any]:
+        """Where a cell ran: launcher, worker, device and torch threads (recorded as the row's ``launch``)."""
+        backbone = self._backbones.get(run.config.backbone)
+        device = str(backbone.input_embeddings().weight.device) if backbone is not None else str(resolve_device(run.config.device))
+        return {"launcher": launcher, "worker": worker, "device": device, "threads": torch.get_num_threads()}
+
+    def keep_backbone(self, name: str) -> None:
+        """Drop every loaded backbone but ``name`` (a worker holds one backbone at a time)."""
+        self._backbones = {key: value for key, value in self._backbones.items() if key == name}
+
+    def _tracked(self, run: RunSpec) -> Any:
+        """The config's experiment trackers for one cell: named by its run id, grouped by the sweep's name."""
+        return tracking(self.config.report_to, self.output, self.config.name, run.run_id, {"run_id": run.run_id, **run.settings})
 
     def _execute(self, run: RunSpec) -> dict[str, Any]:
         cfg, method = run.config, METHODS.get(run.method)
@@ -334,6 +353,8 @@ class Sweep:
             guids = hashlib.sha256("\n".join(e.guid or "" for e in eval_set).encode()).hexdigest()
             cache_key = json.dumps([{k: v for k, v in run.settings.items() if k not in ("k", "seed")}, guids], sort_keys=True, default=str)
             if cache_key in self._zero_shot:
+                with self._tracked(run) as tracked:
+                    tracked.final(self._zero_shot[cache_key])
                 return {**out, "metrics": self._zero_shot[cache_key], "reused": "zero-shot scores of an identical earlier run"}
         run_dir = self.output / self.run_dir(run)
         save = self.config.sweep.save_prompts if self.config.sweep else True
@@ -343,7 +364,9 @@ class Sweep:
             metrics=metric_names(cfg), output=run_dir if save else None, features=self.features, pool=pool, k=run.k,
             unlabeled=unlabeled_inputs(train_full.examples),
         )
-        outcome = method.run(context)
+        with self._tracked(run) as tracked:
+            outcome = method.run(context)
+            tracked.final(outcome["eval"])
         out["metrics"] = outcome.pop("eval")
         if "prompt" in outcome:
             outcome["prompt"] = str((run_dir / outcome["prompt"]).relative_to(self.output))

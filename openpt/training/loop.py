@@ -18,7 +18,7 @@ from ..model.checkpointing import enable_checkpointing
 from ..model.prompt_model import PromptModel
 from ..types import InputExample
 from ..progress import bar
-from . import distributed
+from . import distributed, steps
 from .state import EpochSampler, LoopState, TrainCheckpointer, fingerprint
 
 logger = logging.getLogger(__name__)
@@ -202,13 +202,17 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
                     check_finite(loss.detach() + penalty.detach(), step + 1, config)  # after the sum: every process stops together
                 else:
                     scaler.unscale_(optimizer)
+                norm = None
                 if config.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                elif steps.active():
+                    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]))
                 if scaler is not None:
                     scaler.step(optimizer)
                     scaler.update()
                 else:
                     optimizer.step()
+                used_lr = optimizer.param_groups[0]["lr"]  # this step's learning rate (the schedule moves on next)
                 schedule.step()
                 step += 1
                 record: dict[str, Any] = {"step": step, "loss": loss.item()}
@@ -224,6 +228,10 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
                         stale += 1
                     logger.info("step %d loss %.4f dev %.4f", step, record["loss"], record["dev_accuracy"])
                 history.append(record)
+                if steps.active():  # experiment trackers (transformers' names: train/loss, train/learning_rate, train/grad_norm)
+                    steps.emit({"train/loss": record["loss"], "train/learning_rate": used_lr,
+                                **({"train/grad_norm": float(norm)} if norm is not None else {}),
+                                **({"eval/dev_accuracy": record["dev_accuracy"]} if "dev_accuracy" in record else {})}, step)
                 progress.update(1)
                 progress.set_postfix(loss=f"{record['loss']:.4f}", **({"dev": f"{best_acc:.4f}"} if best_acc is not None else {}), refresh=False)
                 stop = step >= total or bool(config.patience and stale >= config.patience)
