@@ -271,14 +271,45 @@ def _sweep_error(mapping: YamlMap, key: str, problem: str) -> ConfigError:
     return ConfigError(problem, file=mapping.file, line=mapping.line_of(key), key="sweep." + key)
 
 
+def _dataset_file_item(item: str | dict, data: YamlMap, sweep_map: YamlMap,
+                       base_dir: Path | None) -> tuple[YamlMap, Path | None, str | None]:
+    """A ``sweep.datasets`` item naming a dataset config file, as ``FILE`` or ``{config: FILE, prompt: ..., train: ...}``.
+
+    One rule for every item: the settings a sweep uses are written in the sweep file. The file gives the
+    dataset (name, data, template, verbalizer, metrics, ...); its own ``prompt``/``train`` are its
+    stand-alone settings, unused in the sweep (with a warning when they differ), while ``prompt``/``train``
+    written beside ``config:`` override the sweep's key by key for this dataset, as in an inline item.
+    """
+    settings = YamlMap()
+    if isinstance(item, dict):
+        settings = as_map(item, where="sweep.datasets", file=sweep_map.file, line=sweep_map.line_of("datasets"))
+        check_keys(settings, ("config", *PER_DATASET), ("config",), prefix="sweep.datasets[].")
+        if not isinstance(settings["config"], str):
+            raise _sweep_error(sweep_map, "datasets", f"config: expected a dataset config file, got {brief(settings['config'])}")
+        item = settings["config"]
+    path = resolve_config_path(item, base_dir)
+    loaded = check_document(load_yaml(path), TOP_KEYS, "dataset config", path, ConfigError)
+    check_keys(loaded, TOP_KEYS)  # a misspelt key gets its did-you-mean, not "missing required key"
+    for key in PER_DATASET:
+        if key in loaded and key not in settings and loaded[key] != data.get(key):
+            logger.warning("%s:%s: %s: the file's stand-alone setting is not used in a sweep (the sweep file's %s applies to "
+                           "this dataset); give per-dataset settings beside the file: {config: %s, %s: ...}",
+                           path, loaded.line_of(key), key, key, item, key)
+    dataset = submap(loaded, [k for k in DATASET_KEYS if k not in PER_DATASET])
+    for key in PER_DATASET:
+        if key in settings:
+            dataset[key] = settings[key]
+            dataset.key_lines[key] = settings.line_of(key)
+    return dataset, path.parent, str(path)
+
+
 def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None) -> ExperimentConfig:
     """Validate a sweep config; returns the first dataset's config with ``sweep`` set.
 
     Without ``sweep.datasets`` the file itself is the one dataset. Dataset items are config files
-    (of which only name, data, template, zero_shot_template, verbalizer and metrics are used; their
-    prompt/train keys are reported as unused) or inline mappings with those keys plus ``prompt`` and
-    ``train``, which override the sweep file's key by key for that dataset (a long-input set's
-    ``max_length``). Without ``sweep.k`` each dataset uses its own ``data.k``. Backbone, methods and
+    (``FILE``, or ``{config: FILE, prompt: ..., train: ...}``; see :func:`_dataset_file_item`) or inline
+    mappings with the dataset keys; either may carry ``prompt`` and ``train``, which override the sweep
+    file's key by key for that dataset (a long-input set's ``max_length``). Without ``sweep.k`` each dataset uses its own ``data.k``. Backbone, methods and
     zero_shot come from the sweep file.
     """
     sweep_map = as_map(data["sweep"], where="sweep", file=data.file, line=data.line_of("sweep"))
@@ -294,15 +325,8 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
     elif not isinstance(raw_items, list) or not raw_items:
         raise _sweep_error(sweep_map, "datasets", f"expected a non-empty list of config files or mappings, got {brief(raw_items)}")
     for item in raw_items or []:
-        if isinstance(item, str):
-            path = resolve_config_path(item, base_dir)
-            loaded = check_document(load_yaml(path), TOP_KEYS, "dataset config", path, ConfigError)
-            check_keys(loaded, TOP_KEYS)  # a misspelt key gets its did-you-mean, not "missing required key"
-            for key in PER_DATASET:  # kept as before (published sweeps depend on it), but never silently
-                if key in loaded and loaded[key] != data.get(key):
-                    logger.warning("%s:%s: %s: not used in a sweep (the sweep file's %s applies to this dataset); give per-dataset "
-                                   "settings in an inline sweep.datasets item", path, loaded.line_of(key), key, key)
-            items.append((submap(loaded, [k for k in DATASET_KEYS if k not in PER_DATASET]), path.parent, str(path)))
+        if isinstance(item, str) or (isinstance(item, dict) and "config" in item):
+            items.append(_dataset_file_item(item, data, sweep_map, base_dir))
         else:
             mapping = as_map(item, where="sweep.datasets", file=sweep_map.file, line=sweep_map.line_of("datasets"))
             check_keys(mapping, DATASET_KEYS, ("data",), prefix="sweep.datasets[].")

@@ -168,6 +168,21 @@ def test_zero_shot_runs_when_a_class_is_too_small_for_k(project):
     assert probe["status"] == "error" and "need 100 (50 for train + 50 for dev)" in probe["error"]
 
 
+def test_dataset_file_item_carries_prompt_and_train_beside_config_as_an_inline_item_does(project, caplog):
+    (project / "small.yaml").write_text("name: small\ntemplate: template.yaml\nverbalizer: verbalizer.yaml\n"
+                                        "data: {path: data, k: 1}\nprompt: {max_length: 24}\ntrain: {steps: 5}\n")
+    item = "{config: small.yaml, prompt: {max_length: 20}, train: {steps: 1}}"
+    (project / "sweep.yaml").write_text((project / "sweep.yaml").read_text().replace("  k: [2]\n", f"  datasets: [{item}]\n"))
+    (run, *_) = expand(load_config(project / "sweep.yaml"))
+    assert run.config.name == "small" and run.k == 1  # the file gives the dataset...
+    assert run.settings["prompt"]["max_length"] == 20 and run.config.methods["linear_probe"].train.steps == 1  # ...the sweep file its settings
+    assert run.config.methods["linear_probe"].train.batch_size == 2  # key by key over the sweep's train
+    assert "not used in a sweep" not in caplog.text  # the file's own prompt/train are replaced, not silently dropped
+    (project / "sweep.yaml").write_text((project / "sweep.yaml").read_text().replace("config: small.yaml,", "config: small.yaml, template: t.yaml,"))
+    with pytest.raises(SpecError, match=r"template: unknown key.*expected one of: config, prompt, train"):
+        load_config(project / "sweep.yaml")
+
+
 def test_inline_datasets_keep_their_k_prompt_and_train(project, caplog):
     (project / "small.yaml").write_text("name: small\ntemplate: template.yaml\nverbalizer: verbalizer.yaml\n"
                                         "data: {path: data, k: 1}\nprompt: {max_length: 24}\n")
@@ -178,7 +193,7 @@ def test_inline_datasets_keep_their_k_prompt_and_train(project, caplog):
     by_dataset = {r.config.name: r for r in runs}
     assert by_dataset["big"].settings["prompt"]["max_length"] == 20 and by_dataset["big"].config.methods["linear_probe"].train.steps == 1
     assert by_dataset["small"].settings["prompt"]["max_length"] == 32  # a dataset file's prompt is not used in a sweep...
-    assert "small.yaml:5: prompt: not used in a sweep" in caplog.text  # ...and it says so
+    assert "small.yaml:5: prompt: the file's stand-alone setting is not used in a sweep" in caplog.text  # ...and it says so
     (project / "small.yaml").write_text((project / "small.yaml").read_text().replace("verbalizer:", "verbaliser:"))
     with pytest.raises(SpecError, match="small.yaml:3: verbaliser: unknown key; did you mean 'verbalizer'"):
         load_config(project / "sweep.yaml")
