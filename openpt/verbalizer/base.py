@@ -99,7 +99,7 @@ class Verbalizer(nn.Module):
             return
         missing = [name for name in dataset_labels if name not in self.label_names]
         extra = [name for name in self.label_names if name not in dataset_labels]
-        if missing and len(extra) == len(self.label_names) and not str(self.source or "").endswith((".yaml", ".yml")):
+        if missing and len(extra) == len(self.label_names) and self.source and not str(self.source).endswith((".yaml", ".yml")):
             raise SpecError(f"verbalizer labels share none of the dataset's labels {list(dataset_labels)} "
                             "(its labels are not shown: is this a verbalizer file?)", file=self.source, key="labels")
         if missing or extra:
