@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 TOP_KEYS = ("name", "backbone", "backbone_options", "device", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train",
             "zero_shot", "output", "metrics", "methods", "sweep", "vars", "patterns")
 DATA_KEYS = ("path", "train", "eval", "holdout", "holdout_seed", "dataset_config", "train_split", "eval_split", "k", "seeds",
-             "field_map", "label_names", "max_eval", "protocol", "eval_pick")
+             "field_map", "label_names", "max_eval", "protocol", "eval_pick", "label_delimiter")
 PROTOCOLS = ("lmbff", "split_off_eval", "held_out_eval")
 EVAL_PICKS = ("random", "first")
 
@@ -59,6 +59,7 @@ class DataConfig:
     max_eval: int | None = None
     protocol: str = "lmbff"
     eval_pick: str = "random"
+    label_delimiter: str | None = None  # CSV/TSV multi-label cells, e.g. "|" for "joy|love"
 
 
 @dataclass

@@ -5,7 +5,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -135,7 +135,8 @@ def make_optimizer(model: PromptModel, config: TrainConfig) -> torch.optim.Optim
 
 def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequence[InputExample] | None, config: TrainConfig,
           *, checkpoint: TrainCheckpointer | None = None, field_map: dict[str, str] | None = None,
-          soft_targets: torch.Tensor | None = None) -> TrainResult:
+          soft_targets: torch.Tensor | None = None, loss_fn: Callable[[torch.Tensor, list[int]], torch.Tensor] | None = None,
+          dev_score: Callable[[PromptModel], float] | None = None) -> TrainResult:
     """Train the trainable parameters of ``model`` on ``train_set``; select on ``dev_set`` accuracy.
 
     In a data-parallel run (:mod:`openpt.training.distributed`) each process computes its share of every
@@ -144,7 +145,10 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
     end, and (``checkpoint.resume``) training continues from a saved state with identical results.
     ``train_set`` / ``dev_set`` may also be ``datasets.Dataset`` objects (``field_map``: openpt field -> column).
     With ``soft_targets`` (``[N, C]`` class distributions, one row per training example; labels
-    may then be missing) the loss is the cross-entropy against them (distillation).
+    may then be missing) the loss is the cross-entropy against them (distillation). A task with
+    another loss gives ``loss_fn(scores, rows)`` (``rows``: indices into ``train_set`` of the batch;
+    e.g. binary cross-entropy against label sets) and ``dev_score(model)``, the dev score selected
+    on instead of dev accuracy (recorded as ``dev_accuracy``).
     """
     start = time.perf_counter()
     names = model.verbalizer.label_names
@@ -187,7 +191,9 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
                 if mine:
                     batch = model.place_batch(model.template.collate([encoded[i] for i in mine]))
                     scores = model(batch)
-                    if soft_targets is None:
+                    if loss_fn is not None:
+                        loss = loss_fn(scores, mine)
+                    elif soft_targets is None:
                         loss = F.cross_entropy(scores, batch.labels)
                     else:  # distillation: cross-entropy against class distributions
                         loss = -(soft_targets[mine].to(scores.device) * torch.log_softmax(scores, -1)).sum(-1).mean()
@@ -215,7 +221,8 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
                 if penalty.requires_grad:
                     record["penalty"] = penalty.item()
                 if dev_set and (config.eval_every and step % config.eval_every == 0 or step == total):
-                    record["dev_accuracy"] = evaluate(model, dev_set, config.eval_batch_size, ("accuracy",))["accuracy"]
+                    record["dev_accuracy"] = (dev_score(model) if dev_score is not None else
+                                              evaluate(model, dev_set, config.eval_batch_size, ("accuracy",))["accuracy"])
                     model.train()
                     if best_acc is None or record["dev_accuracy"] > best_acc:
                         best_acc, best_step, stale = record["dev_accuracy"], step, 0

@@ -1,0 +1,1 @@
+"""Multi-label classification through prompts: per-label scoring, thresholds, metrics, BCE training."""
