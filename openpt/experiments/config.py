@@ -12,6 +12,7 @@ from ..data.loading import HF_DATASETS_PREFIX
 from ..data.sources import form_problem
 from ..errors import ConfigError, brief
 from ..model.build import PromptOptions, looks_like_path
+from ..multilabel.task import parse_task
 from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, type_ok
 from ..training.loop import TrainConfig
 from .grid import PER_DATASET, SweepCell, resolve_variables, sweep_cells
@@ -21,7 +22,7 @@ from .values import DEFAULT_METRICS, MAX_SEED, check_top_types, parse_metrics, p
 logger = logging.getLogger(__name__)
 
 TOP_KEYS = ("name", "backbone", "backbone_options", "device", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train",
-            "zero_shot", "output", "metrics", "methods", "sweep", "vars", "patterns")
+            "zero_shot", "output", "metrics", "methods", "sweep", "vars", "patterns", "task")
 DATA_KEYS = ("path", "train", "eval", "holdout", "holdout_seed", "dataset_config", "train_split", "eval_split", "k", "seeds",
              "field_map", "label_names", "max_eval", "protocol", "eval_pick", "label_delimiter")
 PROTOCOLS = ("lmbff", "split_off_eval", "held_out_eval")
@@ -84,6 +85,7 @@ class ExperimentConfig:
     device: str = "auto"
     backbone_options: dict[str, Any] = field(default_factory=dict)
     patterns: list[dict[str, Any]] | None = None  # PET pattern-verbalizer pairs: [{template, verbalizer, name?}, ...]
+    task: Any = None  # a MultiLabelTask (openpt.multilabel.task); None: single-label, or inferred from list labels
 
     @property
     def primary_metric(self) -> str:
@@ -125,7 +127,8 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         raise data_map.error("protocol", "held_out_eval needs max_eval (the size of the fixed evaluation set)")
     if data_cfg.eval_pick not in EVAL_PICKS:
         raise data_map.error("eval_pick", f"expected one of {', '.join(EVAL_PICKS)}, got {brief(data_cfg.eval_pick)}")
-    metrics = parse_metrics(data)
+    task = parse_task(data)
+    metrics = parse_metrics(data) if task is None else task.parse_metrics(data)
     prompt = dataclass_from(PromptOptions, as_map(data.get("prompt") or {}, where="prompt", file=data.file), "prompt.")
     train = dataclass_from(TrainConfig, as_map(data.get("train") or {}, where="train", file=data.file), "train.")
     backbone = data["backbone"]
@@ -151,6 +154,7 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         device=device,
         backbone_options=backbone_options,
         patterns=parse_patterns(data),
+        task=task,
     )
 
 
@@ -205,7 +209,7 @@ def _override(cls: type, base: Any, value: Any, prefix: str, parent: YamlMap) ->
 
 SWEEP_KEYS = ("datasets", "methods", "k", "seeds", "templates", "verbalizers", "max_eval", "cache_dir", "save_prompts", "grid", "zip",
               "exclude")
-DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "vars", "prompt", "train", "patterns")
+DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "vars", "prompt", "train", "patterns", "task")
 
 
 

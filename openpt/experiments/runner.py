@@ -8,7 +8,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -83,23 +83,27 @@ def sampling_pool(data: DataConfig, train_set: Dataset, eval_set: Dataset, max_e
 
 
 def fewshot_sets(data: DataConfig, train_set: Dataset, eval_set: Dataset, k: int, seed: int,
-                 max_eval: int | None = None) -> tuple[Dataset, Dataset, Dataset, dict[str, Any]]:
+                 max_eval: int | None = None, draw: Callable[[Dataset, int, int], tuple[Dataset, Dataset, dict[str, Any]]] | None = None,
+                 ) -> tuple[Dataset, Dataset, Dataset, dict[str, Any]]:
     """K-shot train and dev sets and the evaluation set of one seed, by ``data.protocol``.
 
     ``lmbff``: both drawn from ``train_set``, evaluation on ``eval_set``; ``split_off_eval``: both
     drawn from ``eval_set`` and evaluation on the rest; ``held_out_eval``: a fixed evaluation subset
     of ``eval_set``, both drawn from the rest. The evaluation set is capped at ``max_eval``
     (default ``data.max_eval``). ``info`` records the protocol and sampled indices (into the pool).
+    ``draw(pool, k, seed) -> (train, dev, info)`` replaces the K-per-class draw of the first two
+    protocols (a task's own sampler: multi-label covering).
     """
+    draw = draw or lmbff_split
     cap = max_eval if max_eval is not None else data.max_eval
     if data.protocol == "split_off_eval":
         few_train, few_dev, rest, info = split_off_eval(eval_set, k, seed)
     elif data.protocol == "held_out_eval":
         pool = sampling_pool(data, train_set, eval_set, cap)
-        (few_train, few_dev, info), rest = lmbff_split(pool, k, seed), eval_set
+        (few_train, few_dev, info), rest = draw(pool, k, seed), eval_set
         info = {**info, "protocol": "held_out_eval", "pool_size": len(pool)}
     else:
-        (few_train, few_dev, info), rest = lmbff_split(train_set, k, seed), eval_set
+        (few_train, few_dev, info), rest = draw(train_set, k, seed), eval_set
     evaluated = cap_eval(rest, cap, data.eval_pick)
     info = {**info, "eval_split": data.eval_split, "eval_size": len(evaluated)}
     if len(evaluated) < len(rest):
@@ -116,10 +120,10 @@ def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
-def check_fields(spec: TemplateSpec, *datasets: Dataset) -> None:
-    """Fail before any work when the template uses a field some dataset lacks."""
+def check_fields(spec: TemplateSpec, *datasets: Dataset, provided: Sequence[str] = ()) -> None:
+    """Fail before any work when the template uses a field some dataset lacks (``provided``: fields the task fills in)."""
     for dataset in datasets:
-        missing = [name for name in spec.fields if name not in dataset.fields()]
+        missing = [name for name in spec.fields if name not in dataset.fields() and name not in provided]
         if missing:
             raise SpecError(
                 f"unknown placeholder {{{missing[0]}}}: the examples of {dataset.source} have fields {sorted(dataset.fields())}",

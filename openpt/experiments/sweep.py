@@ -42,6 +42,7 @@ from .config import ExperimentConfig, config_to_dict
 from .grid import SweepCell
 from .report import write_report
 from .records import RESULTS_NAME, append_record, portable, read_records
+from ..multilabel.task import task_for
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
 from .runner import Experiment, cap_eval, check_fields, config_roots, configured_backbone, fewshot_sets, metric_names, sampling_pool, versions
@@ -284,6 +285,10 @@ class Sweep:
             self._data_info[key] = experiment.data_info
         return self._data[key]
 
+    def task(self, cfg: ExperimentConfig) -> Any:
+        """``cfg``'s task: the configured one, multi-label when its training rows have label lists, else ``None`` (single-label)."""
+        return task_for(cfg.task, self.data(cfg)[0])
+
     def data_info(self, cfg: ExperimentConfig) -> dict[str, Any]:
         """Form, sources and row counts of ``cfg``'s data (after :meth:`data`)."""
         return self._data_info[_data_key(cfg)]
@@ -296,6 +301,12 @@ class Sweep:
             "template": run.settings["template"]["name"], "verbalizer": run.settings["verbalizer"]["name"],
             "backbone": run.config.backbone, "primary_metric": run.config.primary_metric,
         }
+        try:
+            task = self.task(run.config)
+        except Exception:  # noqa: BLE001  the data error is recorded by _execute
+            task = None
+        if task is not None:
+            record.update(task=task.name, primary_metric=task.metric_names(run.config.metrics)[0])
         if run.axes:
             record["axes"] = config_to_dict(run.axes)
         try:
@@ -314,9 +325,13 @@ class Sweep:
         spec = template_spec(run.template, base_dir=cfg.base_dir)
         train_full, eval_full = self.data(cfg)
         verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir).check_labels(train_full.label_names)
-        check_fields(spec, train_full, eval_full)
+        task = self.task(cfg)
+        if task is not None:
+            task.check(spec, verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir), train_full, cfg.data.protocol)
+        check_fields(spec, train_full, eval_full, provided=task.provided_fields() if task is not None else ())
         try:
-            few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval)
+            few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval,
+                                                              draw=task.draw if task is not None else None)
         except DataError as exc:  # too few examples for a K-shot draw: zero-shot needs none
             if method.trains:
                 raise
@@ -324,7 +339,8 @@ class Sweep:
         pool = sampling_pool(cfg.data, train_full, eval_full, run.max_eval)
         out: dict[str, Any] = {"protocol": info["protocol"], "eval_split": info["eval_split"], "eval_size": info["eval_size"],
                                "sampled": {"train_indices": info["train_indices"], "dev_indices": info["dev_indices"],
-                                           "source": info["source"]}}
+                                           "source": info["source"],
+                                           **{key: info[key] for key in ("train_label_counts", "dev_label_counts") if key in info}}}
         if "note" in info:
             out["note"] = info["note"]
         out["data_source"] = {k: v for k, v in self.data_info(cfg).items() if k in ("form", "train_source", "eval_source", "holdout")}
@@ -340,10 +356,10 @@ class Sweep:
         context = RunContext(
             config=cfg, backbone=self.backbone(cfg), template=spec, verbalizer=run.verbalizer,
             settings=cfg.methods[run.method], train_set=few_train, dev_set=few_dev, eval_set=eval_set, seed=run.seed,
-            metrics=metric_names(cfg), output=run_dir if save else None, features=self.features, pool=pool, k=run.k,
-            unlabeled=unlabeled_inputs(train_full.examples),
+            metrics=task.metric_names(cfg.metrics) if task is not None else metric_names(cfg), output=run_dir if save else None,
+            features=self.features, pool=pool, k=run.k, unlabeled=unlabeled_inputs(train_full.examples),
         )
-        outcome = method.run(context)
+        outcome = task.run(run.method, context) if task is not None else method.run(context)
         out["metrics"] = outcome.pop("eval")
         if "prompt" in outcome:
             outcome["prompt"] = str((run_dir / outcome["prompt"]).relative_to(self.output))
