@@ -44,7 +44,8 @@ from .report import write_report
 from .records import RESULTS_NAME, append_record, portable, read_records
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
-from .runner import Experiment, cap_eval, check_fields, config_roots, configured_backbone, fewshot_sets, metric_names, sampling_pool, versions
+from .runner import (Experiment, cap_eval, check_fields, config_roots, configured_backbone, fewshot_sets, metric_names, sampling_pool, task_fields,
+                     versions)
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
                                 "options": config_to_dict(dataclasses.asdict(ms.options)),
                             }
                             drop_added_defaults(settings)
+                            settings.update(task_fields(cfg))  # a task other than classification (absent: run ids as before)
                             if cell.axes:  # swept values count even where the settings above do not show them
                                 settings["axes"] = config_to_dict(cell.axes)
                             if cfg.patterns:  # PET pairs (absent: run ids as before)
@@ -294,7 +296,7 @@ class Sweep:
         record: dict[str, Any] = {
             "run_id": run.run_id, "dataset": run.config.name, "method": run.method, "k": run.k, "seed": run.seed,
             "template": run.settings["template"]["name"], "verbalizer": run.settings["verbalizer"]["name"],
-            "backbone": run.config.backbone, "primary_metric": run.config.primary_metric,
+            "backbone": run.config.backbone, "primary_metric": run.config.primary_metric, **task_fields(run.config),
         }
         if run.axes:
             record["axes"] = config_to_dict(run.axes)
@@ -316,7 +318,7 @@ class Sweep:
         verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir).check_labels(train_full.label_names)
         check_fields(spec, train_full, eval_full)
         try:
-            few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval)
+            few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval, cfg.task)
         except DataError as exc:  # too few examples for a K-shot draw: zero-shot needs none
             if method.trains:
                 raise

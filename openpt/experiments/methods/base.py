@@ -28,6 +28,7 @@ class ExperimentSettings(Protocol):
     base_dir: Path
     zero_shot_template: Any
     patterns: Any
+    task: Any
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def prepared_model(context: RunContext, template: TemplateSpec, prompt: PromptOp
     verbalizer = context.new_verbalizer() if verbalizer is None else verbalizer_spec(verbalizer, base_dir=context.config.base_dir)
     prepared = prepare_verbalizer(context.backbone, template, verbalizer, train=context.train_set.examples, dev=context.dev_set.examples,
                                   unlabeled=context.unlabeled, max_length=prompt.max_length, batch_size=context.settings.train.eval_batch_size)
-    model = build_model(backbone or context.backbone, model_template or template, verbalizer, prompt, seed=context.seed, corpus=corpus)
+    model = build_model(backbone or context.backbone, model_template or template, verbalizer, prompt, seed=context.seed, corpus=corpus,
+                        task=getattr(context.config, "task", None))
     use_unlabeled(model, context.unlabeled)
     return model, prepared
 
