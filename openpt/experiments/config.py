@@ -11,13 +11,13 @@ from typing import Any
 from ..data.loading import HF_DATASETS_PREFIX
 from ..data.sources import form_problem
 from ..errors import ConfigError, brief
-from ..model.build import PromptOptions, looks_like_path
-from ..multilabel.task import parse_task
+from ..model.build import PromptOptions, looks_like_path, template_spec
 from ..spec import YamlMap, as_map, check_keys, dataclass_from, load_yaml, type_ok
+from ..tasks import DEFAULT_TASK, get_task
 from ..training.loop import TrainConfig
 from .grid import PER_DATASET, SweepCell, resolve_variables, sweep_cells
 from .overrides import apply_overrides, errors_named_by_override
-from .values import DEFAULT_METRICS, MAX_SEED, check_top_types, parse_metrics, parse_patterns, parse_placement, seeds_ok
+from .values import DEFAULT_METRICS, MAX_SEED, check_top_types, parse_metrics, parse_patterns, parse_placement, parse_task, seeds_ok
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class ExperimentConfig:
     device: str = "auto"
     backbone_options: dict[str, Any] = field(default_factory=dict)
     patterns: list[dict[str, Any]] | None = None  # PET pattern-verbalizer pairs: [{template, verbalizer, name?}, ...]
-    task: Any = None  # a MultiLabelTask (openpt.multilabel.task); None: single-label, or inferred from list labels
+    task: Any = field(default_factory=lambda: get_task(DEFAULT_TASK))  # a TaskType (openpt.tasks): ``task:`` or inferred
 
     @property
     def primary_metric(self) -> str:
@@ -127,8 +127,8 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         raise data_map.error("protocol", "held_out_eval needs max_eval (the size of the fixed evaluation set)")
     if data_cfg.eval_pick not in EVAL_PICKS:
         raise data_map.error("eval_pick", f"expected one of {', '.join(EVAL_PICKS)}, got {brief(data_cfg.eval_pick)}")
-    task = parse_task(data)
-    metrics = parse_metrics(data) if task is None else task.parse_metrics(data)
+    task = parse_task(data, lambda: template_spec(data["template"], base_dir=base_dir, file=data.file, line=data.line_of("template")))
+    metrics = parse_metrics(data, task)
     prompt = dataclass_from(PromptOptions, as_map(data.get("prompt") or {}, where="prompt", file=data.file), "prompt.")
     train = dataclass_from(TrainConfig, as_map(data.get("train") or {}, where="train", file=data.file), "train.")
     backbone = data["backbone"]

@@ -42,10 +42,10 @@ from .config import ExperimentConfig, config_to_dict
 from .grid import SweepCell
 from .report import write_report
 from .records import RESULTS_NAME, append_record, portable, read_records
-from ..multilabel.task import task_for
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
-from .runner import Experiment, cap_eval, check_fields, config_roots, configured_backbone, fewshot_sets, metric_names, sampling_pool, versions
+from .runner import (Experiment, cap_eval, check_fields, config_roots, configured_backbone, fewshot_sets, metric_names, resolve_task,
+                     sampling_pool, task_fields, versions)
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,7 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
                                 "options": config_to_dict(dataclasses.asdict(ms.options)),
                             }
                             drop_added_defaults(settings)
+                            settings.update(task_fields(cfg))  # a task other than classification (absent: run ids as before)
                             if cell.axes:  # swept values count even where the settings above do not show them
                                 settings["axes"] = config_to_dict(cell.axes)
                             if cfg.patterns:  # PET pairs (absent: run ids as before)
@@ -220,6 +221,8 @@ class Sweep:
     def pending(self) -> tuple[list[RunSpec], int]:
         """Runs without an ``ok`` record yet, and the number of runs skipped."""
         done = {r.get("run_id") for r in read_records(self.results) if r.get("status") == "ok"}
+        for cfg in {id(c.config): c.config for c in self.config.sweep.cells}.values() if self.config.sweep else [self.config]:
+            resolve_task(cfg, self.data(cfg)[0], self.log)  # list labels make a config without task: multi-label
         runs = expand(self.config)
         todo = [r for r in runs if r.run_id not in done]
         return todo, len(runs) - len(todo)
@@ -285,10 +288,6 @@ class Sweep:
             self._data_info[key] = experiment.data_info
         return self._data[key]
 
-    def task(self, cfg: ExperimentConfig) -> Any:
-        """``cfg``'s task: the configured one, multi-label when its training rows have label lists, else ``None`` (single-label)."""
-        return task_for(cfg.task, self.data(cfg)[0])
-
     def data_info(self, cfg: ExperimentConfig) -> dict[str, Any]:
         """Form, sources and row counts of ``cfg``'s data (after :meth:`data`)."""
         return self._data_info[_data_key(cfg)]
@@ -299,14 +298,8 @@ class Sweep:
         record: dict[str, Any] = {
             "run_id": run.run_id, "dataset": run.config.name, "method": run.method, "k": run.k, "seed": run.seed,
             "template": run.settings["template"]["name"], "verbalizer": run.settings["verbalizer"]["name"],
-            "backbone": run.config.backbone, "primary_metric": run.config.primary_metric,
+            "backbone": run.config.backbone, "primary_metric": run.config.primary_metric, **task_fields(run.config),
         }
-        try:
-            task = self.task(run.config)
-        except Exception:  # noqa: BLE001  the data error is recorded by _execute
-            task = None
-        if task is not None:
-            record.update(task=task.name, primary_metric=task.metric_names(run.config.metrics)[0])
         if run.axes:
             record["axes"] = config_to_dict(run.axes)
         try:
@@ -325,13 +318,10 @@ class Sweep:
         spec = template_spec(run.template, base_dir=cfg.base_dir)
         train_full, eval_full = self.data(cfg)
         verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir).check_labels(train_full.label_names)
-        task = self.task(cfg)
-        if task is not None:
-            task.check(spec, verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir), train_full, cfg.data.protocol)
-        check_fields(spec, train_full, eval_full, provided=task.provided_fields() if task is not None else ())
+        cfg.task.check_setup(spec, verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir))
+        check_fields(spec, train_full, eval_full, provided=cfg.task.provided_fields())
         try:
-            few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval,
-                                                              draw=task.draw if task is not None else None)
+            few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval, cfg.task)
         except DataError as exc:  # too few examples for a K-shot draw: zero-shot needs none
             if method.trains:
                 raise
@@ -356,10 +346,10 @@ class Sweep:
         context = RunContext(
             config=cfg, backbone=self.backbone(cfg), template=spec, verbalizer=run.verbalizer,
             settings=cfg.methods[run.method], train_set=few_train, dev_set=few_dev, eval_set=eval_set, seed=run.seed,
-            metrics=task.metric_names(cfg.metrics) if task is not None else metric_names(cfg), output=run_dir if save else None,
-            features=self.features, pool=pool, k=run.k, unlabeled=unlabeled_inputs(train_full.examples),
+            metrics=metric_names(cfg), output=run_dir if save else None, features=self.features, pool=pool, k=run.k,
+            unlabeled=unlabeled_inputs(train_full.examples),
         )
-        outcome = task.run(run.method, context) if task is not None else method.run(context)
+        outcome = method.run(context)
         out["metrics"] = outcome.pop("eval")
         if "prompt" in outcome:
             outcome["prompt"] = str((run_dir / outcome["prompt"]).relative_to(self.output))

@@ -14,7 +14,7 @@ from torch import nn
 from ...errors import ConfigError
 from ...metrics import compute_metrics
 from ...types import InputExample
-from .base import RunContext, register_method
+from .base import RunContext, register_method, task_run
 from .features import POOLINGS, pool, tokenize
 
 
@@ -130,6 +130,9 @@ def fit_classifier(context: RunContext, classes: int, loss_fn: Callable[[torch.T
 def run(context: RunContext) -> dict[str, Any]:
     """Fine-tune on the K-shot train set with the schedule of ``train`` (steps/epochs, warm-up,
     dev evaluation every ``eval_every`` steps, ``patience``, ``keep_best``), then evaluate."""
+    custom = task_run(context, "finetune")
+    if custom is not None:  # a task type with its own form of this baseline (multi-label: sigmoid outputs)
+        return custom(context)
     tokenizer, max_length, batch = context.backbone.tokenizer, context.settings.prompt.max_length, context.settings.train.eval_batch_size
     labels = torch.tensor(context.train_set.labels())
     dev, dev_labels = context.dev_set.examples, context.dev_set.labels()
