@@ -12,6 +12,7 @@ from .metrics import multi_label_metrics
 THRESHOLD_MODES = ("per_label", "global")
 TUNABLE_METRICS = ("macro_f1", "micro_f1", "samples_f1")
 MAX_GLOBAL_CANDIDATES = 256
+EDGE = 1e-9  # the lowest and highest thresholds: (0, 1) open
 
 
 def check_threshold(value: Any, key: str = "threshold") -> float:
@@ -63,7 +64,8 @@ def cut_points(values: np.ndarray) -> np.ndarray:
     """Thresholds that separate every pair of neighbouring distinct ``values``, plus one below and one above all, in (0, 1)."""
     unique = np.unique(np.clip(values, 0.0, 1.0))
     inner = (unique[:-1] + unique[1:]) / 2
-    return np.concatenate([[unique[0] / 2], inner, [(unique[-1] + 1) / 2]])
+    cuts = np.concatenate([[unique[0] / 2], inner, [(unique[-1] + 1) / 2]])
+    return np.unique(np.clip(cuts, EDGE, 1 - EDGE))  # a probability of exactly 0 or 1 stays on its side
 
 
 def best_label_threshold(probs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
