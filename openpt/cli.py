@@ -112,6 +112,7 @@ def _compiled(model: Any, args: argparse.Namespace) -> Any:
 
 def _eval(args: argparse.Namespace) -> int:
     from .data.loading import LabelRules, load_split
+    from .tasks import task_of
     from .training.loop import evaluate
 
     if args.prompt is None and not (args.backbone and args.template and args.verbalizer):
@@ -129,10 +130,14 @@ def _eval(args: argparse.Namespace) -> int:
         raise OpenPTError("--template/--verbalizer are for zero-shot evaluation without a saved prompt; drop them or the PROMPT directory")
     else:
         model = _load_prompt(args)
-        dataset = load_split(args.data, split, label_names=model.verbalizer.label_names if not Path(args.data).is_dir() else None,
-                             rules=LabelRules(required=True))
-    model.verbalizer.check_labels(dataset.label_names)
-    scores = evaluate(model, dataset.examples, args.batch_size)
+        names = task_of(model).class_names(model)
+        dataset = load_split(args.data, split, label_names=names if not Path(args.data).is_dir() else None, rules=LabelRules(required=True))
+    names = task_of(model).class_names(model)
+    if not task_of(model).predicts_sets:
+        model.verbalizer.check_labels(dataset.label_names)
+    elif list(dataset.label_names) != names:
+        raise OpenPTError(f"{dataset.source}: labels {dataset.label_names} differ from the prompt's {names}")
+    scores = evaluate(model, dataset.examples, args.batch_size, task_of(model).metric_names())
     print(json.dumps({"examples": len(dataset), **scores}, indent=2))
     return 0
 

@@ -44,6 +44,7 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
     """``openpt predict``: label texts or a row file, streaming, in input order."""
     from .data.streaming import iter_rows, parse_field_map, row_example
     from .predict import FORMATS, PredictionWriter, predict_stream
+    from .tasks import task_of
     from .types import InputExample
 
     if args.batch_size < 1:
@@ -70,7 +71,7 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
 
     total = len(args.texts) + (count_lines(args.file) if args.file else 0)
     with _output(args.output) as stream, _progress_bar(total, not args.no_progress) as bar:
-        writer = PredictionWriter(stream, args.format, model.verbalizer.label_names)
+        writer = PredictionWriter(stream, args.format, task_of(model).class_names(model))
         try:
             written = predict_stream(model, rows(), writer.write, batch_size=args.batch_size, progress=bar.update)
         finally:

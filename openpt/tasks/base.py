@@ -73,7 +73,8 @@ class TaskType:
     default_metrics: ClassVar[tuple[str, ...]] = ()
     always_reported: ClassVar[tuple[str, ...]] = ()
     select_by: ClassVar[str] = ""
-    zero_shot_skipped: ClassVar[str] = ""  # why an untrained prompt is not scored for this task ("": it is)
+    zero_shot_skipped: ClassVar[str] = ""
+    predicts_sets: ClassVar[bool] = False  # predictions are label sets: ``openpt predict`` writes the task's records  # why an untrained prompt is not scored for this task ("": it is)
 
     @classmethod
     def claims(cls, template: Any) -> bool:
@@ -132,6 +133,10 @@ class TaskType:
     def provided_fields(self) -> tuple[str, ...]:
         """Template fields the task fills in itself (not read from the data); default none."""
         return ()
+
+    def class_names(self, model: Any) -> list[str]:
+        """The names a model's data labels are read against (default: the verbalizer's labels)."""
+        return model.verbalizer.label_names
 
     def start_training(self, model: Any, train_set: Sequence[InputExample], batch_size: int) -> None:
         """Called by the training loop before the first step (e.g. centre a head on the inputs); default nothing."""

@@ -71,6 +71,7 @@ class MultiLabel(TaskType):
     default_metrics: ClassVar[tuple[str, ...]] = MULTI_LABEL_METRICS
     always_reported: ClassVar[tuple[str, ...]] = MULTI_LABEL_METRICS
     select_by: ClassVar[str] = "tuned_macro_f1"
+    predicts_sets: ClassVar[bool] = True
     zero_shot_skipped: ClassVar[str] = "multi-label decision thresholds and the sigmoid head's offsets are learned from the K-shot sets"
 
     def __post_init__(self) -> None:
@@ -115,6 +116,9 @@ class MultiLabel(TaskType):
 
     def provided_fields(self) -> tuple[str, ...]:
         return (LABEL_SLOT,) if self.scoring == "yes_no" else ()
+
+    def class_names(self, model: Any) -> list[str]:
+        return list(self.labels)
 
     def bind(self, template: Any, verbalizer: Verbalizer) -> tuple["MultiLabel", Verbalizer]:
         """This task for one model (its labels) and the verbalizer the model scores with."""
