@@ -34,8 +34,8 @@ class DataReport:
 
 
 def label_counts(dataset: Dataset) -> str:
-    """``name count`` for every label (absent ones as 0), in label order."""
-    counts = Counter(e.label for e in dataset)
+    """``name count`` for every label (absent ones as 0), in label order (rows holding it, for label lists)."""
+    counts = Counter(label for e in dataset for label in (e.label if isinstance(e.label, tuple) else (e.label,)))  # label lists count each label
     return ", ".join(f"{name} {counts.get(i, 0)}" for i, name in enumerate(dataset.label_names))
 
 

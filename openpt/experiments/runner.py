@@ -121,6 +121,12 @@ def task_fields(config: ExperimentConfig) -> dict[str, Any]:
     return {} if config.task.name == DEFAULT_TASK else {"task": config.task.config()}
 
 
+def shown_metric(config: ExperimentConfig, scores: dict[str, Any]) -> str:
+    """The metric a progress line shows: the task's selection metric when it was scored, else the primary one."""
+    name = config.task.selection_metric()
+    return name if name in scores else metric_names(config)[0]
+
+
 def resolve_task(config: ExperimentConfig, train_set: Dataset, log: Callable[[str], None] | None = None) -> None:
     """Settle ``config.task`` from the data: a config without ``task:`` whose training rows have
     label lists is multi-label (said in the log; its metrics become the task's defaults)."""
@@ -237,7 +243,7 @@ class Experiment:
                 use_unlabeled(zs_model, unlabeled)
                 results["zero_shot"] = evaluate(zs_model, cap_eval(eval_set, cfg.data.max_eval, cfg.data.eval_pick).examples, cfg.train.eval_batch_size, metrics)
                 results["zero_shot"]["template"] = format_template(zs_spec.segments)
-                shown = cfg.task.selection_metric()
+                shown = shown_metric(cfg, results["zero_shot"])
                 self.log(f"zero-shot ({cfg.name}): {shown} {results['zero_shot'][shown]:.4f}")
         for seed in cfg.data.seeds:
             results["runs"].append(self.run_seed(backbone, spec, train_set, eval_set, seed, metrics))
@@ -282,7 +288,7 @@ class Experiment:
         prompt_dir = Path("seeds") / f"seed-{seed}"
         save_prompt(model, out.path_for(prompt_dir, directory=True), extra={"seed": seed, "sampled": info})
         out.record_tree(prompt_dir)
-        shown = cfg.task.selection_metric()
+        shown = shown_metric(cfg, scores)
         self.log(
             f"seed {seed}: {outcome.steps} steps, best dev {outcome.best_dev_accuracy:.4f} at step {outcome.best_step}, "
             f"eval {shown} {scores[shown]:.4f} ({outcome.seconds:.1f}s)"
