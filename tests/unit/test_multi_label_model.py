@@ -149,3 +149,12 @@ def test_save_and_reload_give_identical_label_sets(backbone, tmp_path, mode):
     np.testing.assert_allclose([p["probs"] for p in first], [p["probs"] for p in second], atol=1e-6)
     record = again.prediction_record(loaded, second[0])
     assert set(record["probabilities"]) == set(LABELS) and set(record["labels"]) <= set(LABELS)
+
+
+def test_template_slot_must_match_scoring(backbone):
+    from openpt.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"needs a \{label\} slot"):
+        build_model(backbone, template_spec("{text} it was [MASK] ."), ManualVerbalizer(LABELS), PromptOptions(), task=MultiLabel(scoring="yes_no"))
+    with pytest.raises(SpecError, match=r"the \{label\} slot is for yes_no scoring"):
+        MultiLabel().check_setup(template_spec("{text} {label} ? [MASK] ."), ManualVerbalizer(LABELS))
