@@ -1,1 +1,1 @@
-"""Multi-label classification through prompts: per-label scoring, thresholds, metrics, BCE training."""
+"""Multi-label building blocks: metrics, dev-tuned thresholds and yes/no question scoring (used by :mod:`openpt.tasks.multi_label`)."""

@@ -1,7 +1,7 @@
 """Multi-label metrics (scikit-learn) over label-indicator matrices."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -42,8 +42,3 @@ def per_label_f1(targets: np.ndarray, predictions: np.ndarray, label_names: Sequ
     scores = f1_score(targets, predictions, average=None, zero_division=0)
     return {name: float(score) for name, score in zip(label_names, scores)}
 
-
-def scores_of(targets: np.ndarray, predictions: np.ndarray, label_names: Sequence[str], names: Sequence[str]) -> dict[str, Any]:
-    """:func:`multi_label_metrics` plus ``per_label_f1`` (a mapping) and ``predicted_labels_per_row``."""
-    return {**multi_label_metrics(targets, predictions, names), "per_label_f1": per_label_f1(targets, predictions, label_names),
-            "predicted_labels_per_row": float(predictions.sum(1).mean()) if len(predictions) else 0.0}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -108,9 +108,4 @@ def parse_threshold(value: Any) -> str | float:
     if isinstance(value, str):
         raise ConfigError(f"expected per_label, global or a number in (0, 1), got {brief(value)}", key="threshold")
     return check_threshold(value)
-
-
-def as_label_sets(decisions: np.ndarray) -> list[list[int]]:
-    """Label indices of each row of 0/1 ``decisions``."""
-    return [np.flatnonzero(row).tolist() for row in decisions]
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from openpt.cli import main
 from openpt.data.covering import covering_indices, covering_split
 from openpt.data.loading import Dataset, LabelRules, from_hf_dataset, load_split
 from openpt.errors import DataError
