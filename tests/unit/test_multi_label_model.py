@@ -158,3 +158,20 @@ def test_template_slot_must_match_scoring(backbone):
         build_model(backbone, template_spec("{text} it was [MASK] ."), ManualVerbalizer(LABELS), PromptOptions(), task=MultiLabel(scoring="yes_no"))
     with pytest.raises(SpecError, match=r"the \{label\} slot is for yes_no scoring"):
         MultiLabel().check_setup(template_spec("{text} {label} ? [MASK] ."), ManualVerbalizer(LABELS))
+
+
+@pytest.mark.parametrize("template, options", [
+    ("[SOFT*2] {text} it was [MASK] .", {"soft_encoder": {"type": "mlp", "hidden": 16}}),  # P-tuning
+    ("{text} it was [MASK] .", {"prefix": {"length": 2}}),  # prefix tuning
+    ("{text} it was [MASK] .", {"freeze_backbone": False}),  # prompt-based fine-tuning
+])
+def test_bce_trains_every_prompt_method(tiny_bert_dir, template, options):
+    backbone = load_backbone(tiny_bert_dir)
+    torch.manual_seed(0)
+    model = build_model(backbone, template_spec(template), ManualVerbalizer(LABELS), PromptOptions(**options), task=MultiLabel())
+    trained = {n: p.detach().clone() for n, p in model.named_trainable_parameters()}
+    outcome = train(model, ROWS, ROWS, TrainConfig(lr=0.01, backbone_lr=1e-3, steps=3, batch_size=3, eval_every=3))
+    assert outcome.steps == 3 and np.isfinite(outcome.history[-1]["loss"])
+    changed = [n for n, p in model.named_trainable_parameters() if not torch.equal(trained[n], p)]
+    assert any(not n.startswith("verbalizer.") for n in changed)  # the method's own parameters moved, not only the head
+    assert len(task_of(model).tuned["per_label"]) == 3
