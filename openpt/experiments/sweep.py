@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 from ..backbone.base import Backbone
 from ..data.loading import Dataset
 from ..data.sources import source_name
-from ..errors import DataError
+from ..errors import DataError, OpenPTError
 from ..model.build import template_spec, verbalizer_spec
 from ..outputs import OutputDir
 from ..template.parser import format_template
@@ -222,7 +222,10 @@ class Sweep:
         """Runs without an ``ok`` record yet, and the number of runs skipped."""
         done = {r.get("run_id") for r in read_records(self.results) if r.get("status") == "ok"}
         for cfg in {id(c.config): c.config for c in self.config.sweep.cells}.values() if self.config.sweep else [self.config]:
-            resolve_task(cfg, self.data(cfg)[0], self.log)  # list labels make a config without task: multi-label
+            try:
+                resolve_task(cfg, self.data(cfg)[0], self.log)  # list labels make a config without task: multi-label
+            except OpenPTError:  # bad data: recorded by each of its runs, as before
+                continue
         runs = expand(self.config)
         todo = [r for r in runs if r.run_id not in done]
         return todo, len(runs) - len(todo)
