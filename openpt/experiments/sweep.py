@@ -94,7 +94,7 @@ def _describe(value: Any, kind: str, base_dir: Path | None) -> dict[str, Any]:
 # ids of earlier results stay valid (a restarted sweep still skips them).
 ADDED_DEFAULTS = {("data", "eval_pick"): "random", ("options", "vocab_corpus"): None, ("train", "gradient_checkpointing"): False,
                   ("options", "demonstrations"): None, ("prompt", "packing"): False,
-                  ("prompt", "compile"): False}
+                  ("prompt", "compile"): False, ("data", "label_delimiter"): None}
 
 
 def drop_added_defaults(settings: dict[str, Any]) -> None:
