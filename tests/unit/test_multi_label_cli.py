@@ -33,3 +33,9 @@ def test_run_predict_eval_on_list_labels(ml_project, capsys):  # noqa: F811
     assert main(["eval", str(out / "prompt"), "--data", str(ml_project / "test.jsonl")]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert scores["examples"] == 6 and 0 <= scores["macro_f1"] <= 1 and 0 <= scores["hamming_loss"] <= 1
+
+
+def test_data_check_counts_each_label_of_a_list(ml_project, capsys):  # noqa: F811
+    assert main(["data", "check", str(ml_project / "config.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "24 rows; joy 12, anger 12, love 12" in out and "smallest class in the pool: 'joy' with 12 rows" in out
