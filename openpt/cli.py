@@ -114,6 +114,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .data.streaming import parse_field_map
     from .model.build import template_spec, verbalizer_spec
     from .model.saving import read_prompt_config
+    from .tasks import task_from_config, task_of
     from .training.loop import evaluate
 
     if args.prompt is None and not (args.backbone and args.template and args.verbalizer):
@@ -124,16 +125,17 @@ def _eval(args: argparse.Namespace) -> int:
     if args.split is None and Path(args.data).is_dir():
         raise OpenPTError(f"--split: which split of {args.data} to evaluate? (e.g. --split dev or --split test)")
     split, field_map = args.split or "test", parse_field_map(args.fields)
+    provided: tuple[str, ...] = ()  # fields a task fills in itself, e.g. a yes/no question's {label}
     if args.prompt is None:  # the data and its fields are checked before the backbone loads
         spec = template_spec(args.template)
         rules = LabelRules(hint=verbalizer_spec(args.verbalizer).label_names, required=True)
         dataset = load_split(args.data, split, field_map=field_map, rules=rules)
     else:
         saved = read_prompt_config(args.prompt)
-        spec = template_spec(saved["template"])
+        spec, provided = template_spec(saved["template"]), task_from_config(saved.get("task")).provided_fields()
         dataset = load_split(args.data, split, field_map=field_map, label_names=saved["labels"] if not Path(args.data).is_dir() else None,
                              rules=LabelRules(required=True))
-    missing = [name for name in spec.fields if name not in dataset.fields()]
+    missing = [name for name in spec.fields if name not in dataset.fields() and name not in provided]
     if missing:
         raise OpenPTError(f"{dataset.source}: the template reads {{{missing[0]}}}, which its rows lack (fields: "
                           f"{', '.join(sorted(dataset.fields()))}); map a column with --fields {missing[0]}=COLUMN")
@@ -143,8 +145,15 @@ def _eval(args: argparse.Namespace) -> int:
         model = _compiled(zero_shot_model(args.backbone, spec, args.verbalizer, max_length=args.max_length), args)
     else:
         model = _load_prompt(args)
-    model.verbalizer.check_labels(dataset.label_names)
-    scores = evaluate(model, dataset.examples, args.batch_size)
+    task = task_of(model)
+    names = task.class_names(model)
+    if args.prompt is not None and names != list(saved["labels"]) and not Path(args.data).is_dir():  # a task's own label names
+        dataset = load_split(args.data, split, field_map=field_map, label_names=names, rules=LabelRules(required=True))
+    if not task.predicts_sets:
+        model.verbalizer.check_labels(dataset.label_names)
+    elif list(dataset.label_names) != names:
+        raise OpenPTError(f"{dataset.source}: labels {dataset.label_names} differ from the prompt's {names}")
+    scores = evaluate(model, dataset.examples, args.batch_size, task.metric_names())
     print(json.dumps({"examples": len(dataset), **scores}, indent=2))
     return 0
 

@@ -48,6 +48,7 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
     """``openpt predict``: label texts or a row file, streaming, in input order."""
     from .data.streaming import iter_rows, parse_field_map, row_example
     from .predict import FORMATS, PredictionWriter, predict_stream
+    from .tasks import task_from_config, task_of
     from .types import InputExample, blank_text
 
     if args.batch_size < 1:
@@ -68,11 +69,14 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
         from .model.build import template_spec
         from .model.saving import read_prompt_config
 
+        saved = read_prompt_config(args.prompt)
+        provided = task_from_config(saved.get("task")).provided_fields()  # e.g. a yes/no question's {label}
         first = next(iter_rows(args.file), None)
         if first is not None:
-            row_example(first[1], template_spec(read_prompt_config(args.prompt)["template"]).fields, field_map, f"{args.file}:{first[0]}")
+            fields = [name for name in template_spec(saved["template"]).fields if name not in provided]
+            row_example(first[1], fields, field_map, f"{args.file}:{first[0]}")
     model = load_prompt(args)
-    fields = model.template.spec.fields
+    fields = [name for name in model.template.spec.fields if name not in task_of(model).provided_fields()]
 
     def rows() -> Iterator[tuple[int, InputExample]]:
         for n, text in enumerate(args.texts, 1):
@@ -83,7 +87,7 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
 
     total = len(args.texts) + (count_lines(args.file) if args.file else 0)
     with _output(args.output) as stream, _progress_bar(total, not args.no_progress) as bar:
-        writer = PredictionWriter(stream, args.format, model.verbalizer.label_names)
+        writer = PredictionWriter(stream, args.format, task_of(model).class_names(model))
         try:
             written = predict_stream(model, rows(), writer.write, batch_size=args.batch_size, progress=bar.update)
         finally:

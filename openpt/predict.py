@@ -21,6 +21,7 @@ from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from .errors import DataError, OpenPTError
 from .model.prompt_model import PromptModel
+from .tasks import task_of
 from .types import InputExample
 
 FORMATS = ("jsonl", "json", "tsv")
@@ -33,9 +34,16 @@ class Prediction:
     line: int
     label: str
     probabilities: dict[str, float]
+    labels: list[str] | None = None  # a multi-label prediction: the predicted set (``label`` is then unused)
 
     def record(self) -> dict:
+        if self.labels is not None:
+            return {"line": self.line, "labels": self.labels, "probabilities": self.probabilities}
         return {"line": self.line, "label": self.label, "probabilities": self.probabilities}
+
+    def label_cell(self) -> str:
+        """The TSV label column: the label, or the predicted set joined by ``|``."""
+        return self.label if self.labels is None else "|".join(self.labels)
 
 
 class PredictionWriter:
@@ -52,7 +60,7 @@ class PredictionWriter:
 
     def write(self, prediction: Prediction) -> None:
         if self.fmt == "tsv":
-            self.stream.write("\t".join([str(prediction.line), prediction.label] + [f"{p:.6f}" for p in prediction.probabilities.values()]) + "\n")
+            self.stream.write("\t".join([str(prediction.line), prediction.label_cell()] + [f"{p:.6f}" for p in prediction.probabilities.values()]) + "\n")
         else:
             separator = ("," if self.count else "") + "\n" if self.fmt == "json" else ""
             self.stream.write(separator + json.dumps(prediction.record()) + ("\n" if self.fmt == "jsonl" else ""))
@@ -82,23 +90,32 @@ def predict_stream(
     if batch_size < 1:
         raise OpenPTError(f"--batch-size: expected a positive integer, got {batch_size}")
     names = model.verbalizer.label_names
+    task = task_of(model)
     written = 0
+
+    def predictions(examples: list[InputExample]) -> list[Prediction]:
+        if task.predicts_sets:  # a label set per row (multi-label): the task's records
+            records = [task.prediction_record(model, p) for p in task.predict(model, examples, batch_size)]
+            return [Prediction(0, "", r["probabilities"], r["labels"]) for r in records]
+        probs = model.predict(examples, batch_size)[1]  # a PromptModel or a PromptEnsemble
+        return [Prediction(0, names[max(range(len(row)), key=row.__getitem__)], {name: round(p, 6) for name, p in zip(names, row)})
+                for row in probs.tolist()]
 
     def flush(chunk: list[tuple[int, InputExample]]) -> None:
         nonlocal written
         if not chunk:
             return
         try:
-            probs = model.predict([example for _, example in chunk], batch_size)[1]  # a PromptModel or a PromptEnsemble
+            scored = predictions([example for _, example in chunk])
         except DataError:
             if len(chunk) == 1:
                 raise
             for item in chunk:  # find the bad row; the ones before it are written
                 flush([item])
             return
-        for (line, _), row in zip(chunk, probs.tolist()):
-            best = max(range(len(row)), key=row.__getitem__)
-            write(Prediction(line, names[best], {name: round(p, 6) for name, p in zip(names, row)}))
+        for (line, _), prediction in zip(chunk, scored):
+            prediction.line = line
+            write(prediction)
         written += len(chunk)
         if progress is not None:
             progress(len(chunk))

@@ -22,11 +22,12 @@ def blank_text(text: str) -> bool:
 
 @dataclass
 class InputExample:
-    """One example: text (alias ``text_a``), optional second text, label index and extras."""
+    """One example: text (alias ``text_a``), optional second text, label index (a sorted tuple of
+    indices for a multi-label row) and extras."""
 
     text: str
     text_b: str | None = None
-    label: int | None = None
+    label: int | tuple[int, ...] | None = None
     guid: str | None = None
     meta: dict[str, str] = dc_field(default_factory=dict)
 

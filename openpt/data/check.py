@@ -33,9 +33,14 @@ class DataReport:
         return "\n".join(self.lines + [f"problem: {p}" for p in self.problems] + [f"warning: {w}" for w in self.warnings])
 
 
+def label_counter(dataset: Dataset) -> Counter:
+    """Rows per label index (a row with a label list counts for each of its labels)."""
+    return Counter(label for e in dataset for label in (e.label if isinstance(e.label, tuple) else (e.label,)))
+
+
 def label_counts(dataset: Dataset) -> str:
-    """``name count`` for every label (absent ones as 0), in label order."""
-    counts = Counter(e.label for e in dataset)
+    """``name count`` for every label (absent ones as 0), in label order (rows holding it, for label lists)."""
+    counts = label_counter(dataset)
     return ", ".join(f"{name} {counts.get(i, 0)}" for i, name in enumerate(dataset.label_names))
 
 
@@ -78,7 +83,7 @@ def describe(resolved: ResolvedData, *, k: int, field_map: Mapping[str, str] | N
         if missing:
             report.problems.append(f"the template uses {', '.join(missing)}, which not every row has "
                                    f"(fields: {', '.join(sorted(pool.fields()))}); check field_map")
-    counts = Counter(e.label for e in pool)
+    counts = label_counter(pool)
     smallest = min(range(len(pool.label_names)), key=lambda c: counts.get(c, 0))
     need = 2 * k
     report.lines.append(f"K-shot (k={k}): {k} train + {k} dev rows per class; smallest class in the pool: "
@@ -90,7 +95,8 @@ def describe(resolved: ResolvedData, *, k: int, field_map: Mapping[str, str] | N
         left = len(evaluated) - need * len(pool.label_names)
         report.lines.append(f"each seed evaluates the {left} rows it did not draw")
     else:
-        absent = [name for i, name in enumerate(evaluated.label_names) if not any(e.label == i for e in evaluated)]
+        present = label_counter(evaluated)
+        absent = [name for i, name in enumerate(evaluated.label_names) if not present.get(i)]
         if absent:
             report.warnings.append(f"the evaluation rows have no {', '.join(map(repr, absent))} label")
         overlap = info.get("eval_rows_in_train_pool", 0)

@@ -6,6 +6,10 @@ Errors are one-line :class:`DataError`: ``<file>:<line>: <problem>`` (JSONL, 1-b
 else ``label_hint`` (e.g. the verbalizer's labels) for string labels, else inferred: sorted unique
 label strings, or ``"0".."max"`` for integer labels. A string label is its name's index, else an
 integer literal is the index; a missing or empty label is ``None`` (an error with ``require_labels``).
+
+Multi-label rows: a JSON list label (``[3, 27]`` or ``["joy", "love"]``), a CSV/TSV cell split on
+:attr:`LabelRules.delimiter` (e.g. ``joy|love``), or a ``datasets`` ``Sequence(ClassLabel)`` column
+become a sorted tuple of label indices; an empty list is an error.
 """
 from __future__ import annotations
 
@@ -91,6 +95,7 @@ class LabelRules:
     hint: list[str] | None = None
     names_from: str | None = None
     required: bool = False
+    delimiter: str | None = None  # a string label holding several labels, e.g. "joy|love" with "|"
 
 
 def load_split(path: str | Path, split: str, *, label_names: list[str] | None = None,
@@ -149,6 +154,8 @@ def from_hf_dataset(obj: Any, *, split: str = "data", label_names: list[str] | N
     fmap = _field_map(field_map)
     col = fmap["label"]
     feature = obj.features.get(col)
+    inner = getattr(feature, "feature", None)  # Sequence(ClassLabel) / List(ClassLabel): multi-label
+    feature = inner if isinstance(inner, hf.ClassLabel) else feature
     stored = list(feature.names) if isinstance(feature, hf.ClassLabel) else None
     names, names_src = _pick_names(label_names, stored, f"{source}: ClassLabel feature {col!r}")
     rows = ((f"{source}: row {i}", {**r, col: None} if r.get(col) == -1 else r)
@@ -268,8 +275,19 @@ def _text(row: Mapping[str, Any], col: str, where: str, required: bool) -> str |
     return value
 
 
-def _raw_label(value: Any, where: str) -> int | str | None:
-    """Normalise a label cell: None/"" -> None, bool -> "True"/"False", 1.0 -> 1."""
+_Raw = int | str | tuple[int | str, ...] | None
+
+
+def _raw_label(value: Any, where: str, delimiter: str | None = None) -> _Raw:
+    """Normalise a label cell: None/"" -> None, bool -> "True"/"False", 1.0 -> 1; a list (or a
+    string split on ``delimiter``) -> a tuple of such values."""
+    if isinstance(value, str) and delimiter and value.strip():
+        value = value.split(delimiter)
+    if isinstance(value, (list, tuple)):
+        items = [_raw_label(v.strip() if isinstance(v, str) else v, where) for v in value]
+        if not items or any(v is None for v in items):
+            raise DataError(f"{where}: empty label list; a multi-label row needs at least one label, got {value!r}")
+        return tuple(items)  # type: ignore[arg-type]
     if isinstance(value, (bool, str)):
         return str(value).strip() or None
     if isinstance(value, float) and value.is_integer() or value is None or isinstance(value, int):
@@ -287,7 +305,7 @@ def _build(rows: Iterable[_Row], fmap: dict[str, str], split: str, names: list[s
     extra = {k: c for k, c in fmap.items() if k not in _CORE}
     used = set(fmap.values())
     examples: list[InputExample] = []
-    raw: list[tuple[str, int | str | None]] = []
+    raw: list[tuple[str, _Raw]] = []
     for where, row in rows:
         if row and not used & set(row):  # not a data row at all: name none of its keys (any file can be reached through a link)
             raise DataError(f"{where}: has none of the fields openpt reads ({', '.join(sorted(used))}); "
@@ -298,7 +316,7 @@ def _build(rows: Iterable[_Row], fmap: dict[str, str], split: str, names: list[s
         examples.append(InputExample(
             _text(row, fmap["text"], where, True) or "", _text(row, fmap["text_b"], where, False),
             None, str(guid) if guid is not None else f"{split}-{len(examples)}", meta))
-        raw.append((where, _raw_label(row.get(fmap["label"]), where)))
+        raw.append((where, _raw_label(row.get(fmap["label"]), where, rules.delimiter)))
         if rules.required and raw[-1][1] is None:
             raise DataError(f"{where}: no label in field {fmap['label']!r}; every row used for training or evaluation needs one")
     if not examples:
@@ -309,20 +327,26 @@ def _build(rows: Iterable[_Row], fmap: dict[str, str], split: str, names: list[s
         names_src = rules.names_from
     index = {n: i for i, n in enumerate(names)}
     for ex, (where, value) in zip(examples, raw):
-        if value is not None:
-            label = index[value] if isinstance(value, str) and value in index else _as_int(value)
-            if label is None:
-                labels = f"labels of {rules.names_from}" if rules.names_from else (
-                    HINTED if names_src == HINTED else "labels")
-                raise DataError(f"{where}: unknown label {value!r} ({labels}: {', '.join(names)})")
-            if not 0 <= label < len(names):
-                raise DataError(f"{where}: label {label} out of range for {len(names)} labels in {names_src}")
-            ex.label = label
+        if isinstance(value, tuple):
+            ex.label = tuple(sorted({_label_index(v, index, names, names_src, where, rules) for v in value}))
+        elif value is not None:
+            ex.label = _label_index(value, index, names, names_src, where, rules)
     return examples, names, names_src
 
 
-def _infer_names(raw: list[tuple[str, int | str | None]], source: str, hint: list[str] | None) -> tuple[list[str], str]:
+def _label_index(value: int | str, index: dict[str, int], names: list[str], names_src: str, where: str, rules: LabelRules) -> int:
+    label = index[value] if isinstance(value, str) and value in index else _as_int(value)
+    if label is None:
+        labels = f"labels of {rules.names_from}" if rules.names_from else (HINTED if names_src == HINTED else "labels")
+        raise DataError(f"{where}: unknown label {value!r} ({labels}: {', '.join(names)})")
+    if not 0 <= label < len(names):
+        raise DataError(f"{where}: label {label} out of range for {len(names)} labels in {names_src}")
+    return label
+
+
+def _infer_names(raw: list[tuple[str, _Raw]], source: str, hint: list[str] | None) -> tuple[list[str], str]:
     """Label names for data without stored names: ``hint`` for string labels, else from the values."""
+    raw = [(w, v) for w, value in raw for v in (value if isinstance(value, tuple) else (value,))]  # type: ignore[misc]
     strings = sorted({v for _, v in raw if isinstance(v, str) and _as_int(v) is None})
     ints = [(w, i) for w, v in raw if v is not None and (i := _as_int(v)) is not None]
     if strings and ints:

@@ -49,6 +49,7 @@ class DataSpec(Protocol):
     protocol: str
     holdout: float | None
     holdout_seed: int
+    label_delimiter: str | None
 
 
 @dataclass
@@ -145,7 +146,7 @@ def resolve_data(spec: DataSpec, *, label_hint: list[str] | None = None, given: 
             the training data (row named), or one table named for both without a way to split it.
     """
     given = given or {}
-    rules = LabelRules(hint=label_hint, required=True)
+    rules = LabelRules(hint=label_hint, required=True, delimiter=getattr(spec, "label_delimiter", None))
 
     def load(where: Any, split: str, pool: Dataset | None = None) -> Dataset:
         names_from = f"the training data {pool.source}" if pool is not None else None

@@ -11,21 +11,22 @@ from typing import Any
 from ..data.loading import HF_DATASETS_PREFIX
 from ..data.sources import form_problem
 from ..errors import ConfigError, brief
-from ..model.build import PromptOptions, looks_like_path
+from ..model.build import PromptOptions, looks_like_path, template_spec
 from ..spec import YamlMap, as_map, check_document, check_keys, dataclass_from, load_yaml, type_ok
+from ..tasks import DEFAULT_TASK, get_task
 from ..training.loop import TrainConfig
 from .grid import PER_DATASET, SweepCell, resolve_variables, sweep_cells
 from .overrides import apply_overrides, errors_named_by_override
-from .values import DEFAULT_METRICS, MAX_SEED, check_top_types, parse_metrics, parse_patterns, parse_placement, seeds_ok
+from .values import DEFAULT_METRICS, MAX_SEED, check_top_types, parse_metrics, parse_patterns, parse_placement, parse_task, seeds_ok
 
 from .trackers import parse_report_to
 
 logger = logging.getLogger(__name__)
 
 TOP_KEYS = ("name", "backbone", "backbone_options", "device", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train",
-            "zero_shot", "output", "metrics", "methods", "sweep", "vars", "patterns", "report_to")
+            "zero_shot", "output", "metrics", "methods", "sweep", "vars", "patterns", "task", "report_to")
 DATA_KEYS = ("path", "train", "eval", "holdout", "holdout_seed", "dataset_config", "train_split", "eval_split", "k", "seeds",
-             "field_map", "label_names", "max_eval", "protocol", "eval_pick")
+             "field_map", "label_names", "max_eval", "protocol", "eval_pick", "label_delimiter")
 PROTOCOLS = ("lmbff", "split_off_eval", "held_out_eval")
 EVAL_PICKS = ("random", "first")
 
@@ -61,6 +62,7 @@ class DataConfig:
     max_eval: int | None = None
     protocol: str = "lmbff"
     eval_pick: str = "random"
+    label_delimiter: str | None = None  # CSV/TSV multi-label cells, e.g. "|" for "joy|love"
 
 
 @dataclass
@@ -85,6 +87,7 @@ class ExperimentConfig:
     device: str = "auto"
     backbone_options: dict[str, Any] = field(default_factory=dict)
     patterns: list[dict[str, Any]] | None = None  # PET pattern-verbalizer pairs: [{template, verbalizer, name?}, ...]
+    task: Any = field(default_factory=lambda: get_task(DEFAULT_TASK))  # a TaskType (openpt.tasks): ``task:`` or inferred
     report_to: list[str] = field(default_factory=list)  # experiment trackers (openpt.experiments.trackers); not part of run ids
 
     @property
@@ -127,7 +130,8 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         raise data_map.error("protocol", "held_out_eval needs max_eval (the size of the fixed evaluation set)")
     if data_cfg.eval_pick not in EVAL_PICKS:
         raise data_map.error("eval_pick", f"expected one of {', '.join(EVAL_PICKS)}, got {brief(data_cfg.eval_pick)}")
-    metrics = parse_metrics(data)
+    task = parse_task(data, lambda: template_spec(data["template"], base_dir=base_dir, file=data.file, line=data.line_of("template")))
+    metrics = parse_metrics(data, task)
     prompt = dataclass_from(PromptOptions, as_map(data.get("prompt") or {}, where="prompt", file=data.file), "prompt.")
     train = dataclass_from(TrainConfig, as_map(data.get("train") or {}, where="train", file=data.file), "train.")
     backbone = data["backbone"]
@@ -153,6 +157,7 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         device=device,
         backbone_options=backbone_options,
         patterns=parse_patterns(data),
+        task=task,
         report_to=parse_report_to(data),
     )
 
@@ -208,7 +213,7 @@ def _override(cls: type, base: Any, value: Any, prefix: str, parent: YamlMap) ->
 
 SWEEP_KEYS = ("datasets", "methods", "k", "seeds", "templates", "verbalizers", "max_eval", "cache_dir", "save_prompts", "grid", "zip",
               "exclude")
-DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "vars", "prompt", "train", "patterns")
+DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "vars", "prompt", "train", "patterns", "task")
 
 
 

@@ -9,19 +9,20 @@ import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..backbone.base import Backbone, load_backbone
 from ..data.loading import Dataset
-from ..data.sampling import lmbff_split, split_off_eval
 from ..data.sources import resolve_data
 from ..errors import SpecError
 from ..model.build import build_model, template_spec, verbalizer_spec
 from ..model.saving import save_prompt
 from ..outputs import OutputDir
+from ..tasks import DEFAULT_TASK, TaskType, get_task, task_from_config
+from ..tasks.multi_label import infer_from_data
 from ..template.parser import format_template
 from ..template.spec import TemplateSpec
 from ..template.template import hard_version
@@ -85,8 +86,9 @@ def sampling_pool(data: DataConfig, train_set: Dataset, eval_set: Dataset, max_e
 
 
 def fewshot_sets(data: DataConfig, train_set: Dataset, eval_set: Dataset, k: int, seed: int,
-                 max_eval: int | None = None) -> tuple[Dataset, Dataset, Dataset, dict[str, Any]]:
-    """K-shot train and dev sets and the evaluation set of one seed, by ``data.protocol``.
+                 max_eval: int | None = None, task: TaskType | None = None) -> tuple[Dataset, Dataset, Dataset, dict[str, Any]]:
+    """K-shot train and dev sets and the evaluation set of one seed, by ``data.protocol``, drawn by
+    ``task`` (default classification: K per class; see :meth:`openpt.tasks.TaskType.sample`).
 
     ``lmbff``: both drawn from ``train_set``, evaluation on ``eval_set``; ``split_off_eval``: both
     drawn from ``eval_set`` and evaluation on the rest; ``held_out_eval``: a fixed evaluation subset
@@ -94,14 +96,15 @@ def fewshot_sets(data: DataConfig, train_set: Dataset, eval_set: Dataset, k: int
     (default ``data.max_eval``). ``info`` records the protocol and sampled indices (into the pool).
     """
     cap = max_eval if max_eval is not None else data.max_eval
+    task = task or get_task(DEFAULT_TASK)
     if data.protocol == "split_off_eval":
-        few_train, few_dev, rest, info = split_off_eval(eval_set, k, seed)
+        few_train, few_dev, rest, info = task.split_off(eval_set, k, seed)
     elif data.protocol == "held_out_eval":
         pool = sampling_pool(data, train_set, eval_set, cap)
-        (few_train, few_dev, info), rest = lmbff_split(pool, k, seed), eval_set
+        (few_train, few_dev, info), rest = task.sample(pool, k, seed), eval_set
         info = {**info, "protocol": "held_out_eval", "pool_size": len(pool)}
     else:
-        (few_train, few_dev, info), rest = lmbff_split(train_set, k, seed), eval_set
+        (few_train, few_dev, info), rest = task.sample(train_set, k, seed), eval_set
     evaluated = cap_eval(rest, cap, data.eval_pick)
     info = {**info, "eval_split": data.eval_split, "eval_size": len(evaluated)}
     if len(evaluated) < len(rest):
@@ -110,18 +113,42 @@ def fewshot_sets(data: DataConfig, train_set: Dataset, eval_set: Dataset, k: int
 
 
 def metric_names(config: ExperimentConfig) -> list[str]:
-    """The config's metrics, plus accuracy and macro-F1 (always reported)."""
-    return list(config.metrics) + [m for m in ("accuracy", "macro_f1") if m not in config.metrics]
+    """The config's metrics, plus those its task always reports (classification: accuracy and macro-F1)."""
+    return config.task.metric_names(config.metrics)
+
+
+def task_fields(config: ExperimentConfig) -> dict[str, Any]:
+    """``{"task": ...}`` for results and records of a task other than classification (``{}`` otherwise:
+    earlier results and their run ids stay as they were)."""
+    return {} if config.task.name == DEFAULT_TASK else {"task": config.task.config()}
+
+
+def shown_metric(config: ExperimentConfig, scores: dict[str, Any]) -> str:
+    """The metric a progress line shows: the task's selection metric when it was scored, else the primary one."""
+    name = config.task.selection_metric()
+    return name if name in scores else metric_names(config)[0]
+
+
+def resolve_task(config: ExperimentConfig, train_set: Dataset, log: Callable[[str], None] | None = None) -> None:
+    """Settle ``config.task`` from the data: a config without ``task:`` whose training rows have
+    label lists is multi-label (said in the log; its metrics become the task's defaults)."""
+    task = infer_from_data(config.task, config.raw.get("task") is not None, train_set)
+    if task is not config.task:
+        config.task = task
+        if config.raw.get("metrics") is None:
+            config.metrics = list(task.default_metrics)
+        if log is not None:
+            log(f"{config.name}: {task.describe()}")
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
-def check_fields(spec: TemplateSpec, *datasets: Dataset) -> None:
-    """Fail before any work when the template uses a field some dataset lacks."""
+def check_fields(spec: TemplateSpec, *datasets: Dataset, provided: Sequence[str] = ()) -> None:
+    """Fail before any work when the template uses a field some dataset lacks (``provided``: fields the task fills in)."""
     for dataset in datasets:
-        missing = [name for name in spec.fields if name not in dataset.fields()]
+        missing = [name for name in spec.fields if name not in dataset.fields() and name not in provided]
         if missing:
             raise SpecError(
                 f"unknown placeholder {{{missing[0]}}}: the examples of {dataset.source} have fields {sorted(dataset.fields())}",
@@ -183,14 +210,17 @@ class Experiment:
         verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("verbalizer"))
         train_set, eval_set = self.load_data()
         verbalizer.check_labels(train_set.label_names)
-        check_fields(spec, train_set, eval_set)
+        resolve_task(cfg, train_set, self.log)
+        cfg.task.check_setup(spec, verbalizer)
+        check_fields(spec, train_set, eval_set, provided=cfg.task.provided_fields())
         for seed in cfg.data.seeds:  # a class too small for a K-shot draw fails here, before any scoring or training
-            fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed)
+            fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed, task=cfg.task)
         backbone = self.backbone or configured_backbone(cfg)
         require_trainable(build_model(backbone, spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt))
         metrics = metric_names(cfg)
         results: dict[str, Any] = {
             "name": cfg.name,
+            **task_fields(cfg),
             "config": config_to_dict(cfg.raw),
             "versions": versions(),
             "device": str(backbone.input_embeddings().weight.device),
@@ -199,7 +229,10 @@ class Experiment:
                      "k": cfg.data.k, "protocol": cfg.data.protocol, **self.data_info},
             "runs": [],
         }
-        if cfg.zero_shot:
+        if cfg.zero_shot and cfg.task.zero_shot_skipped:
+            results["zero_shot_skipped"] = cfg.task.zero_shot_skipped
+            self.log(f"zero-shot ({cfg.name}) skipped: {cfg.task.zero_shot_skipped}")
+        elif cfg.zero_shot:
             zs_spec = hard_version(spec) if cfg.zero_shot_template is None else template_spec(cfg.zero_shot_template, base_dir=cfg.base_dir)
             zs_verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir)
             if zs_verbalizer.learns_from_labels():  # e.g. an auto search: only the seeds' K-shot sets have labels
@@ -212,7 +245,8 @@ class Experiment:
                 use_unlabeled(zs_model, unlabeled)
                 results["zero_shot"] = evaluate(zs_model, cap_eval(eval_set, cfg.data.max_eval, cfg.data.eval_pick).examples, cfg.train.eval_batch_size, metrics)
                 results["zero_shot"]["template"] = format_template(zs_spec.segments)
-                self.log(f"zero-shot ({cfg.name}): accuracy {results['zero_shot']['accuracy']:.4f}")
+                shown = shown_metric(cfg, results["zero_shot"])
+                self.log(f"zero-shot ({cfg.name}): {shown} {results['zero_shot'][shown]:.4f}")
         for seed in cfg.data.seeds:
             results["runs"].append(self.run_seed(backbone, spec, train_set, eval_set, seed, metrics))
         results["summary"] = {m: mean_std([run["eval"][m] for run in results["runs"]]) for m in metrics}
@@ -221,7 +255,7 @@ class Experiment:
             for name in out.written():  # only the files save_prompt wrote: never a temporary or a user's file
                 if name.startswith(best["prompt"] + "/"):
                     out.copy(out.path / name, "prompt/" + name[len(best["prompt"]) + 1:])
-        results["prompt"] = {"path": "prompt", "seed": best["seed"], "selected_by": "best dev accuracy"}
+        results["prompt"] = {"path": "prompt", "seed": best["seed"], "selected_by": f"best dev {cfg.task.selection_metric()}"}
         results["wall_seconds"] = round(time.perf_counter() - start, 2)
         stable, timing = split_timing(results)  # results.json: identical for the same config and seed
         out.write_text("results.json", json.dumps(portable(stable, config_roots(cfg), cfg.base_dir), indent=2) + "\n")
@@ -237,12 +271,12 @@ class Experiment:
     def run_seed(self, backbone: Backbone, spec, train_set: Dataset, eval_set: Dataset, seed: int, metrics: list[str]) -> dict[str, Any]:
         cfg = self.config
         torch.manual_seed(seed)
-        few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed)
+        few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed, task=cfg.task)
         verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir)
         unlabeled = unlabeled_inputs(train_set.examples)
         prepared = prepare_verbalizer(backbone, spec, verbalizer, train=few_train.examples, dev=few_dev.examples, unlabeled=unlabeled,
                                       max_length=cfg.prompt.max_length)
-        model = build_model(backbone, spec, verbalizer, cfg.prompt, seed=seed)
+        model = build_model(backbone, spec, verbalizer, cfg.prompt, seed=seed, task=cfg.task)
         use_unlabeled(model, unlabeled)
         train_cfg = type(cfg.train)(**{**cfg.train.__dict__, "seed": seed})
         out = self.out or OutputDir(self.output, resume=True)
@@ -261,9 +295,10 @@ class Experiment:
         prompt_dir = Path("seeds") / f"seed-{seed}"
         save_prompt(model, out.path_for(prompt_dir, directory=True), extra={"seed": seed, "sampled": info})
         out.record_tree(prompt_dir)
+        shown = shown_metric(cfg, scores)
         self.log(
             f"seed {seed}: {outcome.steps} steps, best dev {outcome.best_dev_accuracy:.4f} at step {outcome.best_step}, "
-            f"eval accuracy {scores['accuracy']:.4f} ({outcome.seconds:.1f}s)"
+            f"eval {shown} {scores[shown]:.4f} ({outcome.seconds:.1f}s)"
         )
         return {
             "seed": seed,
@@ -287,7 +322,7 @@ def result_rows(cfg: ExperimentConfig, results: dict[str, Any], template: str | 
     prompt tuning per seed, in the sweep's record format (``openpt report`` reads both)."""
     base = {"dataset": cfg.name, "k": cfg.data.k, "template": template, "verbalizer": verbalizer, "backbone": cfg.backbone,
             "primary_metric": cfg.primary_metric, "status": "ok", "versions": results["versions"], "eval_split": cfg.data.eval_split,
-            "eval_size": results["data"]["eval"]}
+            "eval_size": results["data"]["eval"], **task_fields(cfg)}
     rows = []
     for i, run in enumerate(results["runs"]):
         if "zero_shot" in results:  # one evaluation, given to every seed: the later rows say so (a report counts it once)
@@ -320,14 +355,26 @@ def split_timing(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
 
 def results_table(results: dict[str, Any]) -> str:
-    """A markdown table of one experiment's results."""
-    rows = ["| setting | accuracy | macro-F1 |", "|---|---|---|"]
+    """A markdown table of one experiment's results: the task's headline metrics (classification:
+    accuracy and macro-F1; see :func:`table_metrics`)."""
+    names = table_metrics(task_from_config(results.get("task")))
+    rows = ["| setting | " + " | ".join(METRIC_TITLES.get(m, m) for m in names) + " |", "|---" * (len(names) + 1) + "|"]
     if "zero_shot" in results:
         zs = results["zero_shot"]
         template = f": `{zs['template']}`" if "template" in zs else ""
-        rows.append(f"| zero-shot (hard template{template}) | {zs['accuracy']:.4f} | {zs['macro_f1']:.4f} |")
+        rows.append(f"| zero-shot (hard template{template}) | " + " | ".join(f"{zs[m]:.4f}" for m in names) + " |")
     for run in results["runs"]:
-        rows.append(f"| K={results['data']['k']} prompt-only, seed {run['seed']} | {run['eval']['accuracy']:.4f} | {run['eval']['macro_f1']:.4f} |")
-    acc, f1 = results["summary"]["accuracy"], results["summary"]["macro_f1"]
-    rows.append(f"| **K={results['data']['k']} prompt-only, mean ± std ({acc['n']} seed{'s' if acc['n'] != 1 else ''})** | **{acc['mean']:.4f} ± {acc['std']:.4f}** | {f1['mean']:.4f} ± {f1['std']:.4f} |")
+        rows.append(f"| K={results['data']['k']} prompt-only, seed {run['seed']} | " + " | ".join(f"{run['eval'][m]:.4f}" for m in names) + " |")
+    first, *rest = [results["summary"][m] for m in names]
+    seeds = f"{first['n']} seed{'s' if first['n'] != 1 else ''}"
+    cells = [f"**{first['mean']:.4f} ± {first['std']:.4f}**"] + [f"{s['mean']:.4f} ± {s['std']:.4f}" for s in rest]
+    rows.append(f"| **K={results['data']['k']} prompt-only, mean ± std ({seeds})** | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+METRIC_TITLES = {"macro_f1": "macro-F1"}
+
+
+def table_metrics(task: TaskType) -> list[str]:
+    """The metrics a results table shows: those the task always reports, else its default ones."""
+    return list(task.always_reported or task.default_metrics)

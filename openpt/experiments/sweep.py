@@ -32,7 +32,7 @@ from ..backbone.base import Backbone
 from ..data.loading import Dataset
 from ..data.sources import source_name
 from ..device import resolve_device
-from ..errors import DataError
+from ..errors import DataError, OpenPTError
 from ..model.build import template_spec, verbalizer_spec
 from ..outputs import OutputDir
 from ..template.parser import format_template
@@ -49,7 +49,8 @@ from .trackers import tracking
 from .records import RESULTS_NAME, portable, read_records
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
-from .runner import Experiment, cap_eval, check_fields, config_roots, configured_backbone, fewshot_sets, metric_names, sampling_pool, versions
+from .runner import (Experiment, cap_eval, check_fields, config_roots, configured_backbone, fewshot_sets, metric_names, resolve_task,
+                     sampling_pool, task_fields, versions)
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def _describe(value: Any, kind: str, base_dir: Path | None) -> dict[str, Any]:
 # ids of earlier results stay valid (a restarted sweep still skips them).
 ADDED_DEFAULTS = {("data", "eval_pick"): "random", ("options", "vocab_corpus"): None, ("train", "gradient_checkpointing"): False,
                   ("options", "demonstrations"): None, ("prompt", "packing"): False,
-                  ("prompt", "compile"): False}
+                  ("prompt", "compile"): False, ("data", "label_delimiter"): None}
 
 
 def drop_added_defaults(settings: dict[str, Any]) -> None:
@@ -147,6 +148,7 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
                                 "options": config_to_dict(dataclasses.asdict(ms.options)),
                             }
                             drop_added_defaults(settings)
+                            settings.update(task_fields(cfg))  # a task other than classification (absent: run ids as before)
                             if cell.axes:  # swept values count even where the settings above do not show them
                                 settings["axes"] = config_to_dict(cell.axes)
                             if cfg.patterns:  # PET pairs (absent: run ids as before)
@@ -230,6 +232,11 @@ class Sweep:
     def pending(self) -> tuple[list[RunSpec], int]:
         """Runs without an ``ok`` record yet, and the number of runs skipped."""
         done = {r.get("run_id") for r in read_records(self.results) if r.get("status") == "ok"}
+        for cfg in {id(c.config): c.config for c in self.config.sweep.cells}.values() if self.config.sweep else [self.config]:
+            try:
+                resolve_task(cfg, self.data(cfg)[0], self.log)  # list labels make a config without task: multi-label
+            except OpenPTError:  # bad data: recorded by each of its runs, as before
+                continue
         runs = expand(self.config)
         if self.shard is not None:
             runs = [r for r in runs if in_shard(r.run_id, self.shard)]
@@ -303,7 +310,7 @@ class Sweep:
         record: dict[str, Any] = {
             "run_id": run.run_id, "dataset": run.config.name, "method": run.method, "k": run.k, "seed": run.seed,
             "template": run.settings["template"]["name"], "verbalizer": run.settings["verbalizer"]["name"],
-            "backbone": run.config.backbone, "primary_metric": run.config.primary_metric,
+            "backbone": run.config.backbone, "primary_metric": run.config.primary_metric, **task_fields(run.config),
         }
         if run.axes:
             record["axes"] = config_to_dict(run.axes)
@@ -333,9 +340,10 @@ class Sweep:
         spec = template_spec(run.template, base_dir=cfg.base_dir)
         train_full, eval_full = self.data(cfg)
         verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir).check_labels(train_full.label_names)
-        check_fields(spec, train_full, eval_full)
+        cfg.task.check_setup(spec, verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir))
+        check_fields(spec, train_full, eval_full, provided=cfg.task.provided_fields())
         try:
-            few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval)
+            few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval, cfg.task)
         except DataError as exc:  # too few examples for a K-shot draw: zero-shot needs none
             if method.trains:
                 raise
@@ -343,7 +351,8 @@ class Sweep:
         pool = sampling_pool(cfg.data, train_full, eval_full, run.max_eval)
         out: dict[str, Any] = {"protocol": info["protocol"], "eval_split": info["eval_split"], "eval_size": info["eval_size"],
                                "sampled": {"train_indices": info["train_indices"], "dev_indices": info["dev_indices"],
-                                           "source": info["source"]}}
+                                           "source": info["source"],
+                                           **{key: info[key] for key in ("train_label_counts", "dev_label_counts") if key in info}}}
         if "note" in info:
             out["note"] = info["note"]
         out["data_source"] = {k: v for k, v in self.data_info(cfg).items() if k in ("form", "train_source", "eval_source", "holdout")}

@@ -2,10 +2,11 @@
 value types, metrics (each a one-line error naming the file, line and key)."""
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Any
+from typing import Any, Callable
 
-from ..errors import ConfigError, brief
+from ..errors import ConfigError, OpenPTError, brief
 from ..spec import YamlMap, as_map, check_keys, type_ok
 
 BACKBONE_OPTION_KEYS = ("dtype", "attn_implementation", "device_map", "low_cpu_mem_usage")
@@ -68,11 +69,43 @@ def check_top_types(data: YamlMap) -> None:
             raise data.error(key, f"expected {expected}, got {brief(value)}")
 
 
-def parse_metrics(data: YamlMap) -> list[str]:
-    """The ``metrics`` list (first = the one reports lead with); names from :data:`openpt.metrics.METRICS`."""
-    from ..metrics import METRICS
+def parse_metrics(data: YamlMap, task: Any = None) -> list[str]:
+    """The ``metrics`` list (first = the one reports lead with); names from the task type's
+    :attr:`~openpt.tasks.TaskType.metrics` (classification: :data:`openpt.metrics.METRICS`)."""
+    from ..tasks import get_task
 
-    value = data.get("metrics", DEFAULT_METRICS)
-    if not isinstance(value, list) or not value or not all(isinstance(m, str) and m in METRICS for m in value):
-        raise data.error("metrics", f"expected a non-empty list of {', '.join(METRICS)}, got {brief(value)}")
+    task = task or get_task("classification")
+    value = data.get("metrics", list(task.default_metrics))
+    if not isinstance(value, list) or not value or not all(isinstance(m, str) and m in task.metrics for m in value):
+        raise data.error("metrics", f"expected a non-empty list of {', '.join(task.metrics)}, got {brief(value)}")
     return list(value)
+
+
+def parse_task(data: YamlMap, template: Callable[[], Any]) -> Any:
+    """The config's task type: ``task: NAME`` or ``task: {type: NAME, <option>: value}``, else the
+    one the template implies (``template()`` loads its spec; see :func:`openpt.tasks.infer_task`). A
+    template that does not load implies nothing here: its error comes where the run loads it."""
+    from ..registry import UnknownNameError
+    from ..spec import dataclass_from
+    from ..tasks import DEFAULT_TASK, TASKS, get_task, infer_task
+
+    value = data.get("task")
+    if value is None:
+        try:
+            spec = template()
+        except OpenPTError:  # reported, with its own position, where the run loads the template
+            return get_task(DEFAULT_TASK)
+        return infer_task(spec)
+    mapping = YamlMap({"type": value}) if isinstance(value, str) else as_map(value, where="task", file=data.file, line=data.line_of("task"))
+    if isinstance(value, str):
+        mapping.file, mapping.line, mapping.key_lines = data.file, data.line_of("task"), {"type": data.line_of("task")}
+    name = mapping.get("type")
+    try:
+        cls = TASKS.get(name)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc), file=data.file, line=mapping.line_of("type"), key="task.type") from None
+    options = YamlMap({k: v for k, v in mapping.items() if k != "type"})
+    options.file, options.line = mapping.file, mapping.line
+    options.key_lines = {k: v for k, v in mapping.key_lines.items() if k != "type"}
+    check_keys(options, [f.name for f in dataclasses.fields(cls)], prefix="task.")  # options only, not class attributes
+    return dataclass_from(cls, options, "task.")

@@ -160,13 +160,15 @@ def build_model(
     seed: int = 0,
     corpus: Sequence[str] | None = None,
     device: str | torch.device | None = None,
+    task: Any = None,
 ) -> PromptModel:
     """Bind ``template`` and ``verbalizer`` to ``backbone`` and wrap them in a :class:`PromptModel`.
 
     ``corpus``: unlabeled texts (e.g. the training inputs) whose token counts rank the vocabulary
     for ``vocab_sample`` initialisation (see :mod:`openpt.template.soft`). ``device``: where the
     model computes (``auto``, ``cpu``, ``cuda:N``, ...); default: the backbone's device. Prompt
-    parts are built on the CPU (the same initial values everywhere) and then moved.
+    parts are built on the CPU (the same initial values everywhere) and then moved. ``task``: the
+    :class:`~openpt.tasks.TaskType` the model is trained and scored as (default classification).
     """
     options = options or PromptOptions()
     check_reads_input(template)
@@ -182,7 +184,10 @@ def build_model(
         seed=seed,
         special_frame=backbone.special_frame(),
     )
+    if task is not None:  # a task may score through its own form of the verbalizer (multi-label: per-label sigmoid)
+        task, verbalizer = task.bind(template, verbalizer)
     model = PromptModel(backbone, bound, verbalizer, freeze_backbone=options.freeze_backbone)
+    model.task = task
     model.options = options
     model.autocast_dtype = autocast_dtype(options.precision)
     configure_prompt(model, options, soft_init, seed=seed, corpus=corpus)

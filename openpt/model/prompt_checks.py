@@ -25,7 +25,7 @@ DIGESTED = ("template", "verbalizer", "labels", "options", "trainable")
 CONFIG_KEYS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "format_version": (int, True), "template": (dict, True), "verbalizer": (dict, True), "labels": (list, True),
     "backbone": (dict, True), "options": (dict, True), "calibration": ((dict, type(None)), False), "trainable": (list, False),
-    "extra_keys": (list, False), "seed": (int, False), "sampled": (dict, False),
+    "extra_keys": (list, False), "seed": (int, False), "sampled": (dict, False), "task": (dict, False),
 }
 BACKBONE_KEYS = ("kind", "name_or_path")
 

@@ -66,6 +66,7 @@ class PromptModel(nn.Module):
         self.prefix: nn.Module | None = None  # deep-prompt key/value prefixes (openpt.model.prefix), set by build_model
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: the backbone runs under autocast
         self.packing = False  # run the backbone on packed rows (openpt.backbone.packing); set by build_model
+        self.task: Any = None  # the TaskType (openpt.tasks) it is trained and scored as; None: classification
         if freeze_backbone:
             backbone.freeze()
         else:  # prompt-based fine-tuning: a backbone frozen by an earlier model trains again

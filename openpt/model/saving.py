@@ -14,6 +14,7 @@ from ..backbone.base import Backbone, load_backbone
 from ..errors import CheckpointError, OpenPTError, brief
 from ..fileio import atomic_write
 from ..spec import as_map, dataclass_from
+from ..tasks import DEFAULT_TASK, task_from_config
 from ..template.parser import format_template
 from ..template.spec import TemplateSpec, template_spec_from_mapping
 from ..verbalizer import verbalizer_config, verbalizer_from_mapping
@@ -93,6 +94,7 @@ def save_prompt(model: PromptModel, directory: str | Path, *, extra: dict[str, A
         "backbone": model.backbone.signature(),
         "options": saved_options,
         "trainable": sorted(tensors),
+        **({"task": model.task.config()} if model.task is not None and model.task.name != DEFAULT_TASK else {}),
         **({"extra_keys": sorted(extra), **extra} if extra else {}),
     }
     data = stable_safetensors(tensors, {"format": "pt", DIGEST_KEY: prompt_digest(config)})  # bytes, so a full disk is an OSError of our own write
@@ -190,7 +192,7 @@ def load_prompt(directory: str | Path, backbone: Backbone | None = None, *, devi
     spec, verbalizer, options = prompt_parts(config, directory / CONFIG_NAME)
     # the saved tensors replace the initialisation, so it needs no corpus ranking
     model = build_model(backbone, spec, verbalizer, dataclasses.replace(options, soft_init={**options.soft_init, "vocab_order": "ids"}),
-                        device=device)
+                        device=device, task=task_from_config(config["task"]) if "task" in config else None)
     model.options = options
     tensors, metadata = read_prompt_weights(directory)
     expected = {name: p for name, p in model.named_trainable_parameters() if not name.startswith("backbone.")}

@@ -8,11 +8,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..data.loading import as_examples
 from ..errors import ConfigError, DataError, TrainingError, check_settings
-from ..metrics import compute_metrics
+from ..tasks import task_of
 from ..device import grad_scaler
 from ..model.checkpointing import enable_checkpointing
 from ..model.prompt_model import PromptModel
@@ -77,13 +76,18 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What training did: steps, the best dev score and when, and the loss/dev history."""
+    """What training did: steps, the best dev score and when, and the loss/dev history.
+
+    ``best_dev_accuracy`` is the best dev value of ``dev_metric`` (the task's selection metric:
+    accuracy for classification); history records carry it as ``dev_<metric>``.
+    """
 
     steps: int
     best_step: int
     best_dev_accuracy: float | None
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    dev_metric: str = "accuracy"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,16 +95,24 @@ class TrainResult:
 
 def evaluate(model: PromptModel, examples: Sequence[InputExample], batch_size: int = 64, metrics: Sequence[str] = ("accuracy", "macro_f1"),
              *, field_map: dict[str, str] | None = None) -> dict[str, float]:
-    """Metrics of ``model`` on labeled ``examples`` (split across the processes of a data-parallel run).
+    """Metrics of ``model`` on ``examples`` with their answers (split across the processes of a data-parallel run),
+    predicted and scored by the model's task type (:mod:`openpt.tasks`).
 
     ``examples`` may also be a ``datasets.Dataset`` (columns renamed by ``field_map``: openpt field -> column).
     """
-    examples = as_examples(examples, field_map=field_map, label_names=model.verbalizer.label_names)
+    examples = as_examples(examples, field_map=field_map, label_names=label_names(model))
+    task = task_of(model)
     world = distributed.current()
     share = world.share(len(examples))
-    local = model.predict(examples[share.start:share.stop], batch_size)[0] if len(share) else []
+    local = task.predict(model, examples[share.start:share.stop], batch_size) if len(share) else []
     predictions = world.gather(local, len(examples))
-    return compute_metrics([e.label for e in examples], predictions, metrics)
+    return task.score(examples, predictions, metrics)
+
+
+def label_names(model: Any) -> list[str] | None:
+    """The class names of a model with a verbalizer (``None`` for one without, e.g. generation)."""
+    verbalizer = getattr(model, "verbalizer", None)
+    return verbalizer.label_names if verbalizer is not None else None
 
 
 NOTHING_TO_TRAIN = (
@@ -136,7 +148,8 @@ def make_optimizer(model: PromptModel, config: TrainConfig) -> torch.optim.Optim
 def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequence[InputExample] | None, config: TrainConfig,
           *, checkpoint: TrainCheckpointer | None = None, field_map: dict[str, str] | None = None,
           soft_targets: torch.Tensor | None = None) -> TrainResult:
-    """Train the trainable parameters of ``model`` on ``train_set``; select on ``dev_set`` accuracy.
+    """Train the trainable parameters of ``model`` on ``train_set``; select on the dev value of the
+    task's selection metric (accuracy for classification; see :mod:`openpt.tasks`), whose loss it minimises.
 
     In a data-parallel run (:mod:`openpt.training.distributed`) each process computes its share of every
     global batch and the gradients are summed: the same steps as one process on the whole batch.
@@ -147,14 +160,15 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
     may then be missing) the loss is the cross-entropy against them (distillation).
     """
     start = time.perf_counter()
-    names = model.verbalizer.label_names
+    names, task = label_names(model), task_of(model)
     train_set = as_examples(train_set, field_map=field_map, label_names=names)
     dev_set = as_examples(dev_set, field_map=field_map, label_names=names) if dev_set is not None else None
-    encoded = model.template.encode(train_set)
+    encoded = task.encode(model, train_set)
     if not encoded:
         raise DataError("no training examples: the training set is empty")
-    if soft_targets is not None and tuple(soft_targets.shape) != (len(encoded), model.verbalizer.num_classes):
-        raise ValueError(f"soft_targets: expected shape {(len(encoded), model.verbalizer.num_classes)}, got {tuple(soft_targets.shape)}")
+    if soft_targets is not None:
+        task.check_soft_targets(model, soft_targets, len(encoded))
+    dev_metric = task.selection_metric()
     optimizer = make_optimizer(model, config)
     per_epoch = math.ceil(len(encoded) / config.batch_size)
     total = config.steps or per_epoch * config.epochs
@@ -164,6 +178,7 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
     )
     sampler = EpochSampler(len(encoded), config.batch_size, config.seed)
     params = model.trainable_parameters()
+    task.start_training(model, train_set, config.eval_batch_size)  # a resumed state then replaces what it set
     best_state = {n: p.detach().clone() for n, p in model.named_trainable_parameters()}
     best_acc, best_step, history, step, stale = None, 0, [], 0, 0
     key = fingerprint(config, encoded, len(dev_set or ()), model) if checkpoint is not None else ""
@@ -185,12 +200,8 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
                 optimizer.zero_grad(set_to_none=True)
                 loss, penalty = torch.zeros((), device=device), torch.zeros((), device=device)
                 if mine:
-                    batch = model.place_batch(model.template.collate([encoded[i] for i in mine]))
-                    scores = model(batch)
-                    if soft_targets is None:
-                        loss = F.cross_entropy(scores, batch.labels)
-                    else:  # distillation: cross-entropy against class distributions
-                        loss = -(soft_targets[mine].to(scores.device) * torch.log_softmax(scores, -1)).sum(-1).mean()
+                    batch = model.place_batch(task.collate(model, [encoded[i] for i in mine]))
+                    loss = task.loss(model, batch, soft_targets=soft_targets[mine] if soft_targets is not None else None)
                     penalty = model.regularization_loss()  # L2 on prompt parameters (0 when off)
                     total_loss = loss + penalty
                     (scaler.scale(total_loss) if scaler is not None else total_loss).backward()
@@ -219,14 +230,15 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
                 if penalty.requires_grad:
                     record["penalty"] = penalty.item()
                 if dev_set and (config.eval_every and step % config.eval_every == 0 or step == total):
-                    record["dev_accuracy"] = evaluate(model, dev_set, config.eval_batch_size, ("accuracy",))["accuracy"]
+                    dev_key = f"dev_{dev_metric}"
+                    record[dev_key] = evaluate(model, dev_set, config.eval_batch_size, (dev_metric,))[dev_metric]
                     model.train()
-                    if best_acc is None or record["dev_accuracy"] > best_acc:
-                        best_acc, best_step, stale = record["dev_accuracy"], step, 0
+                    if best_acc is None or record[dev_key] > best_acc:
+                        best_acc, best_step, stale = record[dev_key], step, 0
                         best_state = {n: p.detach().clone() for n, p in model.named_trainable_parameters()}
                     else:
                         stale += 1
-                    logger.info("step %d loss %.4f dev %.4f", step, record["loss"], record["dev_accuracy"])
+                    logger.info("step %d loss %.4f dev %s %.4f", step, record["loss"], dev_metric, record[dev_key])
                 history.append(record)
                 if steps.active():  # experiment trackers (transformers' names: train/loss, train/learning_rate, train/grad_norm)
                     steps.emit({"train/loss": record["loss"], "train/learning_rate": used_lr,
@@ -249,4 +261,6 @@ def train(model: PromptModel, train_set: Sequence[InputExample], dev_set: Sequen
     else:
         best_step = step
     model.eval()
-    return TrainResult(steps=step, best_step=best_step, best_dev_accuracy=best_acc, seconds=time.perf_counter() - start, history=history)
+    task.end_training(model, dev_set, config.eval_batch_size)
+    return TrainResult(steps=step, best_step=best_step, best_dev_accuracy=best_acc, seconds=time.perf_counter() - start, history=history,
+                       dev_metric=dev_metric)

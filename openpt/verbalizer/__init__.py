@@ -13,6 +13,7 @@ from .base import Verbalizer
 from .calibration import split_calibration
 from .knowledgeable import KnowledgeableVerbalizer  # registers 'knowledgeable'
 from .manual import ManualVerbalizer
+from .multi_label import SigmoidVerbalizer  # registers 'multi_label'
 from .multi_mask import MultiMaskVerbalizer, MultiTokenVerbalizer  # register 'multi_mask', 'multi_token'
 from .proto import PrototypicalVerbalizer  # registers 'proto'
 from .soft import SoftVerbalizer  # registers 'soft'
@@ -25,6 +26,7 @@ __all__ = [
     "MultiMaskVerbalizer",
     "MultiTokenVerbalizer",
     "PrototypicalVerbalizer",
+    "SigmoidVerbalizer",
     "SoftVerbalizer",
     "Verbalizer",
     "load_verbalizer",

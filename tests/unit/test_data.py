@@ -222,7 +222,7 @@ def test_missing_path(tmp_path: Path) -> None:
     ('{"text": "a", "label": 2}', "label 2 out of range for 2 labels in "),
     ('{"text": "a", "label": -1}', "label -1 out of range"),
     ('{"text": "a", "label": "neutral"}', "unknown label 'neutral' (labels: negative, positive)"),
-    ('{"text": "a", "label": [1]}', "label must be an integer or a label name, got list"),
+    ('{"text": "a", "label": {"positive": 1}}', "label must be an integer or a label name, got dict"),  # a list is a label set
 ])
 def test_bad_jsonl_line_names_file_and_line(shared: Path, line: str, expected: str) -> None:
     f = shared / "train.jsonl"

@@ -14,7 +14,7 @@
 """
 from __future__ import annotations
 
-from . import finetune, ipet, linear_probe, pet, prompt_finetune, prompt_tuning, verbalizer_fit, zero_shot  # noqa: F401  register
+from . import finetune, ipet, linear_probe, multi_label, pet, prompt_finetune, prompt_tuning, verbalizer_fit, zero_shot  # noqa: F401  register
 from .base import METHODS, Method, MethodSettings, RunContext, fresh_backbone, register_method
 
 __all__ = ["METHODS", "Method", "MethodSettings", "RunContext", "fresh_backbone", "register_method"]

@@ -28,6 +28,7 @@ class ExperimentSettings(Protocol):
     base_dir: Path
     zero_shot_template: Any
     patterns: Any
+    task: Any
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,25 @@ class Method:
 
 
 METHODS: Registry[Method] = Registry("method")
+TASK_RUNS: dict[tuple[str, str], Callable[["RunContext"], dict[str, Any]]] = {}  # (task, method) -> run, where a task needs its own
+
+
+def register_task_run(task: str, method: str) -> Callable[[Callable], Callable]:
+    """Decorator registering ``run(context)`` as method ``method``'s run for task type ``task``
+    (a method whose model is not a prompt model: fine-tuning with a head, a linear probe)."""
+
+    def decorate(run: Callable[["RunContext"], dict[str, Any]]) -> Callable[["RunContext"], dict[str, Any]]:
+        if (task, method) in TASK_RUNS:
+            raise ValueError(f"method {method!r} already has a run for task {task!r}")
+        TASK_RUNS[(task, method)] = run
+        return run
+
+    return decorate
+
+
+def task_run(context: "RunContext", method: str) -> Callable[["RunContext"], dict[str, Any]] | None:
+    """The run registered for ``method`` and the context's task type, or ``None`` (the method's own)."""
+    return TASK_RUNS.get((getattr(context.config.task, "name", ""), method))
 
 
 def register_method(name: str, *, options: type, trains: bool, summary: str) -> Callable[[Callable], Callable]:
@@ -132,7 +152,8 @@ def prepared_model(context: RunContext, template: TemplateSpec, prompt: PromptOp
     verbalizer = context.new_verbalizer() if verbalizer is None else verbalizer_spec(verbalizer, base_dir=context.config.base_dir)
     prepared = prepare_verbalizer(context.backbone, template, verbalizer, train=context.train_set.examples, dev=context.dev_set.examples,
                                   unlabeled=context.unlabeled, max_length=prompt.max_length, batch_size=context.settings.train.eval_batch_size)
-    model = build_model(backbone or context.backbone, model_template or template, verbalizer, prompt, seed=context.seed, corpus=corpus)
+    model = build_model(backbone or context.backbone, model_template or template, verbalizer, prompt, seed=context.seed, corpus=corpus,
+                        task=getattr(context.config, "task", None))
     use_unlabeled(model, context.unlabeled)
     return model, prepared
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...metrics import compute_metrics
-from .base import RunContext, register_method
+from .base import RunContext, register_method, task_run
 from .features import POOLINGS, FeatureCache
 
 
@@ -37,6 +37,9 @@ class LinearProbeOptions:
 @register_method("linear_probe", options=LinearProbeOptions, trains=True, summary="logistic regression on frozen features")
 def run(context: RunContext) -> dict[str, Any]:
     """Fit one classifier per C on the K-shot train features, keep the best on dev, evaluate."""
+    custom = task_run(context, "linear_probe")
+    if custom is not None:  # a task type with its own form of this baseline (multi-label: sigmoid outputs, one-vs-rest)
+        return custom(context)
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

@@ -1,0 +1,111 @@
+"""Baselines on multi-label data: fine-tuning with a sigmoid head (BCE) and a one-vs-rest linear probe.
+
+Prompt methods need nothing of their own: they build a prompt model for the task, which trains it
+with binary cross-entropy through the shared loop. ``finetune`` and ``linear_probe`` have models
+of their own; for a ``multi_label`` task they run here, with thresholds tuned on the K-shot dev
+set as the task says.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...multilabel.metrics import indicator
+from ...multilabel.thresholds import Thresholds, fixed, tune
+from ...tasks.multi_label import MultiLabel, label_sets_of
+from .base import RunContext, register_task_run
+from .features import FeatureCache
+from .finetune import fit_classifier, logits
+
+
+def bound_task(context: RunContext) -> MultiLabel:
+    """The run's task with its label names."""
+    return dataclasses.replace(context.config.task, labels=list(context.train_set.label_names))
+
+
+def targets(dataset: Any) -> np.ndarray:
+    """``[N, C]`` 0/1 label matrix of a labeled dataset."""
+    return indicator(label_sets_of(dataset.examples), len(dataset.label_names))
+
+
+def dev_thresholds(task: MultiLabel, probs: np.ndarray, gold: np.ndarray) -> Thresholds:
+    """Thresholds by the task's ``threshold`` setting, tuned on dev probabilities where it says so."""
+    if not isinstance(task.threshold, str):
+        return fixed(task.threshold)
+    return tune(np.asarray(probs, dtype=np.float64), gold, metric=task.threshold_metric, use=task.threshold)
+
+
+def dev_score(task: MultiLabel, probs: np.ndarray, gold: np.ndarray) -> float:
+    """The task's selection metric (``tuned_<metric>``) of dev probabilities."""
+    name = task.selection_metric()
+    return task.score(dev_rows(gold), predictions(probs, Thresholds()), (name,))[name]
+
+
+def dev_rows(gold: np.ndarray) -> list[Any]:
+    from ...types import InputExample
+
+    return [InputExample("", label=tuple(np.flatnonzero(row).tolist())) for row in gold]
+
+
+def predictions(probs: np.ndarray, thresholds: Thresholds) -> list[dict[str, Any]]:
+    """The task's prediction records of probabilities ``[N, C]`` at ``thresholds``."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return [{"labels": np.flatnonzero(d).tolist(), "probs": p.tolist()} for d, p in zip(thresholds.decide(probs), probs)]
+
+
+def evaluated(task: MultiLabel, context: RunContext, probs: np.ndarray, thresholds: Thresholds) -> dict[str, Any]:
+    """``eval`` (the run's metrics and per-label F1) and the thresholds used."""
+    return {"eval": task.score(context.eval_set.examples, predictions(probs, thresholds), context.metrics), "thresholds": thresholds.to_dict()}
+
+
+@register_task_run("multi_label", "finetune")
+def finetune(context: RunContext) -> dict[str, Any]:
+    """The encoder plus a linear head with one sigmoid output per label, trained with BCE, dev-selected."""
+    task, tokenizer = bound_task(context), context.backbone.tokenizer
+    max_length, batch = context.settings.prompt.max_length, context.settings.train.eval_batch_size
+    train_targets = torch.tensor(targets(context.train_set), dtype=torch.float32)
+    dev_gold = targets(context.dev_set)
+
+    def probs_of(model: Any, examples: Any) -> np.ndarray:
+        return torch.sigmoid(logits(model, tokenizer, examples, max_length, batch)).numpy().astype(np.float64)
+
+    model, info = fit_classifier(context, len(task.labels),
+                                 lambda out, rows: F.binary_cross_entropy_with_logits(out, train_targets[rows].to(out.device)),
+                                 lambda model: dev_score(task, probs_of(model, context.dev_set.examples), dev_gold))
+    thresholds = dev_thresholds(task, probs_of(model, context.dev_set.examples), dev_gold)
+    return {**evaluated(task, context, probs_of(model, context.eval_set.examples), thresholds), **info}
+
+
+@register_task_run("multi_label", "linear_probe")
+def linear_probe(context: RunContext) -> dict[str, Any]:
+    """One logistic regression per label (one-vs-rest) on frozen features; C and thresholds chosen on dev."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    task, options, cache, start = bound_task(context), context.settings.options, context.features or FeatureCache(), time.perf_counter()
+
+    def feats(dataset: Any) -> np.ndarray:
+        return cache.features(context.backbone, dataset.examples, pooling=options.pooling, max_length=context.settings.prompt.max_length,
+                              batch_size=context.settings.train.eval_batch_size)
+
+    x_train, x_dev, dev_gold = feats(context.train_set), feats(context.dev_set), targets(context.dev_set)
+    best: tuple[float, float, Any] | None = None
+    for c in sorted(options.c_grid):
+        model = make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(C=c, max_iter=options.max_iter, random_state=context.seed)))
+        model.fit(x_train, targets(context.train_set))
+        score = dev_score(task, model.predict_proba(x_dev), dev_gold)
+        if best is None or score > best[0]:
+            best = (score, c, model)
+    assert best is not None  # c_grid is never empty
+    score, c, model = best
+    thresholds = dev_thresholds(task, model.predict_proba(x_dev), dev_gold)
+    seconds = round(time.perf_counter() - start, 2)
+    return {**evaluated(task, context, model.predict_proba(feats(context.eval_set)), thresholds), "best_dev_accuracy": score,
+            "train_seconds": seconds, "selected": {"C": c}}
