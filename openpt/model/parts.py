@@ -1,0 +1,72 @@
+"""What every prompt model shares: the frozen backbone's device, the forward context (prefixes,
+autocast), train mode and the trainable parameters."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from ..device import autocast, to_device
+from ..template.regularization import regularization_loss
+from ..types import Batch
+
+
+class PromptParts(nn.Module):
+    """Base of :class:`~openpt.model.prompt_model.PromptModel` (classification) and
+    :class:`~openpt.model.generation.PromptForGeneration`: a backbone, a bound template and optional
+    deep-prompt prefixes. Subclasses set :attr:`backbone`, :attr:`template`, :attr:`prefix`,
+    :attr:`autocast_dtype` and :attr:`freeze_backbone`.
+    """
+
+    backbone: Any
+    prefix: Any
+    autocast_dtype: torch.dtype | None
+    freeze_backbone: bool
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes: the device of the backbone's input embeddings."""
+        return self.backbone.input_embeddings().weight.device
+
+    def place_batch(self, batch: Batch) -> Batch:
+        """``batch`` on the model's device (pinned, non-blocking copies to CUDA)."""
+        device = self.device
+        if batch.input_ids.device == device:
+            return batch
+        return batch.map_tensors(lambda tensor: to_device(tensor, device))
+
+    @contextlib.contextmanager
+    def _running(self, batch: Batch) -> Iterator[None]:
+        """The backbone's forward context for ``batch``: prefixes attached, autocast."""
+        with contextlib.ExitStack() as stack:
+            if self.prefix is not None:
+                stack.enter_context(self.prefix.attached(batch.input_ids.shape[0]))
+            stack.enter_context(autocast(batch.input_ids.device, self.autocast_dtype))
+            yield
+
+    def train(self, mode: bool = True) -> "PromptParts":
+        """Train mode for prompt parts; a frozen backbone stays in eval mode (no dropout)."""
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    def regularization_loss(self) -> torch.Tensor:
+        """Sum of the prompt parts' training penalties (L2 on soft prompts / prefixes; 0 when none)."""
+        return regularization_loss(self)
+
+    def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Parameters that receive gradients (soft prompts, learned verbalizers, ...)."""
+        return ((name, p) for name, p in self.named_parameters() if p.requires_grad)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_trainable_parameters()]
+
+    def trainable_summary(self) -> str:
+        """``trainable params: N || all params: M || trainable%: x``."""
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        total = sum(p.numel() for p in self.parameters())
+        return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}"
+
