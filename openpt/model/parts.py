@@ -25,10 +25,33 @@ class PromptParts(nn.Module):
     autocast_dtype: torch.dtype | None
     freeze_backbone: bool
 
+    def set_frozen(self, freeze_backbone: bool) -> None:
+        """Freeze every backbone weight, or (prompt-based fine-tuning) let them all train again."""
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            self.backbone.freeze()
+        else:  # a backbone frozen by an earlier model trains again
+            for parameter in self.backbone.model.parameters():
+                parameter.requires_grad_(True)
+
     @property
     def device(self) -> torch.device:
         """Where the model computes: the device of the backbone's input embeddings."""
         return self.backbone.input_embeddings().weight.device
+
+    def place(self, device: torch.device | None = None) -> "PromptParts":
+        """Move the model to ``device`` (default: the backbone's device). A backbone dispatched over
+        several devices (``device_map``) stays where it is; the prompt parts (and the model's own
+        buffers) go to its input device."""
+        if getattr(self.backbone.model, "hf_device_map", None) and len(set(self.backbone.model.hf_device_map.values())) > 1:
+            target = self.device
+            for name, child in self.named_children():
+                if name != "backbone":
+                    child.to(target)
+            for name, buffer in list(self.named_buffers(recurse=False)):
+                setattr(self, name, buffer.to(target))
+            return self
+        return self.to(device if device is not None else self.device)
 
     def place_batch(self, batch: Batch) -> Batch:
         """``batch`` on the model's device (pinned, non-blocking copies to CUDA)."""

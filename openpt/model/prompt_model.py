@@ -65,23 +65,7 @@ class PromptModel(PromptParts):
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: the backbone runs under autocast
         self.packing = False  # run the backbone on packed rows (openpt.backbone.packing); set by build_model
         self.task: Any = None  # the TaskType (openpt.tasks) it is trained and scored as; None: classification
-        if freeze_backbone:
-            backbone.freeze()
-        else:  # prompt-based fine-tuning: a backbone frozen by an earlier model trains again
-            for parameter in backbone.model.parameters():
-                parameter.requires_grad_(True)
-
-    def place(self, device: torch.device | None = None) -> "PromptModel":
-        """Move the model to ``device`` (default: the backbone's device). A backbone dispatched over
-        several devices (``device_map``) stays where it is; the prompt parts go to its input device."""
-        if getattr(self.backbone.model, "hf_device_map", None) and len(set(self.backbone.model.hf_device_map.values())) > 1:
-            target = self.device
-            for name, child in self.named_children():
-                if name != "backbone":
-                    child.to(target)
-            self.token_ids = self.token_ids.to(target)
-            return self
-        return self.to(device if device is not None else self.device)
+        self.set_frozen(freeze_backbone)
 
     def mask_outputs(self, batch: Batch) -> MaskOutputs:
         """Backbone outputs at the masks for a batch (with the deep-prompt prefixes attached, if any),
