@@ -112,6 +112,8 @@ def _compiled(model: Any, args: argparse.Namespace) -> Any:
 
 def _eval(args: argparse.Namespace) -> int:
     from .data.loading import LabelRules, load_split
+    from .cli_parsing import eval_metrics
+    from .tasks import task_of
     from .training.loop import evaluate
 
     if args.prompt is None and not (args.backbone and args.template and args.verbalizer):
@@ -129,10 +131,12 @@ def _eval(args: argparse.Namespace) -> int:
         raise OpenPTError("--template/--verbalizer are for zero-shot evaluation without a saved prompt; drop them or the PROMPT directory")
     else:
         model = _load_prompt(args)
-        dataset = load_split(args.data, split, label_names=model.verbalizer.label_names if not Path(args.data).is_dir() else None,
-                             rules=LabelRules(required=True))
-    model.verbalizer.check_labels(dataset.label_names)
-    scores = evaluate(model, dataset.examples, args.batch_size)
+        names = model.verbalizer.label_names if model.verbalizer is not None and not Path(args.data).is_dir() else None
+        dataset = load_split(args.data, split, label_names=names, rules=LabelRules(required=True, answer=task_of(model).answer_field))
+    metrics = eval_metrics(args.metrics, task_of(model))
+    if model.verbalizer is not None:
+        model.verbalizer.check_labels(dataset.label_names)
+    scores = evaluate(model, dataset.examples, args.batch_size, metrics)
     print(json.dumps({"examples": len(dataset), **scores}, indent=2))
     return 0
 
@@ -307,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--verbalizer", help="without PROMPT: verbalizer YAML file (no learned parameters)")
             cmd.add_argument("--max-length", type=whole_number(8, "tokens"), default=128,
                              help="without PROMPT: maximum sequence length (default: 128)")
+            cmd.add_argument("--metrics", help="comma-separated metrics (default: the task's; e.g. bleu,chrf,rougeL,exact_match)")
         else:
             add_predict_options(cmd)
 

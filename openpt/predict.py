@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import IO, Callable, Iterable, Iterator, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 
 from .errors import DataError, OpenPTError
@@ -81,6 +81,24 @@ def predict_stream(
     if batch_size < 1:
         raise OpenPTError(f"--batch-size: expected a positive integer, got {batch_size}")
     names = model.verbalizer.label_names
+
+    def score(examples: list[InputExample]) -> list[list[float]]:
+        return model.predict(examples, batch_size)[1].tolist()  # a PromptModel or a PromptEnsemble
+
+    def emit(line: int, row: list[float]) -> None:
+        best = max(range(len(row)), key=row.__getitem__)
+        write(Prediction(line, names[best], {name: round(p, 6) for name, p in zip(names, row)}))
+
+    return stream_chunks(rows, score, emit, chunk_size=chunk_size, progress=progress)
+
+
+def stream_chunks(rows: Iterable[tuple[int, InputExample]], score: Callable[[list[InputExample]], Sequence[Any]],
+                  emit: Callable[[int, Any], None], *, chunk_size: int = 4096, progress: Callable[[int], object] | None = None) -> int:
+    """Run ``score`` on chunks of ``(line, example)`` rows and ``emit`` each result in input order.
+
+    A bad row (a :class:`DataError` while scoring, or an error while reading) stops the run after
+    every row before it has been emitted; returns the number of rows emitted.
+    """
     written = 0
 
     def flush(chunk: list[tuple[int, InputExample]]) -> None:
@@ -88,16 +106,15 @@ def predict_stream(
         if not chunk:
             return
         try:
-            probs = model.predict([example for _, example in chunk], batch_size)[1]  # a PromptModel or a PromptEnsemble
+            outputs = score([example for _, example in chunk])
         except DataError:
             if len(chunk) == 1:
                 raise
             for item in chunk:  # find the bad row; the ones before it are written
                 flush([item])
             return
-        for (line, _), row in zip(chunk, probs.tolist()):
-            best = max(range(len(row)), key=row.__getitem__)
-            write(Prediction(line, names[best], {name: round(p, 6) for name, p in zip(names, row)}))
+        for (line, _), output in zip(chunk, outputs):
+            emit(line, output)
         written += len(chunk)
         if progress is not None:
             progress(len(chunk))

@@ -148,7 +148,7 @@ def resolve_data(spec: DataSpec, *, label_hint: list[str] | None = None, given: 
 
     def load(where: Any, split: str, pool: Dataset | None = None) -> Dataset:
         names_from = f"the training data {pool.source}" if pool is not None else None
-        return load_split(where, split, label_names=pool.label_names if pool is not None else spec.label_names,
+        return load_split(where, split, label_names=pool.label_names or None if pool is not None else spec.label_names,
                           field_map=spec.field_map, dataset_config=spec.dataset_config,
                           rules=dataclasses.replace(rules, names_from=names_from))
 

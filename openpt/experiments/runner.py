@@ -168,8 +168,10 @@ class Experiment:
     def load_data(self) -> tuple[Dataset, Dataset]:
         """The training pool (K-shot rows are drawn from it) and the evaluation set; see :mod:`openpt.data.sources`."""
         cfg = self.config
-        hint = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir).label_names
-        resolved = resolve_data(cfg.data, label_hint=hint, given=cfg.raw.get("data") if isinstance(cfg.raw.get("data"), dict) else None)
+        verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir)
+        hint = verbalizer.label_names if verbalizer is not None else None
+        resolved = resolve_data(cfg.data, label_hint=hint, given=cfg.raw.get("data") if isinstance(cfg.raw.get("data"), dict) else None,
+                                answer=cfg.task.answer_field)
         self.data_info = resolved.info
         return resolved.train_pool, resolved.eval_set
 
@@ -187,13 +189,15 @@ class Experiment:
         cfg, start = self.config, time.perf_counter()
         spec = template_spec(cfg.template, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("template"))
         verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("verbalizer"))
+        cfg.task.check_template(spec)
         train_set, eval_set = self.load_data()
-        verbalizer.check_labels(train_set.label_names)
+        if verbalizer is not None:
+            verbalizer.check_labels(train_set.label_names)
         check_fields(spec, train_set, eval_set)
         for seed in cfg.data.seeds:  # a class too small for a K-shot draw fails here, before any scoring or training
             fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed, task=cfg.task)
         backbone = self.backbone or configured_backbone(cfg)
-        require_trainable(build_model(backbone, spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt))
+        require_trainable(build_model(backbone, spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt, task=cfg.task))
         metrics = metric_names(cfg)
         results: dict[str, Any] = {
             "name": cfg.name,
@@ -209,13 +213,13 @@ class Experiment:
         if cfg.zero_shot:
             zs_spec = hard_version(spec) if cfg.zero_shot_template is None else template_spec(cfg.zero_shot_template, base_dir=cfg.base_dir)
             zs_verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir)
-            if zs_verbalizer.learns_from_labels():  # e.g. an auto search: only the seeds' K-shot sets have labels
+            if zs_verbalizer is not None and zs_verbalizer.learns_from_labels():  # e.g. an auto search: only the seeds' K-shot sets have labels
                 results["zero_shot_skipped"] = f"the {zs_verbalizer.config()['type']} verbalizer learns from each seed's K-shot set"
                 self.log(f"zero-shot ({cfg.name}) skipped: {results['zero_shot_skipped']}")
             else:
                 unlabeled = unlabeled_inputs(train_set.examples)
                 prepare_verbalizer(backbone, zs_spec, zs_verbalizer, train=None, unlabeled=unlabeled, max_length=cfg.prompt.max_length)
-                zs_model = build_model(backbone, zs_spec, zs_verbalizer, cfg.prompt)
+                zs_model = build_model(backbone, zs_spec, zs_verbalizer, cfg.prompt, task=cfg.task)
                 use_unlabeled(zs_model, unlabeled)
                 results["zero_shot"] = evaluate(zs_model, cap_eval(eval_set, cfg.data.max_eval, cfg.data.eval_pick).examples, cfg.train.eval_batch_size, metrics)
                 results["zero_shot"]["template"] = format_template(zs_spec.segments)

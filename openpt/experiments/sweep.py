@@ -87,6 +87,8 @@ def _describe(value: Any, kind: str, base_dir: Path | None) -> dict[str, Any]:
         spec = template_spec(value, base_dir=base_dir)
         return {"name": spec.name, "text": format_template(spec.segments)}
     verbalizer = verbalizer_spec(value, base_dir=base_dir)
+    if verbalizer is None:  # a task without a verbalizer (generation)
+        return {"name": None}
     return {"name": getattr(verbalizer, "name", None), **config_to_dict(verbalizer_config(verbalizer))}
 
 
@@ -314,8 +316,11 @@ class Sweep:
     def _execute(self, run: RunSpec) -> dict[str, Any]:
         cfg, method = run.config, METHODS.get(run.method)
         spec = template_spec(run.template, base_dir=cfg.base_dir)
+        cfg.task.check_template(spec)
         train_full, eval_full = self.data(cfg)
-        verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir).check_labels(train_full.label_names)
+        verbalizer = verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir)
+        if verbalizer is not None:
+            verbalizer.check_labels(train_full.label_names)
         check_fields(spec, train_full, eval_full)
         try:
             few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval, cfg.task)
@@ -331,8 +336,7 @@ class Sweep:
             out["note"] = info["note"]
         out["data_source"] = {k: v for k, v in self.data_info(cfg).items() if k in ("form", "train_source", "eval_source", "holdout")}
         cache_key = None
-        verbalizer = verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir)
-        if not method.trains and not verbalizer.learns_from_labels():  # zero-shot: same scores for every seed/K with the same evaluation set
+        if not method.trains and not (verbalizer is not None and verbalizer.learns_from_labels()):  # zero-shot: same scores for every seed/K with the same evaluation set
             guids = hashlib.sha256("\n".join(e.guid or "" for e in eval_set).encode()).hexdigest()
             cache_key = json.dumps([{k: v for k, v in run.settings.items() if k not in ("k", "seed")}, guids], sort_keys=True, default=str)
             if cache_key in self._zero_shot:

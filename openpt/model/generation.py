@@ -73,7 +73,6 @@ class PromptForGeneration(PromptParts):
     """
 
     prefix_type: ClassVar[type] = CachePrefix
-    hub_methods: ClassVar[Any] = None  # save/load implementations, bound by openpt.model.hub
 
     def __init__(self, backbone: Backbone, template: Template, *, freeze_backbone: bool = True) -> None:
         super().__init__()
@@ -205,10 +204,6 @@ class PromptForGeneration(PromptParts):
         the text; cut off), ``num_return_sequences``, ``scores`` (each sequence's log-likelihood).
         """
         return decode(self, examples, batch_size, **generate_kwargs)
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Save the prompt (config + trainable tensors, no backbone weights) to ``directory``."""
-        return self.hub_methods.save(self, directory)
 
 
 def is_generation_model(model: nn.Module) -> bool:

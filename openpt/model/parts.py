@@ -3,7 +3,8 @@ autocast), train mode and the trainable parameters."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ class PromptParts(nn.Module):
     :attr:`autocast_dtype` and :attr:`freeze_backbone`.
     """
 
+    hub_methods: ClassVar[Any] = None  # save/load/push implementations, bound by openpt.model.hub
     backbone: Any
     prefix: Any
     autocast_dtype: torch.dtype | None
@@ -93,3 +95,19 @@ class PromptParts(nn.Module):
         total = sum(p.numel() for p in self.parameters())
         return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}"
 
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Save the prompt (config + trainable tensors, no backbone weights) to ``directory``."""
+        return self.hub_methods.save(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, backbone: Any = None, device: str | torch.device | None = None) -> "PromptParts":
+        """Load a saved prompt; ``backbone`` (a Backbone, name or path) defaults to the one recorded at save time.
+
+        Example:
+            >>> model = PromptModel.from_pretrained("runs/sst2/prompt")
+        """
+        return cls.hub_methods.load(directory, backbone, device)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload the saved prompt to the Hugging Face Hub (see :func:`openpt.model.hub.push_to_hub`)."""
+        return self.hub_methods.push(self, repo_id, **kwargs)

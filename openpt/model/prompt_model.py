@@ -44,7 +44,6 @@ class PromptModel(PromptParts):
         >>> labels, probs = model.predict([InputExample("a gripping film")])
     """
 
-    hub_methods: ClassVar[Any] = None  # save/load/push implementations, bound by openpt.model.hub
 
     def __init__(self, backbone: Backbone, template: Template, verbalizer: Verbalizer, *, freeze_backbone: bool = True) -> None:
         super().__init__()
@@ -129,23 +128,6 @@ class PromptModel(PromptParts):
         finally:
             self.train(was_training)
         return out.cpu()
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Save the prompt (config + trainable tensors, no backbone weights) to ``directory``."""
-        return self.hub_methods.save(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, backbone: Any = None, device: str | torch.device | None = None) -> "PromptModel":
-        """Load a saved prompt; ``backbone`` (a Backbone, name or path) defaults to the one recorded at save time.
-
-        Example:
-            >>> model = PromptModel.from_pretrained("runs/sst2/prompt")
-        """
-        return cls.hub_methods.load(directory, backbone, device)
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Upload the saved prompt to the Hugging Face Hub (see :func:`openpt.model.hub.push_to_hub`)."""
-        return self.hub_methods.push(self, repo_id, **kwargs)
 
     def predict(self, examples: Sequence[InputExample], batch_size: int = 64, *,
                 field_map: dict[str, str] | None = None) -> tuple[list[int], torch.Tensor]:

@@ -88,9 +88,8 @@ def save_prompt(model: PromptModel, directory: str | Path, *, extra: dict[str, A
     config = {
         "format_version": FORMAT_VERSION,
         "template": template_config(model.template.spec),
-        "verbalizer": verbalizer_config(model.verbalizer),
-        "calibration": model.calibration.state(),
-        "labels": model.verbalizer.label_names,
+        **({"verbalizer": verbalizer_config(model.verbalizer), "calibration": model.calibration.state(), "labels": model.verbalizer.label_names}
+           if model.verbalizer is not None else {}),
         "backbone": model.backbone.signature(),
         "options": saved_options,
         "trainable": sorted(tensors),
@@ -170,15 +169,17 @@ def load_prompt(directory: str | Path, backbone: Backbone | None = None, *, devi
     check_backbone(config["backbone"], backbone, directory)
     try:
         spec = template_spec_from_mapping(config["template"])
-        verbalizer = verbalizer_from_mapping(config["verbalizer"])
+        verbalizer = verbalizer_from_mapping(config["verbalizer"]) if "verbalizer" in config else None
         options = dataclass_from(PromptOptions, as_map(config["options"], where="options"), "options.")
+        task = task_from_config(config["task"]) if "task" in config else None
     except OpenPTError as exc:
         raise CheckpointError(f"{directory / CONFIG_NAME}: {exc}") from None
-    check_labels(config, verbalizer.label_names, directory / CONFIG_NAME)
-    check_calibration(config.get("calibration"), len(verbalizer.label_names), directory / CONFIG_NAME)
+    if verbalizer is not None:
+        check_labels(config, verbalizer.label_names, directory / CONFIG_NAME)
+        check_calibration(config.get("calibration"), len(verbalizer.label_names), directory / CONFIG_NAME)
     # the saved tensors replace the initialisation, so it needs no corpus ranking
     model = build_model(backbone, spec, verbalizer, dataclasses.replace(options, soft_init={**options.soft_init, "vocab_order": "ids"}),
-                        device=device, task=task_from_config(config["task"]) if "task" in config else None)
+                        device=device, task=task)
     model.options = options
     tensors, metadata = read_prompt_weights(directory)
     expected = {name: p for name, p in model.named_trainable_parameters() if not name.startswith("backbone.")}
@@ -186,5 +187,6 @@ def load_prompt(directory: str | Path, backbone: Backbone | None = None, *, devi
     with torch.no_grad():
         for name, tensor in tensors.items():
             expected[name].copy_(tensor)
-    model.calibration.load_state(config.get("calibration"), model)
+    if verbalizer is not None:
+        model.calibration.load_state(config.get("calibration"), model)
     return model
