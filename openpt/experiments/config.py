@@ -17,7 +17,7 @@ from ..tasks import DEFAULT_TASK, get_task
 from ..training.loop import TrainConfig
 from .grid import PER_DATASET, SweepCell, resolve_variables, sweep_cells
 from .overrides import apply_overrides, errors_named_by_override
-from .values import (DEFAULT_METRICS, MAX_SEED, check_top_types, check_verbalizer_key, parse_metrics, parse_patterns, parse_placement, parse_task,
+from .values import (DEFAULT_METRICS, MAX_SEED, check_top_types, check_verbalizer_key, methods_for_tasks, parse_metrics, parse_patterns, parse_placement, parse_task,
                      seeds_ok)
 
 logger = logging.getLogger(__name__)
@@ -213,7 +213,6 @@ SWEEP_KEYS = ("datasets", "methods", "k", "seeds", "templates", "verbalizers", "
 DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "vars", "prompt", "train", "patterns", "task")
 
 
-
 @dataclass
 class SweepConfig:
     """A grid of runs: every dataset x grid point x template x verbalizer x K x seed x method.
@@ -331,6 +330,9 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
             close = difflib.get_close_matches(str(method), METHODS.names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise _sweep_error(sweep_map, "methods", f"unknown method {brief(method)}{hint}; expected some of: {', '.join(METHODS.names())}")
+    problem = methods_for_tasks(configs, methods)
+    if problem:
+        raise _sweep_error(sweep_map, "methods", problem)
     variants: dict[str, list[Any] | None] = {}
     for key in ("templates", "verbalizers"):
         value = sweep_map.get(key)
