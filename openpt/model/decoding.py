@@ -141,7 +141,10 @@ def _decode_batch(model: "PromptForGeneration", items: Sequence[Any], options: d
         if model.prefix is not None:
             kwargs[model._cache_arg] = model.prefix.cache(len(items) * expand, embeds.dtype)
         if model.causal:
-            mask = model.prefix.extend_mask(batch.attention_mask) if model.prefix is not None else batch.attention_mask
+            mask = batch.attention_mask
+            if model.prefix is not None:  # generate takes the cached positions as part of its input and skips them
+                mask = model.prefix.extend_mask(mask)
+                embeds = torch.cat([embeds.new_zeros(embeds.shape[0], model.prefix.length, embeds.shape[2]), embeds], dim=1)
             out = hf.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
             sequences = out.sequences  # only the new tokens when generating from embeddings
         else:
