@@ -16,7 +16,7 @@ import torch
 from ..backbone.base import Backbone, load_backbone
 from ..data.loading import Dataset
 from ..data.sources import resolve_data
-from ..errors import SpecError
+from ..errors import ConfigError, SpecError
 from ..model.build import build_model, template_spec, verbalizer_spec
 from ..model.saving import save_prompt
 from ..outputs import OutputDir
@@ -114,6 +114,25 @@ def metric_names(config: ExperimentConfig) -> list[str]:
     return config.task.metric_names(config.metrics)
 
 
+def check_backbone_kind(config: ExperimentConfig) -> None:
+    """Fail (one line, nothing written) when the config's task does not run on its backbone's kind (e.g. generation on a masked LM)."""
+    kinds = config.task.backbone_kinds
+    if kinds is None:
+        return
+    from transformers import AutoConfig
+
+    from ..backbone.base import detect_kind
+
+    try:
+        kind = detect_kind(AutoConfig.from_pretrained(config.backbone))
+    except (OSError, ValueError):  # not readable here: loading the backbone reports why, one line
+        return
+    if kind not in kinds:
+        raise ConfigError(f"a {kind} backbone cannot do the {config.task.name} task; expected a {' or '.join(kinds)} backbone "
+                          f"(e.g. T5, BART, GPT-2, Llama), got {config.backbone}", file=config.raw.file, line=config.raw.line_of("backbone"),
+                          key="backbone")
+
+
 def task_fields(config: ExperimentConfig) -> dict[str, Any]:
     """``{"task": ...}`` for results and records of a task other than classification (``{}`` otherwise:
     earlier results and their run ids stay as they were)."""
@@ -176,7 +195,9 @@ class Experiment:
         return resolved.train_pool, resolved.eval_set
 
     def run(self) -> dict[str, Any]:
-        """Check and lock the output directory, then run (see :meth:`run_in`)."""
+        """Check the backbone kind and lock the output directory, then run (see :meth:`run_in`)."""
+        if self.backbone is None:
+            check_backbone_kind(self.config)
         with OutputDir(self.output, overwrite=self.overwrite, resume=self.resume) as out:
             self.out = out
             try:

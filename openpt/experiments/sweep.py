@@ -44,7 +44,7 @@ from .report import write_report
 from .records import RESULTS_NAME, append_record, portable, read_records
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
-from .runner import (Experiment, cap_eval, check_fields, config_roots, configured_backbone, fewshot_sets, metric_names, sampling_pool, task_fields,
+from .runner import (Experiment, cap_eval, check_backbone_kind, check_fields, config_roots, configured_backbone, fewshot_sets, metric_names, sampling_pool, task_fields,
                      versions)
 
 logger = logging.getLogger(__name__)
@@ -233,6 +233,9 @@ class Sweep:
         The output directory is locked for the whole sweep: a second sweep on it fails at once
         instead of running (and appending) the same runs again.
         """
+        for cfg in (self.config.sweep.datasets if self.config.sweep else [self.config]):
+            if cfg.backbone not in self._backbones:
+                check_backbone_kind(cfg)
         with OutputDir(self.output, overwrite=self.overwrite, resumable=True) as out:
             return self._run_in(out)
 

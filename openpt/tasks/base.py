@@ -71,6 +71,7 @@ class TaskType:
         answer_field: the row field every training/evaluation row must carry (``label``; ``target``
             for generation); the data loader names a row without it.
         uses_verbalizer: whether the task's models read a verbalizer (a config then needs ``verbalizer:``).
+        backbone_kinds: the backbone kinds the task runs on (``None``: any); checked before a run writes anything.
     """
 
     name: ClassVar[str] = ""
@@ -80,6 +81,7 @@ class TaskType:
     select_by: ClassVar[str] = ""
     answer_field: ClassVar[str] = "label"
     uses_verbalizer: ClassVar[bool] = True
+    backbone_kinds: ClassVar[tuple[str, ...] | None] = None
 
     @classmethod
     def claims(cls, template: Any) -> bool:

@@ -49,6 +49,7 @@ class Generation(TaskType):
     always_reported: ClassVar[tuple[str, ...]] = ()
     answer_field: ClassVar[str] = "target"
     uses_verbalizer: ClassVar[bool] = False
+    backbone_kinds: ClassVar[tuple[str, ...] | None] = ("causal", "seq2seq")
 
     def __post_init__(self) -> None:
         from ..model.decoding import check_decoding
