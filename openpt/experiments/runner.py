@@ -345,9 +345,9 @@ def split_timing(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
 
 def results_table(results: dict[str, Any]) -> str:
-    """A markdown table of one experiment's results: the task's headline metrics (classification:
-    accuracy and macro-F1; see :func:`table_metrics`)."""
-    names = table_metrics(task_from_config(results.get("task")))
+    """A markdown table of one experiment's results: classification shows accuracy and macro-F1,
+    other tasks every reported metric (see :func:`table_metrics`)."""
+    names = table_metrics(task_from_config(results.get("task")), list(results["summary"]))
     rows = ["| setting | " + " | ".join(METRIC_TITLES.get(m, m) for m in names) + " |", "|---" * (len(names) + 1) + "|"]
     if "zero_shot" in results:
         zs = results["zero_shot"]
@@ -365,6 +365,6 @@ def results_table(results: dict[str, Any]) -> str:
 METRIC_TITLES = {"macro_f1": "macro-F1"}
 
 
-def table_metrics(task: TaskType) -> list[str]:
-    """The metrics a results table shows: those the task always reports, else its default ones."""
-    return list(task.always_reported or task.default_metrics)
+def table_metrics(task: TaskType, reported: list[str]) -> list[str]:
+    """The metrics a results table shows: those the task always reports, else every ``reported`` one."""
+    return list(task.always_reported or reported)
