@@ -21,8 +21,10 @@ ASSETS = Path(__file__).resolve().parents[1] / "tests" / "assets" / "gpt2"
 def build(directory: Path) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
-    tokenizer = GPT2TokenizerFast(vocab_file=str(ASSETS / "vocab.json"), merges_file=str(ASSETS / "merges.txt"),
-                                  pad_token="<|endoftext|>", model_max_length=256)
+    vocab = json.loads((ASSETS / "vocab.json").read_text(encoding="utf-8"))
+    lines = (ASSETS / "merges.txt").read_text(encoding="utf-8").splitlines()
+    merges = [tuple(line.split()) for line in lines if line and not line.startswith("#")]
+    tokenizer = GPT2TokenizerFast(vocab=vocab, merges=merges, pad_token="<|endoftext|>", model_max_length=256)
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=256, bos_token_id=tokenizer.eos_token_id,
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)

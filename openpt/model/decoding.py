@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..device import autocast
-from ..errors import ConfigError, brief
+from ..errors import ConfigError, DataError, brief
 from ..types import Batch, InputExample
 
 if TYPE_CHECKING:
@@ -119,6 +119,9 @@ def decode(model: "PromptForGeneration", examples: Sequence[InputExample], batch
     was_training = model.training
     model.eval()
     encoded = model.template.encode(examples)
+    empty = next((n for n, item in enumerate(encoded) if not item.input_ids), None)
+    if empty is not None:
+        raise DataError(f"example {examples[empty].guid or empty}: its input part encodes to no tokens; nothing to generate from")
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     results: list[GenerationResult | None] = [None] * len(encoded)
     try:
