@@ -52,7 +52,7 @@ def backbone_dir(kind: str, shape: str, tiny: bool, directory: Path) -> Path:
                                        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     else:  # llama1b
         big = not tiny
-        config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=2048 if big else 128, intermediate_size=8192 if big else 256,
+        config = transformers.LlamaConfig(vocab_size=128256 if big else vocab, hidden_size=2048 if big else 128, intermediate_size=8192 if big else 256,
                                           num_hidden_layers=16 if big else 2, num_attention_heads=32 if big else 4,
                                           num_key_value_heads=8 if big else 2, max_position_embeddings=2048, bos_token_id=1, eos_token_id=2,
                                           pad_token_id=2, rope_theta=500000.0)

@@ -11,7 +11,7 @@
 #
 # Needs torch (CUDA), transformers, peft, pytest; no files besides the checkout (models are built
 # from configs with random weights). Writes into OUTDIR: gpu.txt, unit_cuda.log, peft_gpu.json,
-# gpu.json (openpt's numbers with the ratios), gpu_bench.log.
+# gpu.json (openpt's numbers with the ratios), gpu_bench.log, generation_gpu.json (generation tokens/s vs PEFT).
 set -uo pipefail
 OUT=${1:?usage: benchmarks/gpu_check.sh OUTDIR [bench_peft_gpu.py]}
 ANCHOR=${2:-../shared/anchors/bench_peft_gpu.py}
@@ -32,6 +32,9 @@ $PY -c 'import datasets' 2>/dev/null && echo "datasets: installed" | tee -a "$OU
 step "1. openpt: CPU-vs-GPU parity; throughput of openpt (padded, packed, compiled) and of the anchor (PEFT, bare forward), cold and warm passes"
 timeout 360 $PY benchmarks/gpu_bench.py --anchor "$ANCHOR" --run-anchor --peft "$OUT/peft_gpu.json" --out "$OUT/gpu.json" 2>&1 \
   | grep -v -E "^(Loading weights|Writing model)" | tee "$OUT/gpu_bench.log"
+step "1b. generation throughput: openpt vs PEFT prompt tuning, Llama-3.2-1B shape (random weights), bf16, greedy"
+timeout 120 $PY benchmarks/generation_bench.py --shape llama1b --device cuda --dtype bf16 --batch-size 16 --batches 4 \
+  --max-new-tokens 64 --out "$OUT/generation_gpu.json" 2>&1 | grep -v -E "^(Loading weights|Writing model)" | tee "$OUT/generation_gpu.log"
 step "2. unit tests with OPENPT_TEST_DEVICE=cuda (the time left of BUDGET_S)"
 workers=$($PY -c 'import xdist' 2>/dev/null && echo "-n 8" || echo "")
 OPENPT_TEST_DEVICE=cuda timeout $(( BUDGET - ($(date +%s) - start) > 60 ? BUDGET - ($(date +%s) - start) : 60 )) $PY -m pytest -q -p no:cacheprovider $workers tests/unit > "$OUT/unit_cuda.log" 2>&1
