@@ -223,3 +223,14 @@ def test_a_trained_prompt_learns_a_small_mapping(tiny_gpt2_dir):
     after = evaluate(model, examples, 8, ["exact_match"])["exact_match"]
     assert before == 0.0 and after >= 0.5, (before, after, task.predict(model, examples, 8))
     assert outcome.history[-1]["loss"] < outcome.history[0]["loss"] / 2
+
+
+def test_training_state_fingerprint_covers_generation_targets(tiny_gpt2_dir):
+    from openpt.training.state import fingerprint
+
+    model = build_model(load_backbone(tiny_gpt2_dir), template_spec("[SOFT*2] {text} => {target}"), None, PromptOptions(max_length=32),
+                        task=get_task("generation"))
+    config = TrainConfig(steps=1)
+    one = fingerprint(config, model.encode_pairs([InputExample("a", targets=["x"])]), 0, model)
+    other = fingerprint(config, model.encode_pairs([InputExample("a", targets=["y"])]), 0, model)
+    assert one != other and one == fingerprint(config, model.encode_pairs([InputExample("a", targets=["x"])]), 0, model)
