@@ -2,9 +2,9 @@
 
 Both sides hold the same soft prompt (``num_virtual_tokens`` vectors before the input; openpt:
 ``[SOFT*N] {text} {target}`` with ``soft_placement: before_special``) on the same random-weight
-model, generate greedily for the same inputs (batches of ``--batch-size``, ``--max-new-tokens``
-tokens, EOS off so every row makes them all), and are timed over the same batches after a warm-up
-batch. PEFT gets left-padded ``input_ids`` (``PeftModel.generate``); openpt encodes with its
+model, generate greedily for the same inputs (batches of ``--batch-size``, at most
+``--max-new-tokens`` tokens, stopping at EOS), and are timed over the same batches after a warm-up
+batch; throughput counts each row's new tokens up to and including EOS. PEFT gets left-padded ``input_ids`` (``PeftModel.generate``); openpt encodes with its
 template and sorts by length (``PromptForGeneration.generate``). Shapes:
 
 * ``small``: GPT-2 (hidden 256, 4 layers) and T5 (d_model 256, 4+4 layers), the tiny BPE/Unigram
@@ -94,8 +94,6 @@ def compare(kind: str, directory: Path, args: argparse.Namespace) -> dict[str, A
         num_transformer_submodules=1)).eval()
     with torch.no_grad():
         peft_model.prompt_encoder["default"].embedding.weight.copy_(model.template.soft.weight)
-    for hf in (backbone.model, peft_model):  # EOS off: every row generates max_new_tokens tokens on both sides
-        hf.generation_config.eos_token_id = None
     examples = [InputExample(TEXTS[i % len(TEXTS)]) for i in range(args.batch_size * (args.batches + 1))]
     batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
     tokenizer = backbone.tokenizer
@@ -103,22 +101,17 @@ def compare(kind: str, directory: Path, args: argparse.Namespace) -> dict[str, A
 
     def ours(batch: list) -> int:
         results = model.generate(batch, batch_size=len(batch), max_new_tokens=args.max_new_tokens)
-        return sum(len(r.token_ids[0]) for r in results)
+        return sum(min(len(r.token_ids[0]) + 1, args.max_new_tokens) for r in results)  # EOS counts as a generated token
 
     def theirs(batch: list) -> int:
         enc = tokenizer([e.text for e in batch], return_tensors="pt", padding=True).to(args.device)
         with torch.no_grad():
             out = peft_model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=args.max_new_tokens,
-                                      do_sample=False, num_beams=1, pad_token_id=backbone.pad_id, eos_token_id=None)
-        new = out[:, enc["input_ids"].shape[1]:] if causal else out[:, 1:]
-        return int(new.numel())
+                                      do_sample=False, num_beams=1, pad_token_id=backbone.pad_id, eos_token_id=model.eos_id)
+        new = (out[:, enc["input_ids"].shape[1]:] if causal else out[:, 1:]).tolist()
+        return sum(row.index(model.eos_id) + 1 if model.eos_id in row else len(row) for row in new)  # up to and including EOS
 
-    original = type(model).eos_id
-    type(model).eos_id = property(lambda self: -1)  # no token id is -1: nothing ends early, as on the PEFT side
-    try:
-        result = {"openpt": timed(ours, batches, args.device), "peft": timed(theirs, batches, args.device)}
-    finally:
-        type(model).eos_id = original
+    result = {"openpt": timed(ours, batches, args.device), "peft": timed(theirs, batches, args.device)}
     result["openpt_vs_peft"] = round(result["openpt"]["tokens_per_s"] / result["peft"]["tokens_per_s"], 3)
     return result
 
