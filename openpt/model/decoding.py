@@ -144,12 +144,15 @@ def _decode_batch(model: "PromptForGeneration", items: Sequence[Any], options: d
         if model.prefix is not None:
             kwargs[model._cache_arg] = model.prefix.cache(len(items) * expand, embeds.dtype)
         if model.causal:
-            mask = batch.attention_mask
+            mask, ids = batch.attention_mask, batch.input_ids
             if model.prefix is not None:  # generate takes the cached positions as part of its input and skips them
                 mask = model.prefix.extend_mask(mask)
                 embeds = torch.cat([embeds.new_zeros(embeds.shape[0], model.prefix.length, embeds.shape[2]), embeds], dim=1)
-            out = hf.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
-            sequences = out.sequences  # only the new tokens when generating from embeddings
+                ids = torch.cat([ids.new_full((ids.shape[0], model.prefix.length), model.backbone.pad_id), ids], dim=1)
+            # the embeddings feed the first step; the ids (soft positions hold the pad id, never read) let generate
+            # continue on its token path (several times faster than embeddings alone, e.g. for Llama)
+            out = hf.generate(input_ids=ids, inputs_embeds=embeds, attention_mask=mask, **kwargs)
+            sequences = out.sequences[:, ids.shape[1]:]
         else:
             encoded = hf.get_encoder()(inputs_embeds=embeds, attention_mask=batch.attention_mask, return_dict=True)
             out = hf.generate(encoder_outputs=encoded, attention_mask=batch.attention_mask, **kwargs)
