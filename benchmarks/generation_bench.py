@@ -5,7 +5,8 @@ Both sides hold the same soft prompt (``num_virtual_tokens`` vectors before the 
 model, generate greedily for the same inputs (batches of ``--batch-size`` copies of one E2E-style input,
 so neither side pads; at most
 ``--max-new-tokens`` tokens, stopping at EOS), and are timed over the same batches after a warm-up
-batch; throughput counts each row's new tokens up to and including EOS. PEFT gets ``input_ids``
+batch, alternating batch by batch for ``--rounds`` passes (a busy machine slows both alike);
+throughput counts each row's new tokens up to and including EOS. PEFT gets ``input_ids``
 (``PeftModel.generate``); openpt encodes with its template (``PromptForGeneration.generate``). Shapes:
 
 * ``small``: GPT-2 (hidden 256, 4 layers) and T5 (d_model 256, 4+4 layers), the tiny BPE/Unigram
@@ -64,17 +65,25 @@ def backbone_dir(kind: str, shape: str, tiny: bool, directory: Path) -> Path:
     return directory
 
 
-def timed(fn: Any, batches: list, device: str) -> dict[str, float]:
-    fn(batches[0])  # warm-up
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start, tokens = time.perf_counter(), 0
-    for batch in batches:
-        tokens += fn(batch)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    return {"seconds": round(seconds, 3), "new_tokens": tokens, "tokens_per_s": round(tokens / seconds, 1)}
+def timed(sides: dict[str, Any], batches: list, device: str, rounds: int) -> dict[str, dict[str, float]]:
+    """Each side over the timed batches, the sides alternating batch by batch for ``rounds`` rounds (a
+    busy machine then slows both alike); one warm-up batch each first."""
+    for fn in sides.values():
+        fn(batches[0])
+    seconds = dict.fromkeys(sides, 0.0)
+    tokens = dict.fromkeys(sides, 0)
+    for _ in range(rounds):
+        for batch in batches[1:]:
+            for name, fn in sides.items():
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                tokens[name] += fn(batch)
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                seconds[name] += time.perf_counter() - start
+    return {name: {"seconds": round(seconds[name], 3), "new_tokens": tokens[name], "tokens_per_s": round(tokens[name] / seconds[name], 1)}
+            for name in sides}
 
 
 def compare(kind: str, directory: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -113,7 +122,7 @@ def compare(kind: str, directory: Path, args: argparse.Namespace) -> dict[str, A
         new = (out[:, enc["input_ids"].shape[1]:] if causal else out[:, 1:]).tolist()
         return sum(row.index(model.eos_id) + 1 if model.eos_id in row else len(row) for row in new)  # up to and including EOS
 
-    result = {"openpt": timed(ours, batches, args.device), "peft": timed(theirs, batches, args.device)}
+    result: dict[str, Any] = timed({"openpt": ours, "peft": theirs}, batches, args.device, args.rounds)
     result["openpt_vs_peft"] = round(result["openpt"]["tokens_per_s"] / result["peft"]["tokens_per_s"], 3)
     return result
 
@@ -127,6 +136,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=4, help="timed batches (after one warm-up batch)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the timed batches, the two sides alternating")
     parser.add_argument("--virtual-tokens", type=int, default=20)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
