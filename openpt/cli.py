@@ -111,6 +111,7 @@ def _compiled(model: Any, args: argparse.Namespace) -> Any:
 
 def _eval(args: argparse.Namespace) -> int:
     from .data.loading import LabelRules, load_split
+    from .cli_parsing import eval_metrics
     from .data.streaming import parse_field_map
     from .model.build import template_spec, verbalizer_spec
     from .model.saving import read_prompt_config
@@ -132,9 +133,11 @@ def _eval(args: argparse.Namespace) -> int:
         dataset = load_split(args.data, split, field_map=field_map, rules=rules)
     else:
         saved = read_prompt_config(args.prompt)
-        spec, provided = template_spec(saved["template"]), task_from_config(saved.get("task")).provided_fields()
-        dataset = load_split(args.data, split, field_map=field_map, label_names=saved["labels"] if not Path(args.data).is_dir() else None,
-                             rules=LabelRules(required=True))
+        saved_task = task_from_config(saved.get("task"))
+        spec, provided = template_spec(saved["template"]), saved_task.provided_fields()
+        labels = saved.get("labels") if not Path(args.data).is_dir() else None
+        dataset = load_split(args.data, split, field_map=field_map, label_names=labels,
+                             rules=LabelRules(required=True, answer=saved_task.answer_field))
     missing = [name for name in spec.fields if name not in dataset.fields() and name not in provided]
     if missing:
         raise OpenPTError(f"{dataset.source}: the template reads {{{missing[0]}}}, which its rows lack (fields: "
@@ -146,14 +149,16 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         model = _load_prompt(args)
     task = task_of(model)
-    names = task.class_names(model)
-    if args.prompt is not None and names != list(saved["labels"]) and not Path(args.data).is_dir():  # a task's own label names
-        dataset = load_split(args.data, split, field_map=field_map, label_names=names, rules=LabelRules(required=True))
-    if not task.predicts_sets:
-        model.verbalizer.check_labels(dataset.label_names)
-    elif list(dataset.label_names) != names:
-        raise OpenPTError(f"{dataset.source}: labels {dataset.label_names} differ from the prompt's {names}")
-    scores = evaluate(model, dataset.examples, args.batch_size, task.metric_names())
+    metrics = eval_metrics(args.metrics, task)
+    if model.verbalizer is not None:  # a classification task (generation has no verbalizer)
+        names = task.class_names(model)
+        if args.prompt is not None and names != list(saved.get("labels") or []) and not Path(args.data).is_dir():  # a task's own names
+            dataset = load_split(args.data, split, field_map=field_map, label_names=names, rules=LabelRules(required=True))
+        if not task.predicts_sets:
+            model.verbalizer.check_labels(dataset.label_names)
+        elif list(dataset.label_names) != names:
+            raise OpenPTError(f"{dataset.source}: labels {dataset.label_names} differ from the prompt's {names}")
+    scores = evaluate(model, dataset.examples, args.batch_size, metrics)
     print(json.dumps({"examples": len(dataset), **scores}, indent=2))
     return 0
 
@@ -332,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--verbalizer", help="without PROMPT: verbalizer YAML file (no learned parameters)")
             cmd.add_argument("--max-length", type=whole_number(8, "tokens"), default=128,
                              help="without PROMPT: maximum sequence length (default: 128)")
+            cmd.add_argument("--metrics", help="comma-separated metrics (default: the task's; e.g. bleu,chrf,rougeL,exact_match)")
         else:
             add_predict_options(cmd)
 

@@ -21,6 +21,16 @@ def add_predict_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--format", default="tsv", help="output format: tsv, jsonl or json (default: tsv)")
     cmd.add_argument("--output", "-o", help="file to write (default: stdout); rows are written as they are scored")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    decoding = cmd.add_argument_group("decoding (generation prompts; default: the options saved with the prompt)")
+    decoding.add_argument("--max-new-tokens", type=int, help="generated tokens at most")
+    decoding.add_argument("--num-beams", type=int, help="beam search width (1: greedy or sampling)")
+    decoding.add_argument("--do-sample", action="store_const", const=True, help="sample instead of greedy/beam search")
+    decoding.add_argument("--temperature", type=float, help="sampling temperature")
+    decoding.add_argument("--top-p", type=float, help="nucleus sampling: smallest token set with this probability")
+    decoding.add_argument("--top-k", type=int, help="sample from the k most likely tokens (0: off)")
+    decoding.add_argument("--stop", action="append", help="a string that ends the text (cut off; repeatable)")
+    decoding.add_argument("--num-return-sequences", type=int, help="texts per row")
+    decoding.add_argument("--scores", action="store_const", const=True, help="also write each text's log-likelihood")
 
 
 def add_commands(sub: Any) -> None:
@@ -47,6 +57,7 @@ def add_commands(sub: Any) -> None:
 def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace], Any]) -> int:
     """``openpt predict``: label texts or a row file, streaming, in input order."""
     from .data.streaming import iter_rows, parse_field_map, row_example
+    from .model.generation import is_generation_model
     from .predict import FORMATS, PredictionWriter, predict_stream
     from .tasks import task_from_config, task_of
     from .types import InputExample, blank_text
@@ -73,10 +84,10 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
         provided = task_from_config(saved.get("task")).provided_fields()  # e.g. a yes/no question's {label}
         first = next(iter_rows(args.file), None)
         if first is not None:
-            fields = [name for name in template_spec(saved["template"]).fields if name not in provided]
+            fields = [name for name in template_spec(saved["template"]).fields if name not in provided and name != "target"]
             row_example(first[1], fields, field_map, f"{args.file}:{first[0]}")
     model = load_prompt(args)
-    fields = [name for name in model.template.spec.fields if name not in task_of(model).provided_fields()]
+    fields = [name for name in model.template.spec.fields if name not in task_of(model).provided_fields() and name != "target"]
 
     def rows() -> Iterator[tuple[int, InputExample]]:
         for n, text in enumerate(args.texts, 1):
@@ -86,15 +97,35 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
                 yield line, row_example(row, fields, field_map, f"{args.file}:{line}")
 
     total = len(args.texts) + (count_lines(args.file) if args.file else 0)
+    if is_generation_model(model):
+        from .predict_text import TextWriter, decoding_options, generate_stream
+
+        given = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "do_sample": args.do_sample, "temperature": args.temperature,
+                 "top_p": args.top_p, "top_k": args.top_k, "stop": args.stop, "num_return_sequences": args.num_return_sequences,
+                 "scores": args.scores}
+        options = decoding_options(model, given)  # checked before any output
+    elif any(getattr(args, key) is not None for key in DECODING_FLAGS):
+        raise OpenPTError(f"--{next(k for k in DECODING_FLAGS if getattr(args, k) is not None).replace('_', '-')}: decoding options "
+                          "are for generation prompts; this prompt classifies")
     with _output(args.output) as stream, _progress_bar(total, not args.no_progress) as bar:
-        writer = PredictionWriter(stream, args.format, task_of(model).class_names(model))
-        try:
-            written = predict_stream(model, rows(), writer.write, batch_size=args.batch_size, progress=bar.update)
-        finally:
-            writer.close()
+        if is_generation_model(model):
+            text_writer = TextWriter(stream, args.format, options["scores"])
+            try:
+                written = generate_stream(model, rows(), text_writer.write, options=options, batch_size=args.batch_size, progress=bar.update)
+            finally:
+                text_writer.close()
+        else:
+            writer = PredictionWriter(stream, args.format, task_of(model).class_names(model))
+            try:
+                written = predict_stream(model, rows(), writer.write, batch_size=args.batch_size, progress=bar.update)
+            finally:
+                writer.close()
     if args.output:
         print(f"wrote {written} prediction(s) to {args.output}", file=sys.stderr)
     return 0
+
+
+DECODING_FLAGS = ("max_new_tokens", "num_beams", "do_sample", "temperature", "top_p", "top_k", "stop", "num_return_sequences", "scores")
 
 
 def count_lines(path: str) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable, NoReturn
 
+from .errors import OpenPTError
+
 
 def whole_number(minimum: int, what: str, maximum: int = 2**31 - 1) -> Callable[[str], int]:
     """An argparse type: a whole number in ``minimum..maximum`` (``--batch-size 0`` is an error, not garbage)."""
@@ -51,3 +53,14 @@ def common_options(parser: argparse.ArgumentParser) -> None:
 
 
 DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps"
+
+
+def eval_metrics(given: str | None, task: Any) -> list[str]:
+    """``--metrics a,b`` checked against the task's metrics (default: the task's metrics)."""
+    if given is None:
+        return task.metric_names()
+    names = [name.strip() for name in given.split(",") if name.strip()]
+    unknown = [name for name in names if name not in task.metrics]
+    if not names or unknown:
+        raise OpenPTError(f"--metrics: unknown metric {unknown[0] if unknown else given!r}; expected some of: {', '.join(task.metrics)}")
+    return task.metric_names(names)

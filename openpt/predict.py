@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import IO, Callable, Iterable, Iterator, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 
 from .errors import DataError, OpenPTError
@@ -91,9 +91,8 @@ def predict_stream(
         raise OpenPTError(f"--batch-size: expected a positive integer, got {batch_size}")
     names = model.verbalizer.label_names
     task = task_of(model)
-    written = 0
 
-    def predictions(examples: list[InputExample]) -> list[Prediction]:
+    def score(examples: list[InputExample]) -> list[Prediction]:
         if task.predicts_sets:  # a label set per row (multi-label): the task's records
             records = [task.prediction_record(model, p) for p in task.predict(model, examples, batch_size)]
             return [Prediction(0, "", r["probabilities"], r["labels"]) for r in records]
@@ -101,21 +100,36 @@ def predict_stream(
         return [Prediction(0, names[max(range(len(row)), key=row.__getitem__)], {name: round(p, 6) for name, p in zip(names, row)})
                 for row in probs.tolist()]
 
+    def emit(line: int, prediction: Prediction) -> None:
+        prediction.line = line
+        write(prediction)
+
+    return stream_chunks(rows, score, emit, chunk_size=chunk_size, progress=progress)
+
+
+def stream_chunks(rows: Iterable[tuple[int, InputExample]], score: Callable[[list[InputExample]], Sequence[Any]],
+                  emit: Callable[[int, Any], None], *, chunk_size: int = 4096, progress: Callable[[int], object] | None = None) -> int:
+    """Run ``score`` on chunks of ``(line, example)`` rows and ``emit`` each result in input order.
+
+    A bad row (a :class:`DataError` while scoring, or an error while reading) stops the run after
+    every row before it has been emitted; returns the number of rows emitted.
+    """
+    written = 0
+
     def flush(chunk: list[tuple[int, InputExample]]) -> None:
         nonlocal written
         if not chunk:
             return
         try:
-            scored = predictions([example for _, example in chunk])
+            outputs = score([example for _, example in chunk])
         except DataError:
             if len(chunk) == 1:
                 raise
             for item in chunk:  # find the bad row; the ones before it are written
                 flush([item])
             return
-        for (line, _), prediction in zip(chunk, scored):
-            prediction.line = line
-            write(prediction)
+        for (line, _), output in zip(chunk, outputs):
+            emit(line, output)
         written += len(chunk)
         if progress is not None:
             progress(len(chunk))

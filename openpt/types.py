@@ -23,18 +23,22 @@ def blank_text(text: str) -> bool:
 @dataclass
 class InputExample:
     """One example: text (alias ``text_a``), optional second text, label index (a sorted tuple of
-    indices for a multi-label row) and extras."""
+    indices for a multi-label row), extras and, for generation, its reference texts (``targets``:
+    the first is the training target)."""
 
     text: str
     text_b: str | None = None
     label: int | tuple[int, ...] | None = None
     guid: str | None = None
     meta: dict[str, str] = dc_field(default_factory=dict)
+    targets: list[str] | None = None
 
     def field(self, name: str) -> str | None:
-        """Value of ``text``/``text_a``, ``text_b`` or a meta field; None when absent."""
+        """Value of ``text``/``text_a``, ``text_b``, ``target`` (the first reference) or a meta field; None when absent."""
         if name == "text" or name == "text_a":
             return self.text
+        if name == "target" and self.targets:
+            return self.targets[0]
         return self.text_b if name == "text_b" else self.meta.get(name)
 
 

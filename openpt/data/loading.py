@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 _FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
 _SPLIT_ORDER = {"train": 0, "dev": 1, "validation": 1, "test": 2}
-_CORE = ("text", "text_b", "label", "guid")
+_CORE = ("text", "text_b", "label", "guid", "target", "targets")
 _INT = re.compile(r"[+-]?\d+")
 SAVED_HF_FILES = ("dataset_dict.json", "state.json")  # marks a save_to_disk directory
 _Row = tuple[str, Mapping[str, Any]]  # (location for messages, row)
@@ -71,9 +71,9 @@ class Dataset:
 
     def fields(self) -> set[str]:
         """Fields present in every example: ``text``, ``text_b``, meta keys (not the alias)."""
-        common = {"text", "text_b"} | set(self.examples[0].meta) if self.examples else set()
+        common = {"text", "text_b", "target"} | set(self.examples[0].meta) if self.examples else set()
         for ex in self.examples:
-            common &= {"text"} | set(ex.meta) | ({"text_b"} if ex.text_b is not None else set())
+            common &= {"text"} | set(ex.meta) | ({"text_b"} if ex.text_b is not None else set()) | ({"target"} if ex.targets else set())
         return common
 
 
@@ -89,13 +89,15 @@ def available_splits(directory: str | Path) -> list[str]:
 @dataclass(frozen=True)
 class LabelRules:
     """How labels are read: ``hint`` names string labels when the data has no names of its own;
-    ``names_from`` says where ``label_names`` came from (for messages); ``required``: an unlabeled
-    row is an error naming it."""
+    ``names_from`` says where ``label_names`` came from (for messages); ``required``: a row without
+    its answer is an error naming it; ``answer``: which answer that is (``label``, or ``target``
+    for generation: a ``target`` text or a ``targets`` list)."""
 
     hint: list[str] | None = None
     names_from: str | None = None
     required: bool = False
     delimiter: str | None = None  # a string label holding several labels, e.g. "joy|love" with "|"
+    answer: str = "label"
 
 
 def load_split(path: str | Path, split: str, *, label_names: list[str] | None = None,
@@ -278,6 +280,25 @@ def _text(row: Mapping[str, Any], col: str, where: str, required: bool) -> str |
 _Raw = int | str | tuple[int | str, ...] | None
 
 
+def _targets(row: Mapping[str, Any], fmap: dict[str, str], where: str) -> list[str] | None:
+    """The reference texts of a row: its ``targets`` list, else its ``target`` text; ``None`` when it has neither."""
+    many, one = row.get(fmap["targets"]), row.get(fmap["target"])
+    if many is None and one is None:
+        return None
+    if many is not None:
+        if not isinstance(many, list) or not many:
+            raise DataError(f"{where}: field {fmap['targets']!r} must be a non-empty list of texts, got {type(many).__name__}")
+        values, col = many, fmap["targets"]
+    else:
+        values, col = [one], fmap["target"]
+    for value in values:
+        if not isinstance(value, str):
+            raise DataError(f"{where}: field {col!r} must hold texts, got {type(value).__name__}")
+        if blank_text(value):
+            raise DataError(f"{where}: empty target in field {col!r}")
+    return list(values)
+
+
 def _raw_label(value: Any, where: str, delimiter: str | None = None) -> _Raw:
     """Normalise a label cell: None/"" -> None, bool -> "True"/"False", 1.0 -> 1; a list (or a
     string split on ``delimiter``) -> a tuple of such values."""
@@ -315,10 +336,13 @@ def _build(rows: Iterable[_Row], fmap: dict[str, str], split: str, names: list[s
         meta.update({k: str(v) for k, v in row.items() if k not in used and v is not None})
         examples.append(InputExample(
             _text(row, fmap["text"], where, True) or "", _text(row, fmap["text_b"], where, False),
-            None, str(guid) if guid is not None else f"{split}-{len(examples)}", meta))
+            None, str(guid) if guid is not None else f"{split}-{len(examples)}", meta, _targets(row, fmap, where)))
         raw.append((where, _raw_label(row.get(fmap["label"]), where, rules.delimiter)))
-        if rules.required and raw[-1][1] is None:
+        if rules.required and rules.answer == "label" and raw[-1][1] is None:
             raise DataError(f"{where}: no label in field {fmap['label']!r}; every row used for training or evaluation needs one")
+        if rules.required and rules.answer == "target" and examples[-1].targets is None:
+            raise DataError(f"{where}: no target in field {fmap['target']!r} (or a {fmap['targets']!r} list); every row used for "
+                            "training or evaluation needs one")
     if not examples:
         raise DataError(f"{source}: no examples")
     if names is None:

@@ -133,24 +133,26 @@ def holdout_indices(rows: int, holdout: float, seed: int, source: str) -> tuple[
     return sorted(order[count:].tolist()), sorted(order[:count].tolist())
 
 
-def resolve_data(spec: DataSpec, *, label_hint: list[str] | None = None, given: Mapping[str, Any] | None = None) -> ResolvedData:
+def resolve_data(spec: DataSpec, *, label_hint: list[str] | None = None, given: Mapping[str, Any] | None = None,
+                 answer: str = "label") -> ResolvedData:
     """Load the training pool and the evaluation set of ``spec``.
 
     Args:
         spec: the data settings.
         label_hint: names for string labels when the data has none of its own (the verbalizer's labels).
         given: the ``data`` keys as the user wrote them (paths recorded in ``info`` as given).
+        answer: what every row must carry: ``label`` (classification) or ``target`` (generation).
 
     Raises:
         DataError: a missing file or split, a bad row (named), an evaluation label unknown to
             the training data (row named), or one table named for both without a way to split it.
     """
     given = given or {}
-    rules = LabelRules(hint=label_hint, required=True, delimiter=getattr(spec, "label_delimiter", None))
+    rules = LabelRules(hint=label_hint, required=True, delimiter=getattr(spec, "label_delimiter", None), answer=answer)
 
     def load(where: Any, split: str, pool: Dataset | None = None) -> Dataset:
         names_from = f"the training data {pool.source}" if pool is not None else None
-        return load_split(where, split, label_names=pool.label_names if pool is not None else spec.label_names,
+        return load_split(where, split, label_names=pool.label_names or None if pool is not None else spec.label_names,
                           field_map=spec.field_map, dataset_config=spec.dataset_config,
                           rules=dataclasses.replace(rules, names_from=names_from))
 

@@ -17,7 +17,8 @@ from ..tasks import DEFAULT_TASK, get_task
 from ..training.loop import TrainConfig
 from .grid import PER_DATASET, SweepCell, resolve_variables, sweep_cells
 from .overrides import apply_overrides, errors_named_by_override
-from .values import DEFAULT_METRICS, MAX_SEED, check_top_types, parse_metrics, parse_patterns, parse_placement, parse_task, seeds_ok
+from .values import (DEFAULT_METRICS, MAX_SEED, check_top_types, check_verbalizer_key, methods_for_tasks, parse_metrics, parse_patterns, parse_placement, parse_task,
+                     seeds_ok)
 
 from .trackers import parse_report_to
 
@@ -104,7 +105,7 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         if base_dir is None and data.file and data.file != "<command line>":
             base_dir = Path(data.file).resolve().parent
         return parse_sweep(data, file=file, base_dir=base_dir)
-    check_keys(data, TOP_KEYS, ("backbone", "template", "verbalizer", "data"))
+    check_keys(data, TOP_KEYS, ("backbone", "template", "data"))
     if "vars" in data:
         data = resolve_variables(data)
     data_map = as_map(data["data"], where="data", file=data.file, line=data.line_of("data"))
@@ -132,6 +133,7 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         raise data_map.error("eval_pick", f"expected one of {', '.join(EVAL_PICKS)}, got {brief(data_cfg.eval_pick)}")
     task = parse_task(data, lambda: template_spec(data["template"], base_dir=base_dir, file=data.file, line=data.line_of("template")))
     metrics = parse_metrics(data, task)
+    check_verbalizer_key(data, task)
     prompt = dataclass_from(PromptOptions, as_map(data.get("prompt") or {}, where="prompt", file=data.file), "prompt.")
     train = dataclass_from(TrainConfig, as_map(data.get("train") or {}, where="train", file=data.file), "train.")
     backbone = data["backbone"]
@@ -143,7 +145,7 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         name=str(data.get("name") or (Path(str(file)).stem if file else "experiment")),
         backbone=str(resolve_config_path(backbone, base_dir)) if backbone.startswith((".", "/", "~")) else backbone,
         template=data["template"],
-        verbalizer=data["verbalizer"],
+        verbalizer=data.get("verbalizer"),
         zero_shot_template=data.get("zero_shot_template"),
         data=data_cfg,
         prompt=prompt,
@@ -214,7 +216,6 @@ def _override(cls: type, base: Any, value: Any, prefix: str, parent: YamlMap) ->
 SWEEP_KEYS = ("datasets", "methods", "k", "seeds", "templates", "verbalizers", "max_eval", "cache_dir", "save_prompts", "grid", "zip",
               "exclude")
 DATASET_KEYS = ("name", "data", "template", "zero_shot_template", "verbalizer", "metrics", "vars", "prompt", "train", "patterns", "task")
-
 
 
 @dataclass
@@ -356,6 +357,9 @@ def parse_sweep(data: YamlMap, *, file: str | Path | None, base_dir: Path | None
             close = difflib.get_close_matches(str(method), METHODS.names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise _sweep_error(sweep_map, "methods", f"unknown method {brief(method)}{hint}; expected some of: {', '.join(METHODS.names())}")
+    problem = methods_for_tasks(configs, methods)
+    if problem:
+        raise _sweep_error(sweep_map, "methods", problem)
     variants: dict[str, list[Any] | None] = {}
     for key in ("templates", "verbalizers"):
         value = sweep_map.get(key)

@@ -17,7 +17,7 @@ import torch
 from ..backbone.base import Backbone, load_backbone
 from ..data.loading import Dataset
 from ..data.sources import resolve_data
-from ..errors import SpecError
+from ..errors import ConfigError, SpecError
 from ..model.build import build_model, template_spec, verbalizer_spec
 from ..model.saving import save_prompt
 from ..outputs import OutputDir
@@ -117,6 +117,25 @@ def metric_names(config: ExperimentConfig) -> list[str]:
     return config.task.metric_names(config.metrics)
 
 
+def check_backbone_kind(config: ExperimentConfig) -> None:
+    """Fail (one line, nothing written) when the config's task does not run on its backbone's kind (e.g. generation on a masked LM)."""
+    kinds = config.task.backbone_kinds
+    if kinds is None:
+        return
+    from transformers import AutoConfig
+
+    from ..backbone.base import detect_kind
+
+    try:
+        kind = detect_kind(AutoConfig.from_pretrained(config.backbone))
+    except (OSError, ValueError):  # not readable here: loading the backbone reports why, one line
+        return
+    if kind not in kinds:
+        raise ConfigError(f"a {kind} backbone cannot do the {config.task.name} task; expected a {' or '.join(kinds)} backbone "
+                          f"(e.g. T5, BART, GPT-2, Llama), got {config.backbone}", file=config.raw.file, line=config.raw.line_of("backbone"),
+                          key="backbone")
+
+
 def task_fields(config: ExperimentConfig) -> dict[str, Any]:
     """``{"task": ...}`` for results and records of a task other than classification (``{}`` otherwise:
     earlier results and their run ids stay as they were)."""
@@ -189,13 +208,17 @@ class Experiment:
     def load_data(self) -> tuple[Dataset, Dataset]:
         """The training pool (K-shot rows are drawn from it) and the evaluation set; see :mod:`openpt.data.sources`."""
         cfg = self.config
-        hint = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir).label_names
-        resolved = resolve_data(cfg.data, label_hint=hint, given=cfg.raw.get("data") if isinstance(cfg.raw.get("data"), dict) else None)
+        verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir)
+        hint = verbalizer.label_names if verbalizer is not None else None
+        resolved = resolve_data(cfg.data, label_hint=hint, given=cfg.raw.get("data") if isinstance(cfg.raw.get("data"), dict) else None,
+                                answer=cfg.task.answer_field)
         self.data_info = resolved.info
         return resolved.train_pool, resolved.eval_set
 
     def run(self) -> dict[str, Any]:
-        """Check and lock the output directory, then run (see :meth:`run_in`)."""
+        """Check the backbone kind and lock the output directory, then run (see :meth:`run_in`)."""
+        if self.backbone is None:
+            check_backbone_kind(self.config)
         with OutputDir(self.output, overwrite=self.overwrite, resume=self.resume) as out:
             self.out = out
             try:
@@ -208,15 +231,17 @@ class Experiment:
         cfg, start = self.config, time.perf_counter()
         spec = template_spec(cfg.template, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("template"))
         verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("verbalizer"))
+        cfg.task.check_template(spec)
         train_set, eval_set = self.load_data()
-        verbalizer.check_labels(train_set.label_names)
+        if verbalizer is not None:
+            verbalizer.check_labels(train_set.label_names)
         resolve_task(cfg, train_set, self.log)
         cfg.task.check_setup(spec, verbalizer)
         check_fields(spec, train_set, eval_set, provided=cfg.task.provided_fields())
         for seed in cfg.data.seeds:  # a class too small for a K-shot draw fails here, before any scoring or training
             fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed, task=cfg.task)
         backbone = self.backbone or configured_backbone(cfg)
-        require_trainable(build_model(backbone, spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt))
+        require_trainable(build_model(backbone, spec, verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir), cfg.prompt, task=cfg.task))
         metrics = metric_names(cfg)
         results: dict[str, Any] = {
             "name": cfg.name,
@@ -235,13 +260,13 @@ class Experiment:
         elif cfg.zero_shot:
             zs_spec = hard_version(spec) if cfg.zero_shot_template is None else template_spec(cfg.zero_shot_template, base_dir=cfg.base_dir)
             zs_verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir)
-            if zs_verbalizer.learns_from_labels():  # e.g. an auto search: only the seeds' K-shot sets have labels
+            if zs_verbalizer is not None and zs_verbalizer.learns_from_labels():  # e.g. an auto search: only the seeds' K-shot sets have labels
                 results["zero_shot_skipped"] = f"the {zs_verbalizer.config()['type']} verbalizer learns from each seed's K-shot set"
                 self.log(f"zero-shot ({cfg.name}) skipped: {results['zero_shot_skipped']}")
             else:
                 unlabeled = unlabeled_inputs(train_set.examples)
                 prepare_verbalizer(backbone, zs_spec, zs_verbalizer, train=None, unlabeled=unlabeled, max_length=cfg.prompt.max_length)
-                zs_model = build_model(backbone, zs_spec, zs_verbalizer, cfg.prompt)
+                zs_model = build_model(backbone, zs_spec, zs_verbalizer, cfg.prompt, task=cfg.task)
                 use_unlabeled(zs_model, unlabeled)
                 results["zero_shot"] = evaluate(zs_model, cap_eval(eval_set, cfg.data.max_eval, cfg.data.eval_pick).examples, cfg.train.eval_batch_size, metrics)
                 results["zero_shot"]["template"] = format_template(zs_spec.segments)
@@ -355,9 +380,9 @@ def split_timing(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
 
 def results_table(results: dict[str, Any]) -> str:
-    """A markdown table of one experiment's results: the task's headline metrics (classification:
-    accuracy and macro-F1; see :func:`table_metrics`)."""
-    names = table_metrics(task_from_config(results.get("task")))
+    """A markdown table of one experiment's results: classification shows accuracy and macro-F1,
+    other tasks every reported metric (see :func:`table_metrics`)."""
+    names = table_metrics(task_from_config(results.get("task")), list(results["summary"]))
     rows = ["| setting | " + " | ".join(METRIC_TITLES.get(m, m) for m in names) + " |", "|---" * (len(names) + 1) + "|"]
     if "zero_shot" in results:
         zs = results["zero_shot"]
@@ -375,6 +400,6 @@ def results_table(results: dict[str, Any]) -> str:
 METRIC_TITLES = {"macro_f1": "macro-F1"}
 
 
-def table_metrics(task: TaskType) -> list[str]:
-    """The metrics a results table shows: those the task always reports, else its default ones."""
-    return list(task.always_reported or task.default_metrics)
+def table_metrics(task: TaskType, reported: list[str]) -> list[str]:
+    """The metrics a results table shows: those the task always reports, else every ``reported`` one."""
+    return list(task.always_reported or reported)

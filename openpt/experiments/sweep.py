@@ -49,8 +49,8 @@ from .trackers import tracking
 from .records import RESULTS_NAME, portable, read_records
 from .methods import METHODS, RunContext
 from .methods.features import FeatureCache
-from .runner import (Experiment, cap_eval, check_fields, config_roots, configured_backbone, fewshot_sets, metric_names, resolve_task,
-                     sampling_pool, task_fields, versions)
+from .runner import (Experiment, cap_eval, check_backbone_kind, check_fields, config_roots, configured_backbone, fewshot_sets,
+                     metric_names, resolve_task, sampling_pool, task_fields, versions)
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,8 @@ def _describe(value: Any, kind: str, base_dir: Path | None) -> dict[str, Any]:
         spec = template_spec(value, base_dir=base_dir)
         return {"name": spec.name, "text": format_template(spec.segments)}
     verbalizer = verbalizer_spec(value, base_dir=base_dir)
+    if verbalizer is None:  # a task without a verbalizer (generation)
+        return {"name": None}
     return {"name": getattr(verbalizer, "name", None), **config_to_dict(verbalizer_config(verbalizer))}
 
 
@@ -249,6 +251,9 @@ class Sweep:
         The output directory is locked for the whole sweep: a second sweep on it fails at once
         instead of running (and appending) the same runs again.
         """
+        for cfg in (self.config.sweep.datasets if self.config.sweep else [self.config]):
+            if cfg.backbone not in self._backbones:
+                check_backbone_kind(cfg)
         with OutputDir(self.output, overwrite=self.overwrite, resumable=True) as out:
             return self._run_in(out)
 
@@ -338,9 +343,12 @@ class Sweep:
     def _execute(self, run: RunSpec) -> dict[str, Any]:
         cfg, method = run.config, METHODS.get(run.method)
         spec = template_spec(run.template, base_dir=cfg.base_dir)
+        cfg.task.check_template(spec)
         train_full, eval_full = self.data(cfg)
-        verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir).check_labels(train_full.label_names)
-        cfg.task.check_setup(spec, verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir))
+        verbalizer = verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir)
+        if verbalizer is not None:
+            verbalizer.check_labels(train_full.label_names)
+        cfg.task.check_setup(spec, verbalizer)
         check_fields(spec, train_full, eval_full, provided=cfg.task.provided_fields())
         try:
             few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_full, eval_full, run.k, run.seed, run.max_eval, cfg.task)
@@ -357,8 +365,7 @@ class Sweep:
             out["note"] = info["note"]
         out["data_source"] = {k: v for k, v in self.data_info(cfg).items() if k in ("form", "train_source", "eval_source", "holdout")}
         cache_key = None
-        verbalizer = verbalizer_spec(run.verbalizer, base_dir=cfg.base_dir)
-        if not method.trains and not verbalizer.learns_from_labels():  # zero-shot: same scores for every seed/K with the same evaluation set
+        if not method.trains and not (verbalizer is not None and verbalizer.learns_from_labels()):  # zero-shot: same scores for every seed/K with the same evaluation set
             guids = hashlib.sha256("\n".join(e.guid or "" for e in eval_set).encode()).hexdigest()
             cache_key = json.dumps([{k: v for k, v in run.settings.items() if k not in ("k", "seed")}, guids], sort_keys=True, default=str)
             if cache_key in self._zero_shot:

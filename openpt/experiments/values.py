@@ -109,3 +109,23 @@ def parse_task(data: YamlMap, template: Callable[[], Any]) -> Any:
     options.key_lines = {k: v for k, v in mapping.key_lines.items() if k != "type"}
     check_keys(options, [f.name for f in dataclasses.fields(cls)], prefix="task.")  # options only, not class attributes
     return dataclass_from(cls, options, "task.")
+
+
+def check_verbalizer_key(data: YamlMap, task: Any) -> None:
+    """``verbalizer:`` is required by tasks whose models read one, and refused by the others (generation)."""
+    if task.uses_verbalizer:
+        check_keys(data, list(data), ("verbalizer",))
+    elif data.get("verbalizer") is not None:
+        raise data.error("verbalizer", f"the {task.name} task has no verbalizer (the model produces the {{target}} text); remove it")
+
+
+def methods_for_tasks(configs: list[Any], methods: list[str]) -> str | None:
+    """The problem when one of ``methods`` does not handle the task of one of ``configs`` (``None``: all do)."""
+    from .methods import METHODS
+
+    for cfg in configs:
+        refused = [m for m in methods if cfg.task.name not in METHODS.get(m).tasks]
+        if refused:
+            fits = [m for m in METHODS.names() if cfg.task.name in METHODS.get(m).tasks]
+            return f"method {refused[0]} does not handle the {cfg.task.name} task of {cfg.name}; methods that do: {', '.join(fits)}"
+    return None

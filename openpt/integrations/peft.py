@@ -16,6 +16,14 @@ Adapter files (read and written without importing ``peft``):
   ``num_transformer_submodules: 1`` (encoder-only prompt for seq2seq models),
   ``base_model_name_or_path``;
 * ``adapter_model.safetensors``: ``prompt_embeddings``.
+
+Generation prompts (templates ending in ``{target}``) export the same way (``CAUSAL_LM`` /
+``SEQ_2_SEQ_LM``). A causal generation prompt whose only tensors are prefixes exports as
+``PREFIX_TUNING``: openpt passes them as the model's own key/value cache exactly as PEFT does
+(:mod:`openpt.model.cache_prefix`), so ``prompt_embeddings [P, layers * 2 * kv_heads * head_dim]``
+holds the table (``num_attention_heads`` = key/value heads). Seq2seq prefixes are refused: PEFT's
+``SEQ_2_SEQ_LM`` layout gives decoder layer ``i`` the prefix slot ``2i mod layers``, so it cannot
+hold one prefix per layer.
 """
 from __future__ import annotations
 
@@ -42,6 +50,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 OPENPT_RECORD = "openpt_prompt.json"
 SOFT_WEIGHT = "template.soft.weight"
+PREFIX_WEIGHT = "prefix.table"
 TASK_TYPES = {"mlm": "FEATURE_EXTRACTION", "causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 KINDS = {"CAUSAL_LM": "causal", "SEQ_2_SEQ_LM": "seq2seq"}
 
@@ -56,10 +65,12 @@ class ExportSummary:
 
 
 def peft_blocker(config: dict[str, Any], spec: TemplateSpec, tensors: dict[str, torch.Tensor], directory: Path) -> str | None:
-    """Why PEFT prompt tuning cannot reproduce a saved prompt, or ``None`` when it can."""
+    """Why PEFT prompt tuning (or, for a causal generation prompt, prefix tuning) cannot reproduce a saved prompt, or ``None`` when it can."""
     if (directory / BACKBONE_DIR).is_dir():
         return "its backbone was fine-tuned (backbone/); a PEFT prompt-tuning adapter holds no backbone weights"
     prefix = config.get("options", {}).get("prefix") or {}
+    if prefix and prefix.get("length", 16) and spec.has_target:
+        return cache_prefix_blocker(config, spec, tensors)
     if prefix and prefix.get("length", 16):
         return ("it has deep prefixes (prefix.table): openpt adds them to every attention layer without moving token positions, "
                 "PEFT's prefix tuning stores them as past key/values that do; only prompt tuning is exported")
@@ -96,6 +107,8 @@ def export_peft(prompt_dir: str | Path, output: str | Path, *, overwrite: bool =
     if blocker:
         raise OpenPTError(f"{prompt_dir}: cannot export to PEFT: {blocker}")
     backbone = config["backbone"]
+    if PREFIX_WEIGHT in tensors:
+        return _export_prefix(config, spec, tensors[PREFIX_WEIGHT], output, overwrite)
     weight = tensors[SOFT_WEIGHT]
     adapter = {
         "peft_type": "PROMPT_TUNING",
@@ -109,15 +122,64 @@ def export_peft(prompt_dir: str | Path, output: str | Path, *, overwrite: bool =
     }
     with OutputDir(output, overwrite=overwrite) as out:
         out.write(ADAPTER_WEIGHTS, lambda tmp: save_file({"prompt_embeddings": weight}, tmp, metadata={"format": "pt"}))
-        out.write_text(OPENPT_RECORD, json.dumps(config, indent=2) + "\n")
-        out.write_text(ADAPTER_CONFIG, json.dumps(adapter, indent=2) + "\n")
-    stays = (f"template text {format_template(spec.segments[1:])!r} (put it around each input yourself), "
-             f"verbalizer {config['verbalizer'].get('name') or config['verbalizer'].get('type', 'manual')} "
-             f"over labels {config['labels']}")
+        out.write_text(OPENPT_RECORD, json.dumps(config, indent=2) + "
+")
+        out.write_text(ADAPTER_CONFIG, json.dumps(adapter, indent=2) + "
+")
+    stays = f"template text {format_template(spec.segments[1:])!r} (put it around each input yourself), " + _answer_part(config)
     if (config.get("calibration") or {}).get("mode", "none") not in (None, "none"):
         stays += ", calibration"
     exported = f"{weight.shape[0]} virtual tokens ({SOFT_WEIGHT} {list(weight.shape)}) as PROMPT_TUNING, task_type {adapter['task_type']}"
     return ExportSummary(output, exported, stays + f"; all recorded in {OPENPT_RECORD}")
+
+
+def _answer_part(config: dict[str, Any]) -> str:
+    """What reads the output: the verbalizer and labels, or (generation) the target the model produces."""
+    if "verbalizer" not in config:
+        return "the generated {target} text (decode with the PEFT model's generate)"
+    return (f"verbalizer {config['verbalizer'].get('name') or config['verbalizer'].get('type', 'manual')} "
+            f"over labels {config['labels']}")
+
+
+def cache_prefix_blocker(config: dict[str, Any], spec: TemplateSpec, tensors: dict[str, torch.Tensor]) -> str | None:
+    """Why PEFT prefix tuning cannot hold a generation prompt's prefix, or ``None`` when it can."""
+    if config["backbone"]["kind"] != "causal":
+        return ("its decoder prefixes have no PEFT SEQ_2_SEQ_LM counterpart: PEFT gives decoder layer i the prefix slot 2i mod layers, "
+                "so one prefix per layer cannot be written; export prompt tuning ([SOFT*N]) instead")
+    others = sorted(name for name in tensors if name != PREFIX_WEIGHT)
+    if others or any(isinstance(segment, Soft) for segment in spec.segments):
+        return f"it has soft tokens {others} besides its prefix; a PEFT adapter holds one method"
+    return None
+
+
+def _export_prefix(config: dict[str, Any], spec: TemplateSpec, table: torch.Tensor, output: Path, overwrite: bool = False) -> ExportSummary:
+    """Write a causal generation prompt's prefix table ``[layers, 2, P, width]`` as a PEFT prefix-tuning adapter."""
+    layers, _, length, width = table.shape
+    heads = _kv_heads(config, width)
+    adapter = {"peft_type": "PREFIX_TUNING", "task_type": "CAUSAL_LM", "num_virtual_tokens": int(length), "token_dim": int(width),
+               "num_layers": int(layers), "num_attention_heads": heads, "encoder_hidden_size": int(width), "prefix_projection": False,
+               "num_transformer_submodules": 1, "base_model_name_or_path": config["backbone"]["name_or_path"], "inference_mode": True}
+    weight = table.permute(2, 0, 1, 3).reshape(length, -1).contiguous()
+    with OutputDir(output, overwrite=overwrite) as out:
+        out.write(ADAPTER_WEIGHTS, lambda tmp: save_file({"prompt_embeddings": weight}, tmp, metadata={"format": "pt"}))
+        out.write_text(OPENPT_RECORD, json.dumps(config, indent=2) + "\n")
+        out.write_text(ADAPTER_CONFIG, json.dumps(adapter, indent=2) + "\n")
+    exported = f"{length} prefix positions in {layers} layers ({PREFIX_WEIGHT} {list(table.shape)}) as PREFIX_TUNING, task_type CAUSAL_LM"
+    stays = f"template text {format_template(spec.segments)!r} (put it around each input yourself), " + _answer_part(config)
+    return ExportSummary(output, exported, stays + f"; all recorded in {OPENPT_RECORD}")
+
+
+def _kv_heads(config: dict[str, Any], width: int) -> int:
+    """Key/value heads of the backbone a prefix was saved for (its config's ``num_key_value_heads``, else attention heads)."""
+    from transformers import AutoConfig
+
+    model_config = AutoConfig.from_pretrained(config["backbone"]["name_or_path"])
+    text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    for name in ("num_key_value_heads", "num_attention_heads", "n_head"):
+        value = getattr(text, name, None)
+        if isinstance(value, int) and value > 0 and width % value == 0:
+            return value
+    raise OpenPTError(f"{config['backbone']['name_or_path']}: cannot tell its key/value heads for a PEFT prefix adapter")
 
 
 def read_adapter(adapter_dir: str | Path) -> tuple[dict[str, Any], torch.Tensor]:

@@ -26,6 +26,7 @@ from .compiling import CompileConfig, compile_layers
 from .openprompt_files import (FILE_KEYS, TEMPLATE_SUFFIXES, VERBALIZER_SUFFIXES, looks_like_template, openprompt_template,
                                openprompt_verbalizer)
 from .prefix import PrefixConfig, PrefixTuning
+from .generation import PromptForGeneration
 from .prompt_model import PromptModel
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -124,10 +125,10 @@ def template_text_file(path: Path) -> TemplateSpec:
         raise exc.located(file=path) from None
 
 
-def verbalizer_spec(value: Any, *, base_dir: Path | None = None, file: str | None = None, line: int | None = None) -> Verbalizer:
+def verbalizer_spec(value: Any, *, base_dir: Path | None = None, file: str | None = None, line: int | None = None) -> Verbalizer | None:
     """A verbalizer from a file path (``*.yaml``; OpenPrompt ``*.txt``/``*.csv``/``*.json``) or an inline mapping
-    (``{file: words.txt, choice: N, labels: [...]}``: see :mod:`.openprompt_files`)."""
-    if isinstance(value, Verbalizer):
+    (``{file: words.txt, choice: N, labels: [...]}``: see :mod:`.openprompt_files`); ``None`` for none (generation)."""
+    if value is None or isinstance(value, Verbalizer):
         return value
     if isinstance(value, str):
         if value.endswith(VERBALIZER_SUFFIXES):
@@ -154,7 +155,7 @@ def template_class(spec: TemplateSpec) -> type[Template]:
 def build_model(
     backbone: Backbone,
     template: TemplateSpec,
-    verbalizer: Verbalizer,
+    verbalizer: Verbalizer | None,
     options: PromptOptions | None = None,
     *,
     seed: int = 0,
@@ -162,7 +163,8 @@ def build_model(
     device: str | torch.device | None = None,
     task: Any = None,
 ) -> PromptModel:
-    """Bind ``template`` and ``verbalizer`` to ``backbone`` and wrap them in a :class:`PromptModel`.
+    """Bind ``template`` and ``verbalizer`` to ``backbone`` and wrap them in a :class:`PromptModel`, or,
+    for a template ending in ``{target}`` (``verbalizer`` ``None``), a :class:`~openpt.model.generation.PromptForGeneration`.
 
     ``corpus``: unlabeled texts (e.g. the training inputs) whose token counts rank the vocabulary
     for ``vocab_sample`` initialisation (see :mod:`openpt.template.soft`). ``device``: where the
@@ -184,9 +186,16 @@ def build_model(
         seed=seed,
         special_frame=backbone.special_frame(),
     )
-    if task is not None:  # a task may score through its own form of the verbalizer (multi-label: per-label sigmoid)
-        task, verbalizer = task.bind(template, verbalizer)
-    model = PromptModel(backbone, bound, verbalizer, freeze_backbone=options.freeze_backbone)
+    if template.has_target:  # a generation template: the model produces the {target} text
+        if verbalizer is not None:
+            raise ConfigError("a generation template ({target} at its end) takes no verbalizer", key="verbalizer")
+        model: PromptModel | PromptForGeneration = PromptForGeneration(backbone, bound, freeze_backbone=options.freeze_backbone)
+    elif verbalizer is None:
+        raise ConfigError("a classification template ([MASK]) needs a verbalizer", key="verbalizer")
+    else:
+        if task is not None:  # a task may score through its own form of the verbalizer (multi-label: per-label sigmoid)
+            task, verbalizer = task.bind(template, verbalizer)
+        model = PromptModel(backbone, bound, verbalizer, freeze_backbone=options.freeze_backbone)
     model.task = task
     model.options = options
     model.autocast_dtype = autocast_dtype(options.precision)
@@ -254,6 +263,9 @@ def configure_prompt(model: PromptModel, options: PromptOptions, soft_init: Soft
     if soft is None and options.soft_encoder:
         raise ConfigError("a soft_encoder needs [SOFT] tokens in the template", key="prompt.soft_encoder")
     if soft is not None:
+        if soft_init.strategy == "label_words" and model.verbalizer is None:
+            raise ConfigError("label_words initialisation needs a verbalizer's label words; a generation prompt has none",
+                              key="soft_init.strategy")
         if soft_init.strategy == "label_words" or (soft_init.strategy == "vocab_sample" and (ranking is not None or soft_init.vocab_order == "corpus")):
             label_words = label_word_rows(model.verbalizer, backbone.tokenizer, model.template.mask_spaces)
             soft.reset(backbone.input_embeddings().weight.detach(), soft_init, seed=seed, label_word_ids=label_words,
@@ -265,7 +277,7 @@ def configure_prompt(model: PromptModel, options: PromptOptions, soft_init: Soft
         config = PrefixConfig.from_options(options.prefix)
         init = dataclasses.replace(soft_init, strategy="text", text=config.init_text) if config.init_text else soft_init
         ids = prefix_token_ids(init, config.length, backbone, specials, ranking, seed=seed)
-        model.prefix = PrefixTuning(config, backbone, init_ids=ids, seed=seed)
+        model.prefix = getattr(model, "prefix_type", PrefixTuning)(config, backbone, init_ids=ids, seed=seed)
         model.prefix.regularizer = regularizer
 
 

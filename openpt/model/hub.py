@@ -17,6 +17,7 @@ import torch
 
 from ..backbone.base import Backbone, load_backbone
 from ..errors import OpenPTError
+from .parts import PromptParts
 from .prompt_model import PromptModel
 from .saving import load_prompt, read_prompt_config, save_prompt
 
@@ -73,4 +74,4 @@ class HubMethods:
         return f"{type(self).__name__}()"
 
 
-PromptModel.hub_methods = HubMethods()
+PromptParts.hub_methods = HubMethods()  # PromptModel and PromptForGeneration

@@ -171,7 +171,71 @@ def extend_mask(mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
     return torch.cat([ones, mask], dim=-1)
 
 
-class PrefixTuning(nn.Module):
+class PrefixTable(nn.Module):
+    """The trainable prefixes ``[layers, 2 (key, value), length, heads * head_dim]``: a plain table, or
+    produced by an MLP (``reparam``); prompt dropout, L2 and the inference export. Subclasses attach
+    them to a backbone: :class:`PrefixTuning` (attention hooks) and
+    :class:`~openpt.model.cache_prefix.CachePrefix` (the model's own key/value cache).
+
+    Args:
+        config: prefix settings.
+        layers, heads, head_dim: shape of the attention layers that take the prefix (key/value heads).
+        hidden_size: the backbone's hidden size (width of the reparameterisation's embedding).
+        seed: seed of random initial weights.
+    """
+
+    def __init__(self, config: PrefixConfig, *, layers: int, heads: int, head_dim: int, hidden_size: int, seed: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self.num_layers, self.num_heads, self.head_dim = layers, heads, head_dim
+        self.regularizer = PromptRegularization()
+        width = heads * head_dim
+        shape = (layers, 2, config.length, width)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if config.reparam:
+                self.embedding = nn.Parameter(torch.randn(config.length, hidden_size))
+                self.mlp = nn.Sequential(nn.Linear(hidden_size, config.hidden), nn.Tanh(), nn.Linear(config.hidden, shape[0] * 2 * width))
+            else:
+                self.table = nn.Parameter(torch.randn(shape))
+
+    def keep_initial(self) -> None:
+        """Remember the initial prefixes (the L2 penalty's reference); call once initialised."""
+        self.register_buffer("initial", self.key_values().detach().clone(), persistent=False)
+
+    def key_values(self) -> torch.Tensor:
+        """The prefixes ``[layers, 2 (key, value), length, heads * head_dim]``."""
+        if self.config.reparam:
+            return self.mlp(self.embedding).view(self.config.length, self.num_layers, 2, -1).permute(1, 2, 0, 3)
+        return self.table
+
+    def per_head(self, batch_size: int) -> torch.Tensor:
+        """The prefixes per head ``[B|1, layers, 2, heads, P, d]``, with prompt dropout in training."""
+        kv = self.key_values()
+        if self.training and (self.regularizer.dropout or self.regularizer.token_dropout):
+            kv = kv.unsqueeze(0).expand(batch_size, *kv.shape)
+            if self.regularizer.dropout:
+                kv = nn.functional.dropout(kv, self.regularizer.dropout, training=True)
+            if self.regularizer.token_dropout:
+                keep = torch.rand(batch_size, 1, 1, kv.shape[3], 1, device=kv.device) >= self.regularizer.token_dropout
+                kv = kv * keep.to(kv.dtype) / (1 - self.regularizer.token_dropout)
+        else:
+            kv = kv.unsqueeze(0)  # broadcast over the batch
+        return kv.reshape(*kv.shape[:4], self.num_heads, self.head_dim).transpose(3, 4)
+
+    def regularization(self) -> torch.Tensor:
+        """The L2 penalty of the prefixes (0 unless ``regularizer.l2`` is set)."""
+        if not self.regularizer.l2:
+            return self.initial.new_zeros(())
+        return l2_penalty(self.key_values(), self.initial, self.regularizer)
+
+    @torch.no_grad()
+    def export_for_inference(self) -> dict[str, torch.Tensor] | None:
+        """With ``reparam``: the produced prefixes as a plain ``table`` (``None`` otherwise)."""
+        return {"table": self.key_values().detach().clone()} if self.config.reparam else None
+
+
+class PrefixTuning(PrefixTable):
     """Trainable key/value prefixes for every (encoder) self-attention layer of a backbone.
 
     Args:
@@ -187,31 +251,21 @@ class PrefixTuning(nn.Module):
     """
 
     def __init__(self, config: PrefixConfig, backbone: Any, *, init_ids: Sequence[int] = (), seed: int = 0) -> None:
-        super().__init__()
-        self.config = config
-        self.layers = self_attention_layers(backbone.model)  # a plain list: not registered as children
-        self._backbone = weakref.ref(backbone)  # told while a prefix is attached (its own cache paths step aside)
-        self._arguments = [hook_arguments(layer) for layer in self.layers]  # read once: every forward hooks every layer
-        if not self.layers:
+        layers = self_attention_layers(backbone.model)
+        if not layers:
             raise BackboneError(
                 f"prefix tuning needs BERT-style, T5 encoder or decoder-only causal self-attention layers; "
                 f"{type(backbone.model).__name__} has none (supported: BERT, RoBERTa and BERT-like masked LMs, T5, "
                 f"GPT-2, Llama-style causal LMs)"
             )
-        self.num_heads, self.head_dim = head_shape(self.layers[0])
-        width, hidden_size = self.num_heads * self.head_dim, backbone.hidden_size
-        self.regularizer = PromptRegularization()
-        shape = (len(self.layers), 2, config.length, width)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            if config.reparam:
-                self.embedding = nn.Parameter(torch.randn(config.length, hidden_size))
-                self.mlp = nn.Sequential(nn.Linear(hidden_size, config.hidden), nn.Tanh(), nn.Linear(config.hidden, shape[0] * 2 * width))
-            else:
-                self.table = nn.Parameter(torch.randn(shape))
+        heads, head_dim = head_shape(layers[0])
+        super().__init__(config, layers=len(layers), heads=heads, head_dim=head_dim, hidden_size=backbone.hidden_size, seed=seed)
+        self.layers = layers  # a plain list: not registered as children
+        self._backbone = weakref.ref(backbone)  # told while a prefix is attached (its own cache paths step aside)
+        self._arguments = [hook_arguments(layer) for layer in self.layers]  # read once: every forward hooks every layer
         if config.init == "activations" and config.length:
             self._init_from_tokens(backbone, list(init_ids))
-        self.register_buffer("initial", self.key_values().detach().clone(), persistent=False)
+        self.keep_initial()
         self.active: torch.Tensor | None = None  # the prefixes attached now (see hooked)
 
     @torch.no_grad()
@@ -240,27 +294,10 @@ class PrefixTuning(nn.Module):
             self.table[i, 0] = key[0].transpose(0, 1).reshape(self.config.length, -1)
             self.table[i, 1] = value[0].transpose(0, 1).reshape(self.config.length, -1)
 
-    def key_values(self) -> torch.Tensor:
-        """The prefixes ``[layers, 2 (key, value), length, heads * head_dim]``."""
-        if self.config.reparam:
-            return self.mlp(self.embedding).view(self.config.length, len(self.layers), 2, -1).permute(1, 2, 0, 3)
-        return self.table
-
     @contextlib.contextmanager
     def attached(self, batch_size: int) -> Iterator[None]:
         """Prepend the prefixes in every self-attention layer during the ``with`` block."""
-        kv = self.key_values()
-        if self.training and (self.regularizer.dropout or self.regularizer.token_dropout):
-            kv = kv.unsqueeze(0).expand(batch_size, *kv.shape)
-            if self.regularizer.dropout:
-                kv = nn.functional.dropout(kv, self.regularizer.dropout, training=True)
-            if self.regularizer.token_dropout:
-                keep = torch.rand(batch_size, 1, 1, kv.shape[3], 1, device=kv.device) >= self.regularizer.token_dropout
-                kv = kv * keep.to(kv.dtype) / (1 - self.regularizer.token_dropout)
-        else:
-            kv = kv.unsqueeze(0)  # broadcast over the batch
-        per_head = kv.reshape(*kv.shape[:4], self.num_heads, self.head_dim).transpose(3, 4)  # [B, layers, 2, heads, P, d]
-        with self.hooked(per_head):
+        with self.hooked(self.per_head(batch_size)):
             yield
 
     @contextlib.contextmanager
@@ -286,17 +323,6 @@ class PrefixTuning(nn.Module):
                 backbone.prefix_attached = attached
             for hook in hooks:
                 hook.remove()
-
-    def regularization(self) -> torch.Tensor:
-        """The L2 penalty of the prefixes (0 unless ``regularizer.l2`` is set)."""
-        if not self.regularizer.l2:
-            return self.initial.new_zeros(())
-        return l2_penalty(self.key_values(), self.initial, self.regularizer)
-
-    @torch.no_grad()
-    def export_for_inference(self) -> dict[str, torch.Tensor] | None:
-        """With ``reparam``: the produced prefixes as a plain ``table`` (``None`` otherwise)."""
-        return {"table": self.key_values().detach().clone()} if self.config.reparam else None
 
 
 def hook_arguments(layer: nn.Module) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, brief
+from ..errors import CheckpointError, OpenPTError, brief
 
 FORMAT_VERSION = 1
 DIGEST_KEY = "openpt_prompt_digest"
@@ -28,6 +28,19 @@ CONFIG_KEYS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "extra_keys": (list, False), "seed": (int, False), "sampled": (dict, False), "task": (dict, False),
 }
 BACKBONE_KEYS = ("kind", "name_or_path")
+VERBALIZER_KEYS = ("verbalizer", "labels")  # absent from the prompts of tasks without a verbalizer (generation)
+
+
+def uses_verbalizer(task: Any, path: Path) -> bool:
+    """Whether a saved prompt of ``task`` (its ``task`` entry; absent: classification) has a verbalizer."""
+    from ..tasks import task_from_config
+
+    if task is not None and not (isinstance(task, dict) and isinstance(task.get("type"), str)):
+        raise CheckpointError(f"{path}: task: expected {{\"type\": NAME, ...}}, got {brief(task)}")
+    try:
+        return task_from_config(task).uses_verbalizer
+    except OpenPTError as exc:
+        raise CheckpointError(f"{path}: task: {exc}") from None
 
 
 def prompt_digest(config: dict[str, Any]) -> str:
@@ -43,9 +56,10 @@ def check_prompt_config(config: Any, path: Path) -> dict[str, Any]:
     for key in config:
         if key not in allowed:
             raise CheckpointError(f"{path}: {brief(key)}: unknown key; expected some of: {', '.join(CONFIG_KEYS)}")
+    verbalized = uses_verbalizer(config.get("task"), path)
     for key, (kind, required) in CONFIG_KEYS.items():
         if key not in config:
-            if required:
+            if required and (verbalized or key not in VERBALIZER_KEYS):
                 raise CheckpointError(f"{path}: {key}: missing required key")
             continue
         if not isinstance(config[key], kind) or isinstance(config[key], bool) and kind is int:
@@ -57,7 +71,8 @@ def check_prompt_config(config: Any, path: Path) -> dict[str, Any]:
     for key in BACKBONE_KEYS:
         if not isinstance(config["backbone"].get(key), str):
             raise CheckpointError(f"{path}: backbone.{key}: expected a string, got {brief(config['backbone'].get(key))}")
-    if not config["labels"] or not all(isinstance(n, str) for n in config["labels"]) or len(set(config["labels"])) != len(config["labels"]):
+    labels = config.get("labels")
+    if labels is not None and (not labels or not all(isinstance(n, str) for n in labels) or len(set(labels)) != len(labels)):
         raise CheckpointError(f"{path}: labels: expected a non-empty list of distinct label names, got {brief(config['labels'])}")
     return config
 

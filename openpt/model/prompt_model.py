@@ -1,7 +1,6 @@
 """PromptModel: template + verbalizer + frozen backbone -> class scores."""
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
@@ -10,15 +9,14 @@ import torch
 from torch import nn
 
 from ..backbone.base import Backbone
-from ..device import autocast, to_device
 from ..data.loading import as_examples
 from ..errors import ConfigError, brief
 from ..progress import bar
-from ..template.regularization import regularization_loss
 from ..template.template import Template
 from ..types import Batch, InputExample, MaskOutputs
 from ..verbalizer.base import Verbalizer
 from .calibration import Calibration, calibrate
+from .parts import PromptParts
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +30,7 @@ def as_float32(outputs: MaskOutputs) -> MaskOutputs:
     return outputs
 
 
-class PromptModel(nn.Module):
+class PromptModel(PromptParts):
     """Scores classes from a backbone's outputs at the template's ``[MASK]`` slots.
 
     Args:
@@ -46,7 +44,6 @@ class PromptModel(nn.Module):
         >>> labels, probs = model.predict([InputExample("a gripping film")])
     """
 
-    hub_methods: ClassVar[Any] = None  # save/load/push implementations, bound by openpt.model.hub
 
     def __init__(self, backbone: Backbone, template: Template, verbalizer: Verbalizer, *, freeze_backbone: bool = True) -> None:
         super().__init__()
@@ -67,35 +64,7 @@ class PromptModel(nn.Module):
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: the backbone runs under autocast
         self.packing = False  # run the backbone on packed rows (openpt.backbone.packing); set by build_model
         self.task: Any = None  # the TaskType (openpt.tasks) it is trained and scored as; None: classification
-        if freeze_backbone:
-            backbone.freeze()
-        else:  # prompt-based fine-tuning: a backbone frozen by an earlier model trains again
-            for parameter in backbone.model.parameters():
-                parameter.requires_grad_(True)
-
-    @property
-    def device(self) -> torch.device:
-        """Where the model computes: the device of the backbone's input embeddings."""
-        return self.backbone.input_embeddings().weight.device
-
-    def place(self, device: torch.device | None = None) -> "PromptModel":
-        """Move the model to ``device`` (default: the backbone's device). A backbone dispatched over
-        several devices (``device_map``) stays where it is; the prompt parts go to its input device."""
-        if getattr(self.backbone.model, "hf_device_map", None) and len(set(self.backbone.model.hf_device_map.values())) > 1:
-            target = self.device
-            for name, child in self.named_children():
-                if name != "backbone":
-                    child.to(target)
-            self.token_ids = self.token_ids.to(target)
-            return self
-        return self.to(device if device is not None else self.device)
-
-    def place_batch(self, batch: Batch) -> Batch:
-        """``batch`` on the model's device (pinned, non-blocking copies to CUDA)."""
-        device = self.device
-        if batch.input_ids.device == device:
-            return batch
-        return batch.map_tensors(lambda tensor: to_device(tensor, device))
+        self.set_frozen(freeze_backbone)
 
     def mask_outputs(self, batch: Batch) -> MaskOutputs:
         """Backbone outputs at the masks for a batch (with the deep-prompt prefixes attached, if any),
@@ -111,15 +80,6 @@ class PromptModel(nn.Module):
         with self._running(batch):
             embeds = self.template.embed(batch, self.backbone.input_embeddings())
             return self.backbone.word_outputs(embeds, batch, [], max_new_tokens=max_new_tokens, pack=self.packing).generated or []
-
-    @contextlib.contextmanager
-    def _running(self, batch: Batch) -> Iterator[None]:
-        """The backbone's forward context for ``batch``: prefixes attached, autocast."""
-        with contextlib.ExitStack() as stack:
-            if self.prefix is not None:
-                stack.enter_context(self.prefix.attached(batch.input_ids.shape[0]))
-            stack.enter_context(autocast(batch.input_ids.device, self.autocast_dtype))
-            yield
 
     def _mask_outputs(self, batch: Batch) -> MaskOutputs:
         embeds = self.template.embed(batch, self.backbone.input_embeddings())
@@ -141,30 +101,6 @@ class PromptModel(nn.Module):
         """Re-read :attr:`Verbalizer.token_ids` after the verbalizer changed its words (e.g. a label-word search)."""
         self.token_ids = torch.tensor(self.verbalizer.token_ids, dtype=torch.long, device=self.token_ids.device)
         self.verbalizer.to(self.token_ids.device)  # buffers the verbalizer re-registered
-
-    def train(self, mode: bool = True) -> "PromptModel":
-        """Train mode for prompt parts; a frozen backbone stays in eval mode (no dropout)."""
-        super().train(mode)
-        if self.freeze_backbone:
-            self.backbone.eval()
-        return self
-
-    def regularization_loss(self) -> torch.Tensor:
-        """Sum of the prompt parts' training penalties (L2 on soft prompts / prefixes; 0 when none)."""
-        return regularization_loss(self)
-
-    def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        """Parameters that receive gradients (soft prompts, learned verbalizers, ...)."""
-        return ((name, p) for name, p in self.named_parameters() if p.requires_grad)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for _, p in self.named_trainable_parameters()]
-
-    def trainable_summary(self) -> str:
-        """``trainable params: N || all params: M || trainable%: x``."""
-        trainable = sum(p.numel() for p in self.trainable_parameters())
-        total = sum(p.numel() for p in self.parameters())
-        return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}"
 
     def batches(self, examples: Sequence[InputExample], batch_size: int, *, sort_by_length: bool = True) -> Iterator[tuple[list[int], Batch]]:
         """Encode ``examples`` and yield ``(indices, batch)`` on the model's device; sorting by length minimises padding."""
@@ -192,23 +128,6 @@ class PromptModel(nn.Module):
         finally:
             self.train(was_training)
         return out.cpu()
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Save the prompt (config + trainable tensors, no backbone weights) to ``directory``."""
-        return self.hub_methods.save(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, backbone: Any = None, device: str | torch.device | None = None) -> "PromptModel":
-        """Load a saved prompt; ``backbone`` (a Backbone, name or path) defaults to the one recorded at save time.
-
-        Example:
-            >>> model = PromptModel.from_pretrained("runs/sst2/prompt")
-        """
-        return cls.hub_methods.load(directory, backbone, device)
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Upload the saved prompt to the Hugging Face Hub (see :func:`openpt.model.hub.push_to_hub`)."""
-        return self.hub_methods.push(self, repo_id, **kwargs)
 
     def predict(self, examples: Sequence[InputExample], batch_size: int = 64, *,
                 field_map: dict[str, str] | None = None) -> tuple[list[int], torch.Tensor]:

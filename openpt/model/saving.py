@@ -88,9 +88,8 @@ def save_prompt(model: PromptModel, directory: str | Path, *, extra: dict[str, A
     config = {
         "format_version": FORMAT_VERSION,
         "template": template_config(model.template.spec),
-        "verbalizer": verbalizer_config(model.verbalizer),
-        "calibration": model.calibration.state(),
-        "labels": model.verbalizer.label_names,
+        **({"verbalizer": verbalizer_config(model.verbalizer), "calibration": model.calibration.state(), "labels": model.verbalizer.label_names}
+           if model.verbalizer is not None else {}),
         "backbone": model.backbone.signature(),
         "options": saved_options,
         "trainable": sorted(tensors),
@@ -153,21 +152,24 @@ def check_backbone(saved: dict[str, Any], backbone: Backbone, directory: Path) -
             )
 
 
-def prompt_parts(config: dict[str, Any], path: Path) -> tuple[TemplateSpec, Any, PromptOptions]:
-    """Template spec, verbalizer and options of a checked prompt config (``path`` names it in errors).
+def prompt_parts(config: dict[str, Any], path: Path) -> tuple[TemplateSpec, Any, PromptOptions, Any]:
+    """Template spec, verbalizer (``None`` for a generation prompt), options and task (``None``:
+    classification) of a checked prompt config (``path`` names it in errors).
 
     Every route that rebuilds a prompt from its config (loading, importing a PEFT adapter's
     record) goes through here, so a bad config is refused alike whatever the route.
     """
     try:
         spec = template_spec_from_mapping(config["template"])
-        verbalizer = verbalizer_from_mapping(config["verbalizer"])
+        verbalizer = verbalizer_from_mapping(config["verbalizer"]) if "verbalizer" in config else None
         options = dataclass_from(PromptOptions, as_map(config["options"], where="options"), "options.")
+        task = task_from_config(config["task"]) if "task" in config else None
     except OpenPTError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    check_labels(config, verbalizer.label_names, path)
-    check_calibration(config.get("calibration"), len(verbalizer.label_names), path)
-    return spec, verbalizer, options
+    if verbalizer is not None:
+        check_labels(config, verbalizer.label_names, path)
+        check_calibration(config.get("calibration"), len(verbalizer.label_names), path)
+    return spec, verbalizer, options, task
 
 
 def load_prompt(directory: str | Path, backbone: Backbone | None = None, *, device: str | torch.device | None = None,
@@ -189,10 +191,10 @@ def load_prompt(directory: str | Path, backbone: Backbone | None = None, *, devi
     if backbone is None:
         backbone = load_backbone(config["backbone"]["name_or_path"], kind=config["backbone"]["kind"], device=device)
     check_backbone(config["backbone"], backbone, directory)
-    spec, verbalizer, options = prompt_parts(config, directory / CONFIG_NAME)
+    spec, verbalizer, options, task = prompt_parts(config, directory / CONFIG_NAME)
     # the saved tensors replace the initialisation, so it needs no corpus ranking
     model = build_model(backbone, spec, verbalizer, dataclasses.replace(options, soft_init={**options.soft_init, "vocab_order": "ids"}),
-                        device=device, task=task_from_config(config["task"]) if "task" in config else None)
+                        device=device, task=task)
     model.options = options
     tensors, metadata = read_prompt_weights(directory)
     expected = {name: p for name, p in model.named_trainable_parameters() if not name.startswith("backbone.")}
@@ -200,5 +202,6 @@ def load_prompt(directory: str | Path, backbone: Backbone | None = None, *, devi
     with torch.no_grad():
         for name, tensor in tensors.items():
             expected[name].copy_(tensor)
-    model.calibration.load_state(config.get("calibration"), model)
+    if verbalizer is not None:
+        model.calibration.load_state(config.get("calibration"), model)
     return model

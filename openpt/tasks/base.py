@@ -18,6 +18,7 @@ in an experiment config; ``task: NAME`` for the defaults), registered with :func
 Contract of the methods (``model`` is a :class:`~openpt.model.prompt_model.PromptModel` or any
 model the task builds):
 
+* templates: :meth:`check_template` (fail early on a template the task cannot use);
 * rows: :meth:`answer` (the answer an example carries, ``None`` when it has none) and
   :meth:`check_answers` (fail on a training/evaluation row without one, naming the row);
 * sampling: :meth:`sample` (K-shot train + dev from a pool) and :meth:`split_off` (K-shot train +
@@ -38,6 +39,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 
 from ..data.loading import Dataset
+from ..errors import ConfigError
 from ..registry import Registry
 from ..types import Batch, InputExample
 
@@ -66,6 +68,10 @@ class TaskType:
         default_metrics: the metrics reported when a config names none (first = primary).
         always_reported: metrics added to every configured list (classification: accuracy, macro-F1).
         select_by: default dev metric for checkpoint selection (an option of some tasks).
+        answer_field: the row field every training/evaluation row must carry (``label``; ``target``
+            for generation); the data loader names a row without it.
+        uses_verbalizer: whether the task's models read a verbalizer (a config then needs ``verbalizer:``).
+        backbone_kinds: the backbone kinds the task runs on (``None``: any); checked before a run writes anything.
     """
 
     name: ClassVar[str] = ""
@@ -73,14 +79,24 @@ class TaskType:
     default_metrics: ClassVar[tuple[str, ...]] = ()
     always_reported: ClassVar[tuple[str, ...]] = ()
     select_by: ClassVar[str] = ""
-    zero_shot_skipped: ClassVar[str] = ""
-    predicts_sets: ClassVar[bool] = False  # predictions are label sets: ``openpt predict`` writes the task's records  # why an untrained prompt is not scored for this task ("": it is)
+    zero_shot_skipped: ClassVar[str] = ""  # why an untrained prompt is not scored for this task ("": it is)
+    predicts_sets: ClassVar[bool] = False  # predictions are label sets: ``openpt predict`` writes the task's records
+    answer_field: ClassVar[str] = "label"
+    uses_verbalizer: ClassVar[bool] = True
+    backbone_kinds: ClassVar[tuple[str, ...] | None] = None
 
     @classmethod
     def claims(cls, template: Any) -> bool:
         """Whether a config without ``task:`` is of this type, judged from its template spec
         (e.g. a ``{target}`` part claims generation); the default task claims nothing."""
         return False
+
+    def check_template(self, template: Any) -> None:
+        """Fail (one :class:`~openpt.errors.ConfigError` naming ``template``) when ``template`` (a
+        :class:`~openpt.template.spec.TemplateSpec`) cannot serve this task."""
+        if getattr(template, "has_target", False):
+            raise ConfigError(f"a template ending in {{target}} is a generation template; the {self.name} task needs a "
+                              "[MASK] (or set task: generation)", key="template")
 
     # rows -----------------------------------------------------------------------------------
     def answer(self, example: InputExample) -> Any:

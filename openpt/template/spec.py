@@ -28,6 +28,7 @@ from .parser import _NAME, FIELD_ALIASES, MAX_SOFT, SharedSofts, format_template
 from .segments import Mask, Placeholder, Segment, Soft, Text
 
 TRUNCATIONS = ("longest_first", "tail_first")
+TARGET_FIELD = "target"  # ``{target}``: the text a generation template's model learns to produce
 SOFT_PLACEMENTS = ("after_special", "before_special")
 _KEYS = ("type", "name", "text", "segments", "truncate", "truncation", "soft_init", "soft_placement")
 _ITEM_KEYS = {"soft": ("soft", "init", "name"), "placeholder": ("placeholder", "shortenable"),
@@ -63,7 +64,13 @@ class TemplateSpec:
         for seg in self.segments:
             if not isinstance(seg, (Text, Placeholder, Mask, Soft)):
                 raise SpecError(f"not a template segment: {seg!r:.60}", key="segments")
-        if not any(isinstance(seg, Mask) for seg in self.segments):
+        targets = [i for i, seg in enumerate(self.segments) if isinstance(seg, Placeholder) and seg.field == TARGET_FIELD]
+        if targets and (targets[0] != len(self.segments) - 1 or len(targets) > 1):
+            raise SpecError("{target} must be the template's last part (the text generated after the input), "
+                            f"got {format_template(self.segments)!r:.80}", key="segments")
+        if targets and any(isinstance(seg, Mask) for seg in self.segments):
+            raise SpecError("a generation template ({target} at its end) has no [MASK]", key="segments")
+        if not targets and not any(isinstance(seg, Mask) for seg in self.segments):
             raise SpecError("template has no [MASK]", key="segments")
         try:  # checks soft lengths/names, shared-run consistency and field names
             format_template(self.segments)
@@ -88,7 +95,7 @@ class TemplateSpec:
             if not isinstance(name, str):
                 raise SpecError(f"expected field names, got {name!r:.40}", key="truncate")
             name = FIELD_ALIASES.get(name, name)
-            if name not in fields:
+            if name not in fields or name == TARGET_FIELD:
                 raise SpecError(f"{name!r} is not a placeholder of the template (fields: {', '.join(fields) or 'none'})",
                                 key="truncate")
             if any(isinstance(s, Placeholder) and s.field == name and not s.shortenable for s in self.segments):
@@ -107,6 +114,12 @@ class TemplateSpec:
     def soft_placement(self) -> str:
         """``after_special`` (default) or ``before_special`` (PEFT's placement of virtual tokens)."""
         return str(self.options.get("soft_placement", "after_special"))
+
+    @property
+    def has_target(self) -> bool:
+        """Whether the template ends with ``{target}`` (a generation template: the input part, then the text to generate)."""
+        last = self.segments[-1] if self.segments else None
+        return isinstance(last, Placeholder) and last.field == TARGET_FIELD
 
     @property
     def fields(self) -> tuple[str, ...]:

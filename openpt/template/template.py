@@ -14,7 +14,7 @@ from ..types import Batch, InputExample
 from .encoding import Encoded, Part, TemplateEncoder
 from .segments import Mask, Placeholder, Segment, Soft, Text
 from .soft import SoftInit, SoftPrompt, SoftRun
-from .spec import TemplateSpec
+from .spec import TARGET_FIELD, TemplateSpec
 
 
 def hard_version(spec: TemplateSpec) -> TemplateSpec:
@@ -77,6 +77,7 @@ class Template(nn.Module):
         self.spec = spec
         self.check_spec(spec)
         self.tokenizer = tokenizer
+        self.target_space = False  # whitespace precedes ``{target}`` (its text is tokenized with a leading space)
         parts, runs, self.mask_spaces = self._bind(spec.segments, tokenizer)
         prefix, suffix = special_frame if special_frame is not None else special_token_frame(tokenizer)
         self.encoder = TemplateEncoder(
@@ -127,6 +128,9 @@ class Template(nn.Module):
                     space = trailing
                 else:
                     space = space or trailing
+                continue
+            if isinstance(segment, Placeholder) and segment.field == TARGET_FIELD:  # the task appends the target
+                self.target_space = space and bool(parts)
                 continue
             if isinstance(segment, Placeholder):
                 parts.append(Part("field", field=segment.field, shortenable=segment.shortenable, space=space and bool(parts)))

@@ -38,12 +38,14 @@ def unlabeled_inputs(examples: Sequence[InputExample], size: int = UNLABELED_POO
     return [dataclasses.replace(e, label=None) for e in list(examples)[:size]]
 
 
-def needs_preparation(verbalizer: Verbalizer) -> bool:
-    """Whether ``verbalizer`` has a data-dependent setup (its scores then depend on the run's data)."""
+def needs_preparation(verbalizer: Verbalizer | None) -> bool:
+    """Whether ``verbalizer`` has a data-dependent setup (its scores then depend on the run's data; none without a verbalizer)."""
+    if verbalizer is None:
+        return False
     return type(verbalizer).prepare is not Verbalizer.prepare or verbalizer.wants_unlabeled()
 
 
-def prepare_verbalizer(backbone: Backbone, template: TemplateSpec, verbalizer: Verbalizer, *,
+def prepare_verbalizer(backbone: Backbone, template: TemplateSpec, verbalizer: Verbalizer | None, *,
                        train: Sequence[InputExample] | None, dev: Sequence[InputExample] | None = None,
                        unlabeled: Sequence[InputExample] | None = None, max_length: int = 128, batch_size: int = 64) -> dict[str, Any]:
     """Run ``verbalizer``'s data-dependent setup in place; returns what it chose (``{}`` when it has none).
@@ -51,7 +53,7 @@ def prepare_verbalizer(backbone: Backbone, template: TemplateSpec, verbalizer: V
     Args:
         backbone: the frozen backbone (a fine-tuning run passes the pretrained one).
         template: the run's template; its hard version encodes the examples.
-        verbalizer: a fresh verbalizer; prepared in place, then bound again by the run's model.
+        verbalizer: a fresh verbalizer; prepared in place, then bound again by the run's model (``None``: nothing to prepare).
         train: labeled K-shot training examples (``None``: label-free setup only).
         dev: labeled K-shot dev examples (re-ranking of candidates, :meth:`Verbalizer.select`).
         unlabeled: unlabeled training inputs (word refinement and priors).
@@ -92,7 +94,7 @@ def prepared_summary(verbalizer: Verbalizer) -> dict[str, Any]:
 
 def use_unlabeled(model: Any, unlabeled: Sequence[InputExample] | None) -> None:
     """Give ``calibrate: mean`` its unlabeled inputs (estimated now, re-estimated after training steps)."""
-    if model.calibration.mode != "mean":
+    if getattr(model, "calibration", None) is None or model.calibration.mode != "mean":
         return
     if not unlabeled:
         raise ConfigError("calibrate: mean needs unlabeled training inputs and this run has none", key="calibrate")

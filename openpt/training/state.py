@@ -88,7 +88,8 @@ def fingerprint(config: Any, encoded: Sequence[Any], dev_size: int, model: torch
     settings = asdict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for item in encoded:
-        digest.update(json.dumps([item.input_ids, item.soft_index, item.mask_positions, item.label]).encode())
+        answer = item.label if hasattr(item, "label") else item.labels  # a class id, or (generation) the target's labels
+        digest.update(json.dumps([item.input_ids, item.soft_index, getattr(item, "mask_positions", []), answer]).encode())
     digest.update(str(dev_size).encode())
     for name, p in model.named_parameters():
         if p.requires_grad:

@@ -42,6 +42,7 @@ class Method:
         options: dataclass of the method's own options (validated from YAML like other configs).
         trains: whether the method learns from the K-shot sets (False: zero-shot).
         summary: one line for listings.
+        tasks: the task types (:mod:`openpt.tasks` names) the method handles.
     """
 
     name: str
@@ -49,6 +50,7 @@ class Method:
     options: type
     trains: bool
     summary: str
+    tasks: tuple[str, ...] = ("classification",)
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -73,11 +75,12 @@ def task_run(context: "RunContext", method: str) -> Callable[["RunContext"], dic
     return TASK_RUNS.get((getattr(context.config.task, "name", ""), method))
 
 
-def register_method(name: str, *, options: type, trains: bool, summary: str) -> Callable[[Callable], Callable]:
-    """Decorator registering a ``run(context)`` function as method ``name``."""
+def register_method(name: str, *, options: type, trains: bool, summary: str,
+                    tasks: tuple[str, ...] = ("classification",)) -> Callable[[Callable], Callable]:
+    """Decorator registering a ``run(context)`` function as method ``name`` (for the task types ``tasks``)."""
 
     def decorate(run: Callable[["RunContext"], dict[str, Any]]) -> Callable[["RunContext"], dict[str, Any]]:
-        METHODS.register(name)(Method(name, run, options, trains, summary))
+        METHODS.register(name)(Method(name, run, options, trains, summary, tasks))
         return run
 
     return decorate

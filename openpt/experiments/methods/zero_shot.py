@@ -32,7 +32,7 @@ def manual_template(context: RunContext, override: Any = None) -> TemplateSpec:
     return hard_version(context.template)
 
 
-@register_method("zero_shot", options=ZeroShotOptions, trains=False, summary="manual template, no training")
+@register_method("zero_shot", options=ZeroShotOptions, trains=False, summary="manual template, no training", tasks=("classification", "generation"))
 def run(context: RunContext) -> dict[str, Any]:
     """Evaluate the hard template with the frozen backbone.
 
