@@ -122,10 +122,8 @@ def export_peft(prompt_dir: str | Path, output: str | Path, *, overwrite: bool =
     }
     with OutputDir(output, overwrite=overwrite) as out:
         out.write(ADAPTER_WEIGHTS, lambda tmp: save_file({"prompt_embeddings": weight}, tmp, metadata={"format": "pt"}))
-        out.write_text(OPENPT_RECORD, json.dumps(config, indent=2) + "
-")
-        out.write_text(ADAPTER_CONFIG, json.dumps(adapter, indent=2) + "
-")
+        out.write_text(OPENPT_RECORD, json.dumps(config, indent=2) + "\n")
+        out.write_text(ADAPTER_CONFIG, json.dumps(adapter, indent=2) + "\n")
     stays = f"template text {format_template(spec.segments[1:])!r} (put it around each input yourself), " + _answer_part(config)
     if (config.get("calibration") or {}).get("mode", "none") not in (None, "none"):
         stays += ", calibration"
