@@ -122,10 +122,11 @@ def check_verbalizer_key(data: YamlMap, task: Any) -> None:
 def methods_for_tasks(configs: list[Any], methods: list[str]) -> str | None:
     """The problem when one of ``methods`` does not handle the task of one of ``configs`` (``None``: all do)."""
     from .methods import METHODS
+    from .methods.base import handles
 
     for cfg in configs:
-        refused = [m for m in methods if cfg.task.name not in METHODS.get(m).tasks]
+        refused = [m for m in methods if not handles(m, cfg.task.name)]
         if refused:
-            fits = [m for m in METHODS.names() if cfg.task.name in METHODS.get(m).tasks]
+            fits = [m for m in METHODS.names() if handles(m, cfg.task.name)]
             return f"method {refused[0]} does not handle the {cfg.task.name} task of {cfg.name}; methods that do: {', '.join(fits)}"
     return None

@@ -70,6 +70,11 @@ def register_task_run(task: str, method: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
+def handles(method: str, task: str) -> bool:
+    """Whether ``method`` handles task type ``task``: declared in its ``tasks``, or a run registered for the task."""
+    return task in METHODS.get(method).tasks or (task, method) in TASK_RUNS
+
+
 def task_run(context: "RunContext", method: str) -> Callable[["RunContext"], dict[str, Any]] | None:
     """The run registered for ``method`` and the context's task type, or ``None`` (the method's own)."""
     return TASK_RUNS.get((getattr(context.config.task, "name", ""), method))

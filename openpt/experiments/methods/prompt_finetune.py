@@ -44,7 +44,7 @@ class PromptFinetuneOptions:
 
 
 @register_method("prompt_finetune", options=PromptFinetuneOptions, trains=True,
-                 summary="manual template, backbone unfrozen (train.backbone_lr)", tasks=("classification", "generation"))
+                 summary="manual template, backbone unfrozen (train.backbone_lr)", tasks=("classification", "multi_label", "generation"))
 def run(context: RunContext) -> dict[str, Any]:
     """Fine-tune a copy of the backbone through the template and verbalizer, dev-selected."""
     options = context.settings.options

@@ -50,7 +50,7 @@ def with_soft_prefix(spec: TemplateSpec, length: int, *, deep_prefix: bool = Fal
                                options=options)
 
 
-@register_method("prompt_tuning", options=PromptTuningOptions, trains=True, summary="soft tokens only, backbone frozen", tasks=("classification", "generation"))
+@register_method("prompt_tuning", options=PromptTuningOptions, trains=True, summary="soft tokens only, backbone frozen", tasks=("classification", "multi_label", "generation"))
 def run(context: RunContext) -> dict[str, Any]:
     """Train the soft tokens on the K-shot train set (dev-selected), evaluate, optionally save."""
     options = context.settings.options
