@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from .cli_hf import add_commands, add_predict_options
 from .cli_launch import add_launch_options, launch_options, run_sweep
 from .cli_parsing import DEVICE_HELP, Parser, common_options, non_negative, positive_batch, whole_number
+from .cli_verbalizer import verbalizer_search
 from .errors import OpenPTError
 from .serving.command import add_serve_command
 
@@ -236,41 +237,6 @@ def _template_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verbalizer_search(args: argparse.Namespace) -> int:
-    from .backbone.base import load_backbone
-    from .data.loading import load_split
-    from .data.sampling import kshot_indices
-    from .model.build import PromptOptions, build_model, template_spec
-    from .training.cache import cache_mask_states
-    from .verbalizer.auto import AutoVerbalizer
-
-    dataset = load_split(args.data, args.split)
-    if args.k:
-        dataset = dataset.subset(kshot_indices(dataset.labels(), args.k, args.seed, num_classes=len(dataset.label_names)))
-    backbone = load_backbone(args.backbone, device=args.device)
-    verbalizer = AutoVerbalizer(dataset.label_names, words_per_class=args.words_per_class, candidates=args.candidates,
-                                mask=args.mask, name=args.name)
-    model = build_model(backbone, template_spec(args.template), verbalizer, PromptOptions(max_length=args.max_length))
-    verbalizer.prepare(backbone, cache_mask_states(model, dataset.examples, args.batch_size))
-    print(verbalizer.describe())
-    if args.output:
-        header = (f"Label words found by `openpt verbalizer search` on {len(dataset)} examples of {dataset.source}"
-                  f"{f' (k={args.k}, seed={args.seed})' if args.k else ''}\nbackbone: {args.backbone}; template: {args.template}\n"
-                  "Edit freely: this is an ordinary manual verbalizer.")
-        from .fileio import atomic_write
-
-        target, text = Path(args.output), verbalizer.manual_yaml(header)
-        if target.is_dir() or target.is_symlink():
-            raise OpenPTError(f"{target}: --output names a directory or link; give the verbalizer YAML file to write")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OpenPTError(f"{target.parent}: cannot create directory ({exc.strerror or exc})") from None
-        atomic_write(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-        print(f"wrote {args.output}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="openpt", description="Prompt learning over Hugging Face backbones.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
@@ -391,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--batch-size", type=positive_batch, default=32, help="examples per forward pass")
     search.add_argument("--output", "-o", help="verbalizer YAML to write")
     search.add_argument("--device", default="auto", help=DEVICE_HELP)
-    search.set_defaults(func=_verbalizer_search)
+    search.set_defaults(func=verbalizer_search)
     return parser
 
 

@@ -9,7 +9,7 @@ import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -17,12 +17,11 @@ import torch
 from ..backbone.base import Backbone, load_backbone
 from ..data.loading import Dataset
 from ..data.sources import resolve_data
-from ..errors import ConfigError, SpecError
+from ..errors import ConfigError
 from ..model.build import build_model, template_spec, verbalizer_spec
 from ..model.saving import save_prompt
 from ..outputs import OutputDir
 from ..tasks import DEFAULT_TASK, TaskType, get_task, task_from_config
-from ..tasks.multi_label import infer_from_data
 from ..template.parser import format_template
 from ..template.spec import TemplateSpec
 from ..template.template import hard_version
@@ -31,6 +30,7 @@ from ..training.loop import evaluate, require_trainable, train
 from ..training.prepare import prepare_verbalizer, unlabeled_inputs, use_unlabeled
 from ..training.state import TrainCheckpointer
 from .config import DataConfig, ExperimentConfig, config_to_dict
+from .task_setup import check_fields, resolve_task  # noqa: F401  (sweeps import them from here)
 from .records import RESULTS_NAME, portable, write_records
 from .report import write_report
 from .trackers import TRACKING_DIR, tracking
@@ -148,32 +148,8 @@ def shown_metric(config: ExperimentConfig, scores: dict[str, Any]) -> str:
     return name if name in scores else metric_names(config)[0]
 
 
-def resolve_task(config: ExperimentConfig, train_set: Dataset, log: Callable[[str], None] | None = None) -> None:
-    """Settle ``config.task`` from the data: a config without ``task:`` whose training rows have
-    label lists is multi-label (said in the log; its metrics become the task's defaults)."""
-    task = infer_from_data(config.task, config.raw.get("task") is not None, train_set)
-    if task is not config.task:
-        config.task = task
-        if config.raw.get("metrics") is None:
-            config.metrics = list(task.default_metrics)
-        if log is not None:
-            log(f"{config.name}: {task.describe()}")
-
-
 def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
-
-
-def check_fields(spec: TemplateSpec, *datasets: Dataset, provided: Sequence[str] = ()) -> None:
-    """Fail before any work when the template uses a field some dataset lacks (``provided``: fields the task fills in)."""
-    for dataset in datasets:
-        missing = [name for name in spec.fields if name not in dataset.fields() and name not in provided]
-        if missing:
-            raise SpecError(
-                f"unknown placeholder {{{missing[0]}}}: the examples of {dataset.source} have fields {sorted(dataset.fields())}",
-                file=getattr(spec, "source", None),
-                key="template",
-            )
 
 
 class Experiment:

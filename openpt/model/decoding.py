@@ -32,7 +32,7 @@ from ..errors import ConfigError, DataError, brief
 from ..types import Batch, InputExample
 
 if TYPE_CHECKING:
-    from .generation import PromptForGeneration
+    from .parts import PromptParts as PromptForGeneration  # the generation model's base (generation.py imports this module)
 
 DECODING_DEFAULTS: dict[str, Any] = {"max_new_tokens": 64, "num_beams": 1, "do_sample": False, "temperature": 1.0, "top_p": 1.0,
                                      "top_k": 0, "num_return_sequences": 1, "stop": None, "scores": False}

@@ -31,7 +31,7 @@ from openpt.types import InputExample
 
 from .helpers import backbone_digest
 
-peft = pytest.importorskip("peft")
+import peft  # noqa: E402  (the test extra installs it: a missing one fails, never skips)
 
 EXAMPLES = [InputExample("name[Aromi] area[riverside]", targets=["Aromi is by the river ."]),
             InputExample("name[Blue Spice] eatType[pub]", targets=["Blue Spice is a pub ."])]

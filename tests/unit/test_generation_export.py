@@ -12,7 +12,7 @@ from openpt.model.saving import load_prompt, save_prompt
 from openpt.tasks import get_task
 from openpt.types import InputExample
 
-peft = pytest.importorskip("peft")
+import peft  # noqa: E402  (the test extra installs it: a missing one fails, never skips)
 EXAMPLE = InputExample("name[Aromi] area[riverside]", targets=["Aromi is by the river ."])
 SOFT = {"text": "[SOFT*3] {text} Description: {target}", "soft_placement": "before_special"}
 PREFIX = "{text} Description: {target}"

@@ -13,13 +13,40 @@ import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
 
 from ...errors import OpenPTError
 from ...registry import Registry
 
-if TYPE_CHECKING:
-    from ..sweep import RunSpec, Sweep
+
+class RunSpec(Protocol):
+    """A sweep cell as launchers see it (:class:`openpt.experiments.sweep.RunSpec`; the launch layer
+    sits below the sweep and never imports it)."""
+
+    run_id: str
+    config: Any
+
+    @property
+    def label(self) -> str: ...
+
+
+class Sweep(Protocol):
+    """What launchers and the driver use of :class:`openpt.experiments.sweep.Sweep`."""
+
+    config: Any
+    output: Path
+    results: Path
+    progress: bool
+    log: Callable[[str], None]
+
+    def execute(self, run: Any) -> dict[str, Any]: ...
+
+    def failed_record(self, run: Any, error: str) -> dict[str, Any]: ...
+
+    def launch_fields(self, run: Any, launcher: str, worker: str) -> dict[str, Any]: ...
+
+    def run_dir(self, run: Any) -> Path: ...
 
 LAUNCHERS: Registry[type["Launcher"]] = Registry("launcher")
 RESOURCE_NAMES = ("cpu", "gpu")

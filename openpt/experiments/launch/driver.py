@@ -10,7 +10,7 @@ from ..records import append_record
 from .base import Launcher
 
 if TYPE_CHECKING:
-    from ..sweep import RunSpec, Sweep
+    from .base import RunSpec, Sweep
 
 
 def drive(sweep: Sweep, out: OutputDir, todo: list[RunSpec], skipped: int, launcher: Launcher) -> tuple[int, int]:

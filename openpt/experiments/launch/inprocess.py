@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from .base import LAUNCHERS, Launcher, worker_name
 
 if TYPE_CHECKING:
-    from ..sweep import RunSpec
+    from .base import RunSpec
 
 
 @LAUNCHERS.register("inprocess")

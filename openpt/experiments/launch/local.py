@@ -18,7 +18,7 @@ from .base import LAUNCHERS, Launcher, backbone_order
 from .worker import serve
 
 if TYPE_CHECKING:
-    from ..sweep import RunSpec
+    from .base import RunSpec
 
 
 @dataclass

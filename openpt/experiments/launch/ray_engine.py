@@ -17,7 +17,7 @@ from .base import LAUNCHERS, Launcher, backbone_order, require
 from .worker import execute_cell
 
 if TYPE_CHECKING:
-    from ..sweep import RunSpec
+    from .base import RunSpec
 
 
 def _ray_cell(config: Any, output: str, run_id: str, threads: int) -> dict[str, Any]:

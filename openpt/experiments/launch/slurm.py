@@ -18,7 +18,7 @@ from .base import LAUNCHERS, Launcher, backbone_order, require
 from .worker import execute_cell
 
 if TYPE_CHECKING:
-    from ..sweep import RunSpec
+    from .base import RunSpec
 
 JOBS_NAME = "jobs.json"
 

@@ -14,7 +14,7 @@ from .base import worker_name
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
-    from ..sweep import RunSpec, Sweep
+    from .base import RunSpec, Sweep
 
 _SWEEPS: dict[str, tuple["Sweep", dict[str, "RunSpec"]]] = {}
 
