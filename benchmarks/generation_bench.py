@@ -125,6 +125,7 @@ def compare(kind: str, directory: Path, args: argparse.Namespace) -> dict[str, A
     backbone = load_backbone(directory, device=args.device, dtype=dtype)
     spec = template_spec({"text": f"[SOFT*{args.virtual_tokens}] {{text}} {{target}}", "soft_placement": "before_special"})
     model = build_model(backbone, spec, None, PromptOptions(max_length=256), task=get_task("generation"))
+    model.eval()  # both sides in eval mode once, before timing (a mode switch re-runs transformers' per-mode set-up)
     causal = model.causal
     peft_model = get_peft_model(copy.deepcopy(backbone.model), PromptTuningConfig(
         task_type=TaskType.CAUSAL_LM if causal else TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=args.virtual_tokens,
