@@ -2,12 +2,19 @@
 
 Both sides hold the same soft prompt (``num_virtual_tokens`` vectors before the input; openpt:
 ``[SOFT*N] {text} {target}`` with ``soft_placement: before_special``) on the same random-weight
-model, generate greedily for the same inputs (batches of ``--batch-size`` copies of one E2E-style input,
-so neither side pads; at most
-``--max-new-tokens`` tokens, stopping at EOS), and are timed over the same batches after a warm-up
-batch, alternating batch by batch for ``--rounds`` passes (a busy machine slows both alike);
-throughput counts each row's new tokens up to and including EOS. PEFT gets ``input_ids``
-(``PeftModel.generate``); openpt encodes with its template (``PromptForGeneration.generate``). Shapes:
+model and generate greedily for the same batches of real, mixed-length E2E inputs (``--data``,
+consecutive rows of ``../shared/data/e2e/test.jsonl``: batch ``i`` is rows ``i*B .. i*B+B-1``), at
+most ``--max-new-tokens`` tokens, stopping at EOS. They are timed over the same batches after a
+warm-up batch, alternating batch by batch for ``--rounds`` passes (a busy machine slows both alike).
+Throughput counts each row's new tokens up to and including EOS, per side (the two sides' counts
+and the number of identical generations are reported, so that equal work is visible); both wall
+time and process CPU time are reported (CPU time is less sensitive to other jobs on a shared
+machine; on a GPU only wall time means anything).
+
+PEFT gets left-padded ``input_ids`` (``PeftModel.generate``): decoder-only generation continues
+every row at its end, so PEFT's causal prompt tuning needs ``tokenizer.padding_side = "left"``
+(with right padding, rows would continue after their padding). openpt encodes with its template
+and pads causal batches on the left itself (``PromptForGeneration.generate``). Shapes:
 
 * ``small``: GPT-2 (hidden 256, 4 layers) and T5 (d_model 256, 4+4 layers), the tiny BPE/Unigram
   vocabularies of ``tests/assets`` -- tiny but not trivial, for the CPU;
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import sys
 import time
@@ -34,9 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TEXTS = [f"name[{n}], eatType[{e}], area[{a}]" + (", near[Cafe Rouge]" if i % 3 == 0 else "")
-         for i, (n, e, a) in enumerate((n, e, a) for n in ("Aromi", "Blue Spice", "Cotto", "Zizzi", "Alimentum", "The Mill", "Fitzbillies",
-                                                            "Strada") for e in ("pub", "coffee shop") for a in ("riverside", "city centre"))]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "e2e" / "test.jsonl"
 
 
 def backbone_dir(kind: str, shape: str, tiny: bool, directory: Path) -> Path:
@@ -65,25 +71,46 @@ def backbone_dir(kind: str, shape: str, tiny: bool, directory: Path) -> Path:
     return directory
 
 
-def timed(sides: dict[str, Any], batches: list, device: str, rounds: int) -> dict[str, dict[str, float]]:
+def timed(sides: dict[str, Any], batches: list, device: str, rounds: int) -> dict[str, dict[str, Any]]:
     """Each side over the timed batches, the sides alternating batch by batch for ``rounds`` rounds (a
-    busy machine then slows both alike); one warm-up batch each first."""
+    busy machine then slows both alike); one warm-up batch each first. Each side returns its
+    generated rows (token id lists, up to and including EOS)."""
     for fn in sides.values():
         fn(batches[0])
-    seconds = dict.fromkeys(sides, 0.0)
+    wall = dict.fromkeys(sides, 0.0)
+    cpu = dict.fromkeys(sides, 0.0)
     tokens = dict.fromkeys(sides, 0)
-    for _ in range(rounds):
+    rows: dict[str, list] = {name: [] for name in sides}
+    for round_ in range(rounds):
         for batch in batches[1:]:
             for name, fn in sides.items():
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
-                start = time.perf_counter()
-                tokens[name] += fn(batch)
+                start, start_cpu = time.perf_counter(), time.process_time()
+                out = fn(batch)
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
-                seconds[name] += time.perf_counter() - start
-    return {name: {"seconds": round(seconds[name], 3), "new_tokens": tokens[name], "tokens_per_s": round(tokens[name] / seconds[name], 1)}
-            for name in sides}
+                wall[name] += time.perf_counter() - start
+                cpu[name] += time.process_time() - start_cpu
+                tokens[name] += sum(len(row) for row in out)
+                if round_ == 0:
+                    rows[name].extend(out)
+    result: dict[str, Any] = {name: {"seconds": round(wall[name], 3), "cpu_seconds": round(cpu[name], 3), "new_tokens": tokens[name],
+                                     "tokens_per_s": round(tokens[name] / wall[name], 1),
+                                     "tokens_per_cpu_s": round(tokens[name] / cpu[name], 1)} for name in sides}
+    first, second = list(sides)
+    result["identical_generations"] = f"{sum(a == b for a, b in zip(rows[first], rows[second]))}/{len(rows[first])}"
+    return result
+
+
+def load_inputs(path: Path, count: int) -> list[str]:
+    """The first ``count`` ``text`` fields of a JSONL file (one line naming the file when it cannot)."""
+    if not path.is_file():
+        sys.exit(f"{path}: no such file (the E2E inputs; pass --data)")
+    texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(texts) < count:
+        sys.exit(f"{path}: {len(texts)} rows, the batches need {count}")
+    return texts[:count]
 
 
 def compare(kind: str, directory: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -98,32 +125,35 @@ def compare(kind: str, directory: Path, args: argparse.Namespace) -> dict[str, A
     backbone = load_backbone(directory, device=args.device, dtype=dtype)
     spec = template_spec({"text": f"[SOFT*{args.virtual_tokens}] {{text}} {{target}}", "soft_placement": "before_special"})
     model = build_model(backbone, spec, None, PromptOptions(max_length=256), task=get_task("generation"))
+    model.eval()  # both sides in eval mode once, before timing (a mode switch re-runs transformers' per-mode set-up)
     causal = model.causal
     peft_model = get_peft_model(copy.deepcopy(backbone.model), PromptTuningConfig(
         task_type=TaskType.CAUSAL_LM if causal else TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=args.virtual_tokens,
         num_transformer_submodules=1)).eval()
     with torch.no_grad():
         peft_model.prompt_encoder["default"].embedding.weight.copy_(model.template.soft.weight)
-    # every batch holds copies of the first input: no padding on either side (PEFT's GPT-2 prompt-tuning generate
-    # raised "IndexError: index out of range in self" inside GPT-2's forward on other inputs with transformers 5.25)
-    batches = [[InputExample(TEXTS[0])] * args.batch_size for _ in range(args.batches + 1)]
+    texts = load_inputs(Path(args.data), args.batch_size * (args.batches + 1))
+    batches = [[InputExample(text) for text in texts[i:i + args.batch_size]] for i in range(0, len(texts), args.batch_size)]
     tokenizer = backbone.tokenizer
-    tokenizer.padding_side = "left"
+    tokenizer.padding_side = "left"  # PEFT's causal generate continues each row at its end (see the module docstring)
+    eos = model.eos_id
 
-    def ours(batch: list) -> int:
+    def ours(batch: list) -> list[list[int]]:
         results = model.generate(batch, batch_size=len(batch), max_new_tokens=args.max_new_tokens)
-        return sum(min(len(r.token_ids[0]) + 1, args.max_new_tokens) for r in results)  # EOS counts as a generated token
+        # token_ids stop before EOS: a row shorter than max_new_tokens ended with EOS, which counts as generated
+        return [r.token_ids[0] + [eos] if len(r.token_ids[0]) < args.max_new_tokens else r.token_ids[0] for r in results]
 
-    def theirs(batch: list) -> int:
+    def theirs(batch: list) -> list[list[int]]:
         enc = tokenizer([e.text for e in batch], return_tensors="pt", padding=True).to(args.device)
         with torch.no_grad():
             out = peft_model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=args.max_new_tokens,
                                       do_sample=False, num_beams=1, pad_token_id=backbone.pad_id, eos_token_id=model.eos_id)
         new = (out[:, enc["input_ids"].shape[1]:] if causal else out[:, 1:]).tolist()
-        return sum(row.index(model.eos_id) + 1 if model.eos_id in row else len(row) for row in new)  # up to and including EOS
+        return [row[: row.index(eos) + 1] if eos in row else row for row in new]  # up to and including EOS
 
     result: dict[str, Any] = timed({"openpt": ours, "peft": theirs}, batches, args.device, args.rounds)
     result["openpt_vs_peft"] = round(result["openpt"]["tokens_per_s"] / result["peft"]["tokens_per_s"], 3)
+    result["openpt_vs_peft_cpu"] = round(result["openpt"]["tokens_per_cpu_s"] / result["peft"]["tokens_per_cpu_s"], 3)
     return result
 
 
@@ -138,24 +168,32 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="passes over the timed batches, the two sides alternating")
     parser.add_argument("--virtual-tokens", type=int, default=20)
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="JSONL with a text field per row (E2E inputs)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     import tempfile
 
     import transformers
 
     kinds = ["gpt2", "t5"] if args.shape == "small" else ["llama"]
     report: dict[str, Any] = {"command": " ".join(sys.argv), "machine": platform.processor() or platform.machine(),
-                              "torch_threads": torch.get_num_threads(), "device": args.device, "dtype": args.dtype,
+                              "torch_threads": torch.get_num_threads(), "load_average_start": [round(x, 2) for x in os.getloadavg()],
+                              "data": args.data, "device": args.device, "dtype": args.dtype,
                               "torch": torch.__version__, "transformers": transformers.__version__, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             directory = backbone_dir(kind, args.shape, args.tiny, Path(tmp) / kind)
             report["models"][f"{kind}-{args.shape}{'-tiny' if args.tiny else ''}"] = compare(kind, directory, args)
+            report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
             Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print("| model | openpt tokens/s | PEFT tokens/s | openpt / PEFT |\n|---|---|---|---|")
+    print("| model | openpt tokens/s | PEFT tokens/s | openpt / PEFT (wall) | openpt / PEFT (CPU time) | new tokens openpt / PEFT | identical |")
+    print("|---|---|---|---|---|---|---|")
     for name, row in report["models"].items():
-        print(f"| {name} | {row['openpt']['tokens_per_s']} | {row['peft']['tokens_per_s']} | {row['openpt_vs_peft']} |")
+        print(f"| {name} | {row['openpt']['tokens_per_s']} | {row['peft']['tokens_per_s']} | {row['openpt_vs_peft']} | {row['openpt_vs_peft_cpu']} | "
+              f"{row['openpt']['new_tokens']} / {row['peft']['new_tokens']} | {row['identical_generations']} |")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,12 @@ def _load_prompt(args: argparse.Namespace):
         backbone = load_backbone(args.backbone, kind=read_prompt_config(args.prompt)["backbone"]["kind"], device=args.device)
     if args.ensemble:  # more saved prompts of the same task: mean class probabilities
         from .model.ensemble import PromptEnsemble
+        from .tasks import task_from_config
+
+        for directory in [args.prompt, *args.ensemble]:
+            if not task_from_config(read_prompt_config(directory).get("task")).uses_verbalizer:
+                raise OpenPTError(f"--ensemble averages class probabilities; {directory} is a generation prompt, whose output is "
+                                  "text with no such average: evaluate or predict with each prompt on its own")
 
         return _compiled(PromptEnsemble.load([args.prompt, *args.ensemble], backbone, device=args.device), args)
     return _compiled(load_prompt(args.prompt, backbone, device=args.device), args)
@@ -119,9 +125,12 @@ def _eval(args: argparse.Namespace) -> int:
     from .tasks import task_from_config, task_of
     from .training.loop import evaluate
 
-    if args.prompt is None and not (args.backbone and args.template and args.verbalizer):
+    generating = args.prompt is None and bool(args.template) and template_spec(args.template).has_target
+    if args.prompt is None and not (args.backbone and args.template and (args.verbalizer or generating)):
         raise OpenPTError("openpt eval needs a saved PROMPT directory, or --backbone, --template and --verbalizer "
-                          "to score a template and verbalizer zero-shot")
+                          "to score a template and verbalizer zero-shot (a generation template ending in {target}: no --verbalizer)")
+    if generating and args.verbalizer:
+        raise OpenPTError("--verbalizer: a template ending in {target} generates text and reads no verbalizer; drop --verbalizer")
     if args.prompt is not None and (args.template or args.verbalizer):
         raise OpenPTError("--template/--verbalizer are for zero-shot evaluation without a saved prompt; drop them or the PROMPT directory")
     if args.split is None and Path(args.data).is_dir():
@@ -130,8 +139,10 @@ def _eval(args: argparse.Namespace) -> int:
     provided: tuple[str, ...] = ()  # fields a task fills in itself, e.g. a yes/no question's {label}
     if args.prompt is None:  # the data and its fields are checked before the backbone loads
         spec = template_spec(args.template)
-        rules = LabelRules(hint=verbalizer_spec(args.verbalizer).label_names, required=True)
+        rules = (LabelRules(required=True, answer="target") if generating else
+                 LabelRules(hint=verbalizer_spec(args.verbalizer).label_names, required=True))
         dataset = load_split(args.data, split, field_map=field_map, rules=rules)
+        provided = ("target",) if generating else ()
     else:
         saved = read_prompt_config(args.prompt)
         saved_task = task_from_config(saved.get("task"))

@@ -117,7 +117,8 @@ def decode(model: "PromptForGeneration", examples: Sequence[InputExample], batch
         raise ConfigError(f"expected a positive number of examples per batch, got {brief(batch_size)}", key="batch_size")
     options = check_decoding(options)
     was_training = model.training
-    model.eval()
+    if was_training:  # train(False) walks every module: skipped when the model is already in eval mode
+        model.eval()
     encoded = model.template.encode(examples)
     empty = next((n for n, item in enumerate(encoded) if not item.input_ids), None)
     if empty is not None:
@@ -130,7 +131,8 @@ def decode(model: "PromptForGeneration", examples: Sequence[InputExample], batch
             for row, result in zip(rows, _decode_batch(model, [encoded[i] for i in rows], options)):
                 results[row] = result
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     return results  # type: ignore[return-value]
 
 
