@@ -103,8 +103,25 @@ def timed(sides: dict[str, Any], batches: list, device: str, rounds: int) -> dic
     return result
 
 
+SYNTHETIC_FIELDS = (("name", ("The Eagle", "Alimentum", "Zizzi", "The Punter", "Cotto")),
+                    ("eatType", ("coffee shop", "pub", "restaurant")), ("food", ("French", "Italian", "Japanese", "Fast food")),
+                    ("priceRange", ("cheap", "moderate", "high", "less than \u00a320")), ("customer rating", ("low", "average", "5 out of 5")),
+                    ("area", ("riverside", "city centre")), ("familyFriendly", ("yes", "no")), ("near", ("Burger King", "Café Rouge")))
+
+
+def synthetic_inputs(count: int) -> list[str]:
+    """``count`` E2E-style meaning representations of 2 to 8 fields (mixed lengths, deterministic)."""
+    texts = []
+    for row in range(count):
+        fields = SYNTHETIC_FIELDS[:2 + row * 5 % 7]
+        texts.append(", ".join(f"{key}[{values[(row + i) % len(values)]}]" for i, (key, values) in enumerate(fields)))
+    return texts
+
+
 def load_inputs(path: Path, count: int) -> list[str]:
     """The first ``count`` ``text`` fields of a JSONL file (one line naming the file when it cannot)."""
+    if str(path) == "synthetic":
+        return synthetic_inputs(count)
     if not path.is_file():
         sys.exit(f"{path}: no such file (the E2E inputs; pass --data)")
     texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -168,7 +185,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="passes over the timed batches, the two sides alternating")
     parser.add_argument("--virtual-tokens", type=int, default=20)
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="JSONL with a text field per row (E2E inputs)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="JSONL with a text field per row (E2E inputs), or synthetic: generated E2E-style inputs of 2-8 fields")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()

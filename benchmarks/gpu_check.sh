@@ -39,7 +39,7 @@ step "1b. sweep: 4 cells through --launcher local, one worker process per GPU (a
 timeout 80 $PY benchmarks/sweep_bench.py --cells 4 --engines device --tiny --out "$OUT/sweep.json" 2>&1 | tee "$OUT/sweep.log"
 step "1c. generation throughput: openpt vs PEFT prompt tuning, Llama-3.2-1B shape (random weights), bf16, greedy"
 timeout 90 $PY benchmarks/generation_bench.py --shape llama1b --device cuda --dtype bf16 --batch-size 16 --batches 4 \
-  --max-new-tokens 64 --out "$OUT/generation_gpu.json" 2>&1 | grep -v -E "^(Loading weights|Writing model)" | tee "$OUT/generation_gpu.log"
+  --data synthetic --max-new-tokens 64 --out "$OUT/generation_gpu.json" 2>&1 | grep -v -E "^(Loading weights|Writing model)" | tee "$OUT/generation_gpu.log"
 step "2. unit tests with OPENPT_TEST_DEVICE=cuda (the time left of BUDGET_S)"
 workers=$($PY -c 'import xdist' 2>/dev/null && echo "-n 8" || echo "")
 OPENPT_TEST_DEVICE=cuda timeout $(( BUDGET - ($(date +%s) - start) > 60 ? BUDGET - ($(date +%s) - start) : 60 )) $PY -m pytest -q -p no:cacheprovider $workers tests/unit > "$OUT/unit_cuda.log" 2>&1
