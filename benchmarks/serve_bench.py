@@ -195,6 +195,14 @@ def tables(res: dict[str, Any]) -> str:
         peft = m.get("peft", {}).get("rows_per_s", "—")
         lines.append(f"| {count} | {m['mixed']['rows_per_s']} | {m['streams']['rows_per_s']} | {peft} | {q['mixed_vs_streams']}× | "
                      f"{q.get('mixed_vs_peft', '—')}× | {q['mixed_vs_n1']} | {m['mixed']['forwards']} / {m['streams']['forwards']} |")
+    lines += ["", "By process CPU time (less sensitive to other jobs on the machine):", "",
+              "| N prompts | mixed rows/CPU-s | streams rows/CPU-s | PEFT rows/CPU-s | mixed / streams | mixed / PEFT | mixed / mixed at N=1 |",
+              "|---|---|---|---|---|---|---|"]
+    for count, r in res["in_process"]["counts"].items():
+        m, q = r["methods"], r["cpu_ratios"]
+        peft = m.get("peft", {}).get("rows_per_cpu_s", "—")
+        lines.append(f"| {count} | {m['mixed']['rows_per_cpu_s']} | {m['streams']['rows_per_cpu_s']} | {peft} | {q['mixed_vs_streams']}× | "
+                     f"{q.get('mixed_vs_peft', '—')}× | {q['mixed_vs_n1']} |")
     if "http" in res:
         lines += ["", "| concurrency | rows/s | p50 ms | p95 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
         for level in res["http"]["levels"] + [res["http"]["soak"]]:
