@@ -213,22 +213,24 @@ def http_phase(backbone: Any, texts: Sequence[str], args: argparse.Namespace) ->
 def tables(res: dict[str, Any]) -> str:
     if "in_process" not in res:
         return http_tables(res)
-    lines = ["| N prompts | mixed rows/s | streams rows/s | PEFT rows/s | mixed / streams | mixed / PEFT | mixed / mixed at N=1 | forwards (mixed / streams) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for count, r in res["in_process"]["counts"].items():
-        m, q = r["methods"], r["ratios"]
-        peft = m.get("peft", {}).get("rows_per_s", "—")
-        lines.append(f"| {count} | {m['mixed']['rows_per_s']} | {m['streams']['rows_per_s']} | {peft} | {q['mixed_vs_streams']}× | "
-                     f"{q.get('mixed_vs_peft', '—')}× | {q['mixed_vs_n1']} | {m['mixed']['forwards']} / {m['streams']['forwards']} |")
-    lines += ["", "By process CPU time (less sensitive to other jobs on the machine):", "",
-              "| N prompts | mixed rows/CPU-s | streams rows/CPU-s | PEFT rows/CPU-s | mixed / streams | mixed / PEFT | mixed / mixed at N=1 |",
-              "|---|---|---|---|---|---|---|"]
-    for count, r in res["in_process"]["counts"].items():
-        m, q = r["methods"], r["cpu_ratios"]
-        peft = m.get("peft", {}).get("rows_per_cpu_s", "—")
-        lines.append(f"| {count} | {m['mixed']['rows_per_cpu_s']} | {m['streams']['rows_per_cpu_s']} | {peft} | {q['mixed_vs_streams']}× | "
-                     f"{q.get('mixed_vs_peft', '—')}× | {q['mixed_vs_n1']} |")
+    counts = res["in_process"]["counts"]
+    lines = [*rate_table(counts, "rows_per_s", "ratios", "rows/s", forwards=True),
+             "", "By process CPU time (less sensitive to other jobs on the machine):", "",
+             *rate_table(counts, "rows_per_cpu_s", "cpu_ratios", "rows/CPU-s", forwards=False)]
     return "\n".join(lines + ["", http_tables(res)] if "http" in res else lines)
+
+
+def rate_table(counts: dict[Any, Any], rate: str, ratios: str, unit: str, *, forwards: bool) -> list[str]:
+    """Markdown rows: each method's ``rate`` and mixed batching's ratios, per prompt count."""
+    lines = [f"| N prompts | mixed {unit} | streams {unit} | PEFT {unit} | mixed / streams | mixed / PEFT | mixed / mixed at N=1 |"
+             + (" forwards (mixed / streams) |" if forwards else ""), "|---|---|---|---|---|---|---|" + ("---|" if forwards else "")]
+    for count, r in counts.items():
+        m, q = r["methods"], r[ratios]
+        peft = m.get("peft", {}).get(rate, "—")
+        lines.append(f"| {count} | {m['mixed'][rate]} | {m['streams'][rate]} | {peft} | {q['mixed_vs_streams']}× | "
+                     f"{q.get('mixed_vs_peft', '—')}× | {q['mixed_vs_n1']} |"
+                     + (f" {m['mixed']['forwards']} / {m['streams']['forwards']} |" if forwards else ""))
+    return lines
 
 
 def http_tables(res: dict[str, Any]) -> str:
@@ -238,7 +240,7 @@ def http_tables(res: dict[str, Any]) -> str:
     for level in res["http"]["levels"] + [res["http"]["soak"]]:
         soak = "rss_mb" in level
         lines.append(f"| {level['concurrency']}{' (soak)' if soak else ''} | {level['rows_per_s']} | {level['p50_ms']} | "
-                     f"{level['p95_ms']} | {level['p99_ms']} | {level['errors']} | {'—' if soak else ratio.get(level['concurrency'], '—')} |")
+                     f"{level['p95_ms']} | {level['p99_ms']} | {level['errors']} | {'—' if soak else ratio.get(level['concurrency'], ratio.get(str(level['concurrency']), '—'))} |")
     rss = res["http"]["soak"]["rss_mb"]
     lines += ["", "| server RSS, MB: start | middle | end | max | slope, MB/min | second-half slope, MB/min |", "|---|---|---|---|---|---|",
               f"| {rss['first']} | {rss['middle']} | {rss['last']} | {rss['max']} | {rss['slope_mb_per_min']} | {rss['second_half_slope_mb_per_min']} |"]
