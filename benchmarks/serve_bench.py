@@ -48,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--http-seconds", type=float, default=20.0)
     parser.add_argument("--soak-seconds", type=float, default=300.0)
+    parser.add_argument("--skip-in-process", action="store_true", help="only the HTTP phase and the soak")
+    parser.add_argument("--malloc-arena-max", type=int, help="MALLOC_ARENA_MAX for the server process (glibc malloc arenas)")
     parser.add_argument("--out", help="JSON to write (default: benchmarks/results/serve_bench-<UTC time>.json)")
     return parser.parse_args()
 
@@ -80,8 +82,11 @@ SYNTHETIC = ["a gripping , funny film", "dull and far too long", "the cast is gr
 
 # ---------------------------------------------------------------- HTTP
 
-def start_server(prompt_dirs: Sequence[Path], window: int, threads: int, extra: Sequence[str], log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(prompt_dirs: Sequence[Path], window: int, threads: int, extra: Sequence[str], log: Path,
+                 arena_max: int | None = None) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
+    if arena_max:
+        env["MALLOC_ARENA_MAX"] = str(arena_max)
     command = [sys.executable, "-m", "openpt.cli", "serve", *map(str, prompt_dirs), "--port", "0", "--max-batch-rows", str(window),
                "--max-wait-ms", "5", "--max-queue-rows", "8192", *extra]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
@@ -152,8 +157,24 @@ async def load(url: str, names: Sequence[str], texts: Sequence[str], concurrency
            "rows_per_s": round(rows / wall, 1), "p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99), "errors": errors,
            "statuses": statuses}
     if rss:
-        out["rss_mb"] = {"first": rss[0], "last": rss[-1], "min": min(rss), "max": max(rss), "samples": rss}
+        out["rss_mb"] = rss_summary(rss)
     return out
+
+
+def rss_summary(samples: Sequence[float]) -> dict[str, Any]:
+    """RSS at the start, middle and end of a soak (one sample a second), and the least-squares slope
+    in MB per minute over the whole soak and over its second half (growth that continues, or a plateau)."""
+    def slope(values: Sequence[float]) -> float | None:
+        n = len(values)
+        if n < 2:
+            return None
+        mean_x, mean_y = (n - 1) / 2, sum(values) / n
+        num = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values))
+        return round(60 * num / sum((x - mean_x) ** 2 for x in range(n)), 2)
+
+    return {"first": samples[0], "middle": samples[len(samples) // 2], "last": samples[-1], "min": min(samples), "max": max(samples),
+            "slope_mb_per_min": slope(samples), "second_half_slope_mb_per_min": slope(samples[len(samples) // 2:]),
+            "samples": list(samples)}
 
 
 def http_phase(backbone: Any, texts: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -169,7 +190,7 @@ def http_phase(backbone: Any, texts: Sequence[str], args: argparse.Namespace) ->
             backbone.model.save_pretrained(Path(tmp) / "backbone")
             backbone.tokenizer.save_pretrained(Path(tmp) / "backbone")
             extra = ["--backbone", str(Path(tmp) / "backbone")]
-        process, url = start_server(dirs, args.window, args.threads, extra, Path(tmp) / "server.log")
+        process, url = start_server(dirs, args.window, args.threads, extra, Path(tmp) / "server.log", args.malloc_arena_max)
         try:
             names = [d.name for d in dirs]
             asyncio.run(load(url, names, texts, 4, 3.0))  # warm-up
@@ -180,26 +201,49 @@ def http_phase(backbone: Any, texts: Sequence[str], args: argparse.Namespace) ->
                       f"p99 {levels[-1]['p99_ms']} ms, errors {levels[-1]['errors']}", flush=True)
             soak = asyncio.run(load(url, names, texts, max(args.concurrency), args.soak_seconds, pid=process.pid))
             print(f"soak {args.soak_seconds:.0f} s at c={max(args.concurrency)}: {soak['rows_per_s']} rows/s, errors {soak['errors']}, "
-                  f"RSS {soak['rss_mb']['first']} -> {soak['rss_mb']['last']} MB (max {soak['rss_mb']['max']})", flush=True)
+                  f"RSS {soak['rss_mb']['first']} -> {soak['rss_mb']['middle']} -> {soak['rss_mb']['last']} MB (max {soak['rss_mb']['max']}, "
+                  f"{soak['rss_mb']['slope_mb_per_min']} MB/min; second half {soak['rss_mb']['second_half_slope_mb_per_min']} MB/min)", flush=True)
         finally:
             process.terminate()
             status = process.wait(timeout=120)
-    return {"prompts": args.http_prompts, "levels": levels, "soak": soak, "server_exit_status_after_sigterm": status}
+    return {"prompts": args.http_prompts, "levels": levels, "soak": soak, "server_exit_status_after_sigterm": status,
+            "malloc_arena_max": args.malloc_arena_max}
 
 
 def tables(res: dict[str, Any]) -> str:
-    lines = ["| N prompts | mixed rows/s | streams rows/s | PEFT rows/s | mixed / streams | mixed / PEFT | mixed / mixed at N=1 | forwards (mixed / streams) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for count, r in res["in_process"]["counts"].items():
-        m, q = r["methods"], r["ratios"]
-        peft = m.get("peft", {}).get("rows_per_s", "—")
-        lines.append(f"| {count} | {m['mixed']['rows_per_s']} | {m['streams']['rows_per_s']} | {peft} | {q['mixed_vs_streams']}× | "
-                     f"{q.get('mixed_vs_peft', '—')}× | {q['mixed_vs_n1']} | {m['mixed']['forwards']} / {m['streams']['forwards']} |")
-    if "http" in res:
-        lines += ["", "| concurrency | rows/s | p50 ms | p95 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
-        for level in res["http"]["levels"] + [res["http"]["soak"]]:
-            lines.append(f"| {level['concurrency']}{' (soak)' if 'rss_mb' in level else ''} | {level['rows_per_s']} | {level['p50_ms']} | "
-                         f"{level['p95_ms']} | {level['p99_ms']} | {level['errors']} |")
+    if "in_process" not in res:
+        return http_tables(res)
+    counts = res["in_process"]["counts"]
+    lines = [*rate_table(counts, "rows_per_s", "ratios", "rows/s", forwards=True),
+             "", "By process CPU time (less sensitive to other jobs on the machine):", "",
+             *rate_table(counts, "rows_per_cpu_s", "cpu_ratios", "rows/CPU-s", forwards=False)]
+    return "\n".join(lines + ["", http_tables(res)] if "http" in res else lines)
+
+
+def rate_table(counts: dict[Any, Any], rate: str, ratios: str, unit: str, *, forwards: bool) -> list[str]:
+    """Markdown rows: each method's ``rate`` and mixed batching's ratios, per prompt count."""
+    lines = [f"| N prompts | mixed {unit} | streams {unit} | PEFT {unit} | mixed / streams | mixed / PEFT | mixed / mixed at N=1 |"
+             + (" forwards (mixed / streams) |" if forwards else ""), "|---|---|---|---|---|---|---|" + ("---|" if forwards else "")]
+    for count, r in counts.items():
+        m, q = r["methods"], r[ratios]
+        peft = m.get("peft", {}).get(rate, "—")
+        lines.append(f"| {count} | {m['mixed'][rate]} | {m['streams'][rate]} | {peft} | {q['mixed_vs_streams']}× | "
+                     f"{q.get('mixed_vs_peft', '—')}× | {q['mixed_vs_n1']} |"
+                     + (f" {m['mixed']['forwards']} / {m['streams']['forwards']} |" if forwards else ""))
+    return lines
+
+
+def http_tables(res: dict[str, Any]) -> str:
+    """The HTTP levels and the soak (rows/s, latency percentiles, errors, HTTP / in-process rate), and the soak's RSS."""
+    ratio = res["http"].get("vs_in_process_mixed", {})
+    lines = ["| concurrency | rows/s | p50 ms | p95 ms | p99 ms | errors | HTTP / in-process mixed |", "|---|---|---|---|---|---|---|"]
+    for level in res["http"]["levels"] + [res["http"]["soak"]]:
+        soak = "rss_mb" in level
+        lines.append(f"| {level['concurrency']}{' (soak)' if soak else ''} | {level['rows_per_s']} | {level['p50_ms']} | "
+                     f"{level['p95_ms']} | {level['p99_ms']} | {level['errors']} | {'—' if soak else ratio.get(level['concurrency'], ratio.get(str(level['concurrency']), '—'))} |")
+    rss = res["http"]["soak"]["rss_mb"]
+    lines += ["", "| server RSS, MB: start | middle | end | max | slope, MB/min | second-half slope, MB/min |", "|---|---|---|---|---|---|",
+              f"| {rss['first']} | {rss['middle']} | {rss['last']} | {rss['max']} | {rss['slope_mb_per_min']} | {rss['second_half_slope_mb_per_min']} |"]
     return "\n".join(lines)
 
 
@@ -224,11 +268,12 @@ def main() -> None:
                     "load_average_at_start": os.getloadavg()},
         "backbone": args.random and f"random-bert-{args.random}" or args.model,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "in_process": in_process(backbone, texts, args.prompts, rows=args.rows, window=args.window, with_peft=not args.no_peft),
     }
+    if not args.skip_in_process:
+        res["in_process"] = in_process(backbone, texts, args.prompts, rows=args.rows, window=args.window, with_peft=not args.no_peft)
     if not args.skip_http:
         res["http"] = http_phase(backbone, texts, args)
-        n16 = res["in_process"]["counts"].get(args.http_prompts, {}).get("methods", {}).get("mixed", {}).get("rows_per_s")
+        n16 = res.get("in_process", {"counts": {}})["counts"].get(args.http_prompts, {}).get("methods", {}).get("mixed", {}).get("rows_per_s")
         if n16:
             res["http"]["vs_in_process_mixed"] = {level["concurrency"]: round(level["rows_per_s"] / n16, 3) for level in res["http"]["levels"]}
     res["wall_seconds"] = round(time.perf_counter() - start, 1)

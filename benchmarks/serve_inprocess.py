@@ -8,7 +8,13 @@ its wait bound; every method then answers the same windows:
 * ``streams``: one batch stream per prompt: each prompt's rows of the window as its own batch
   (``PromptModel.scores``);
 * ``peft``: one ``PeftModel`` holding N prompt-tuning adapters, ``set_adapter`` per prompt and a
-  forward of that prompt's rows (PEFT activates one adapter per forward).
+  forward of that prompt's rows (PEFT activates one adapter per forward). The adapters wrap the
+  backbone's encoder and the LM head runs at the mask positions for the label words only, as
+  openpt's own forward does, so the methods differ only in how they batch prompts (PEFT over the
+  whole masked LM would also compute vocabulary logits at every position).
+
+Every prompt count answers the same rows (texts and request sizes drawn with one seed); only
+which prompt each request names changes.
 
 Each prompt: 20 soft tokens before ``[CLS]`` (``soft_placement: before_special``, PEFT's placement)
 and ``{text} It was [MASK].`` with terrible/great; its PEFT adapter holds the same 20 vectors, so
@@ -79,11 +85,11 @@ def by_prompt(window: Sequence[tuple[int, list[str]]]) -> dict[int, list[str]]:
 
 
 def peft_model(backbone: Any, prompts: Sequence[Any]) -> Any:
-    """One PeftModel (a copy of the backbone's model) with one prompt-tuning adapter per prompt, same vectors."""
+    """One PeftModel (a copy of the backbone's encoder) with one prompt-tuning adapter per prompt, same vectors."""
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
     config = PromptTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=N_SOFT)
-    model = get_peft_model(copy.deepcopy(backbone.model), config, adapter_name="p0")
+    model = get_peft_model(copy.deepcopy(backbone.model.base_model), config, adapter_name="p0")
     for i in range(1, len(prompts)):
         model.add_adapter(f"p{i}", config)
     with torch.no_grad():
@@ -106,9 +112,10 @@ def peft_probs(model: Any, prompt: Any, adapter: str, texts: Sequence[str]) -> t
         mask[row, : len(item.input_ids) - N_SOFT] = 1
     positions = torch.tensor([item.mask_positions[0] for item in encoded], device=device)
     model.set_adapter(adapter)
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-    at_mask = logits[torch.arange(len(texts), device=device), positions][:, prompt.token_ids]
-    return torch.softmax(at_mask.float(), -1)
+    states = model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+    at_mask = states[torch.arange(len(texts), device=device), positions].unsqueeze(1)
+    logits = prompt.backbone.head_logits(at_mask, prompt.token_ids)[:, 0]
+    return torch.softmax(logits.float(), -1)
 
 
 def sync(device: torch.device) -> None:
@@ -130,7 +137,7 @@ def in_process(backbone: Any, texts: Sequence[str], counts: Sequence[int], *, ro
         bank = PromptBank(backbone, batch_size=window)
         for i in range(count):
             bank.add(f"p{i}", prompts[i])
-        batches = windows(traffic(count, rows, texts, seed=count), window)
+        batches = windows(traffic(count, rows, texts), window)
         methods: dict[str, Any] = {}
 
         def mixed(batch: Sequence[tuple[int, list[str]]]) -> list[torch.Tensor]:
@@ -152,25 +159,31 @@ def in_process(backbone: Any, texts: Sequence[str], counts: Sequence[int], *, ro
                      for name, out in first.items() if name != "mixed"}
         for name, run in runners.items():
             sync(device)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for batch in batches:
                 run(batch)
             sync(device)
-            seconds = time.perf_counter() - start
-            methods[name] = {"seconds": round(seconds, 3), "rows_per_s": round(rows / seconds, 1), "forwards": forwards(name, batches)}
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+            methods[name] = {"seconds": round(seconds, 3), "rows_per_s": round(rows / seconds, 1), "cpu_seconds": round(cpu, 3),
+                             "rows_per_cpu_s": round(rows / cpu, 1), "forwards": forwards(name, batches)}
         bank_bytes = sum(bank.prompt_bytes(name) for name in bank.names())
         results["counts"][count] = {"methods": methods, "max_abs_diff_vs_mixed": agreement, "windows": len(batches),
                                     "bank_prompt_bytes": bank_bytes}
         log(f"N={count}: " + ", ".join(f"{name} {m['rows_per_s']} rows/s" for name, m in methods.items())
             + f"; max |p - p_mixed| {agreement}")
-    mixed_rate = {c: r["methods"]["mixed"]["rows_per_s"] for c, r in results["counts"].items()}
     for count, result in results["counts"].items():
-        m = result["methods"]
-        result["ratios"] = {"mixed_vs_streams": round(m["mixed"]["rows_per_s"] / m["streams"]["rows_per_s"], 2),
-                            "mixed_vs_n1": round(m["mixed"]["rows_per_s"] / mixed_rate[min(mixed_rate)], 3)}
-        if "peft" in m:
-            result["ratios"]["mixed_vs_peft"] = round(m["mixed"]["rows_per_s"] / m["peft"]["rows_per_s"], 2)
+        result["ratios"] = ratios(result["methods"], results["counts"][min(results["counts"])]["methods"], "rows_per_s")
+        result["cpu_ratios"] = ratios(result["methods"], results["counts"][min(results["counts"])]["methods"], "rows_per_cpu_s")
     return results
+
+
+def ratios(methods: dict[str, Any], first: dict[str, Any], rate: str) -> dict[str, float]:
+    """Mixed batching against the other methods and against mixed at the fewest prompts, by ``rate``."""
+    out = {"mixed_vs_streams": round(methods["mixed"][rate] / methods["streams"][rate], 2),
+           "mixed_vs_n1": round(methods["mixed"][rate] / first["mixed"][rate], 3)}
+    if "peft" in methods:
+        out["mixed_vs_peft"] = round(methods["mixed"][rate] / methods["peft"][rate], 2)
+    return out
 
 
 def by_prompt_probs(batch: Sequence[tuple[int, list[str]]], probs: Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:

@@ -38,6 +38,12 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout = open(os.devnull, "w")
     output = args.output or config.output or f"runs/{config.name}"
     launch, shard = launch_options(args, config.sweep is not None)
+    if config.multitask is not None:  # one run of every task's prompt together (openpt.experiments.multitask_run)
+        from .experiments.multitask_run import run_multitask
+
+        results = run_multitask(config, output, overwrite=args.overwrite)
+        print(f"{results['table']}\n\nwrote {Path(output) / 'results.json'}, results.md and prompts/ ({results['wall_seconds']:.1f}s)")
+        return 0
     if config.sweep is not None:
         if args.checkpoint_every:
             raise OpenPTError("--checkpoint-every applies to single experiments; a sweep skips its finished runs when rerun")

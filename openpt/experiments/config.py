@@ -26,7 +26,8 @@ from .trackers import parse_report_to
 logger = logging.getLogger(__name__)
 
 TOP_KEYS = ("name", "backbone", "backbone_options", "device", "template", "zero_shot_template", "verbalizer", "data", "prompt", "train",
-            "zero_shot", "output", "metrics", "methods", "sweep", "vars", "patterns", "task", "report_to")
+            "zero_shot", "output", "metrics", "methods", "sweep", "vars", "patterns", "task", "report_to",
+            "tasks", "multitask")
 DATA_KEYS = ("path", "train", "eval", "holdout", "holdout_seed", "dataset_config", "train_split", "eval_split", "k", "seeds",
              "field_map", "label_names", "max_eval", "protocol", "eval_pick", "label_delimiter")
 PROTOCOLS = ("lmbff", "split_off_eval", "held_out_eval")
@@ -91,6 +92,7 @@ class ExperimentConfig:
     patterns: list[dict[str, Any]] | None = None  # PET pattern-verbalizer pairs: [{template, verbalizer, name?}, ...]
     task: Any = field(default_factory=lambda: get_task(DEFAULT_TASK))  # a TaskType (openpt.tasks): ``task:`` or inferred
     report_to: list[str] = field(default_factory=list)  # experiment trackers (openpt.experiments.trackers); not part of run ids
+    multitask: Any = None  # a MultiTaskConfig (openpt.experiments.multitask_config) when the file has ``tasks``
 
     @property
     def primary_metric(self) -> str:
@@ -106,6 +108,13 @@ def parse_config(data: Any, *, file: str | Path | None = None, base_dir: Path | 
         if base_dir is None and data.file and data.file != "<command line>":
             base_dir = Path(data.file).resolve().parent
         return parse_sweep(data, file=file, base_dir=base_dir)
+    if "tasks" in data or "multitask" in data:
+        from .multitask_config import parse_multitask
+
+        if base_dir is None and data.file and data.file != "<command line>":
+            base_dir = Path(data.file).resolve().parent
+        check_keys(data, TOP_KEYS, ("backbone", "tasks"))
+        return parse_multitask(data, parse_config, file=file, base_dir=base_dir)
     check_keys(data, TOP_KEYS, ("backbone", "template", "data"))
     if "vars" in data:
         data = resolve_variables(data)

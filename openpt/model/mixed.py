@@ -70,16 +70,32 @@ def sub_batch(batch: Batch, rows: torch.Tensor, masks: int) -> Batch:
 
 
 def mixed_embeds(batch: Batch, groups: Sequence[Group], backbone: Any) -> torch.Tensor:
-    """Input embeddings ``[B, L, H]``: word embeddings, each prompt's soft vectors in its rows."""
+    """Input embeddings ``[B, L, H]``: word embeddings, each prompt's soft vectors in its rows.
+
+    In eval mode the prompts' soft tables are stacked into one and every row's soft positions
+    are read with one gather (a row's soft index offset by its prompt's place in the stack); in
+    training each prompt reads its own rows (prompt dropout draws per prompt, as alone).
+    """
     table = backbone.input_embeddings()
     embeds = table(batch.input_ids)
-    for group in groups:
-        template = group.model.template
-        if template.soft is None:
-            continue
-        rows = torch.tensor(group.rows, device=embeds.device)
-        embeds[rows] = template.embed(sub_batch(batch, rows, template.num_masks), table)
-    return embeds
+    soft = [group for group in groups if group.model.template.soft is not None]
+    if not soft:
+        return embeds
+    if any(group.model.training for group in soft):
+        for group in soft:
+            template = group.model.template
+            rows = torch.tensor(group.rows, device=embeds.device)
+            embeds[rows] = template.embed(sub_batch(batch, rows, template.num_masks), table)
+        return embeds
+    tables, offsets, offset = [], np.zeros(len(batch.input_ids), dtype=np.int64), 0
+    for group in soft:
+        tables.append(group.model.template.soft())
+        offsets[group.rows] = offset
+        offset += len(tables[-1])
+    stacked = torch.cat(tables) if len(tables) > 1 else tables[0]
+    index = batch.soft_index + torch.from_numpy(offsets).to(embeds.device).unsqueeze(1)
+    vectors = torch.nn.functional.embedding(index.clamp(min=0), stacked)
+    return torch.where((batch.soft_index >= 0).unsqueeze(-1), vectors.to(embeds.dtype), embeds)
 
 
 @contextlib.contextmanager
@@ -128,26 +144,49 @@ def group_scores(models: Sequence[PromptModel], items: Sequence[Encoded]) -> tup
 
 
 def mask_outputs(backbone: Any, embeds: torch.Tensor, batch: Batch, groups: Sequence[Group]) -> list[MaskOutputs]:
-    """Masked LMs: the encoder once, then each prompt's head rows at its masks."""
+    """Masked LMs: the encoder once, then the LM head at the masks.
+
+    In eval mode the head runs once on every row's masks for the union of the prompts' label
+    tokens, and each prompt takes its rows, mask count and tokens; in training each prompt runs
+    the head on its own rows and tokens (the arithmetic of the prompt alone, to the last digit).
+    """
     if backbone.head is None:  # no separable LM head: full-vocabulary logits everywhere, once
         out = backbone.model(inputs_embeds=embeds, attention_mask=batch.attention_mask, output_hidden_states=True)
-        states, logits = out.hidden_states[-1], out.logits
+        states, full = out.hidden_states[-1], out.logits
     else:
-        states, logits = backbone.encode(embeds, batch.attention_mask), None
-    outputs = []
+        states, full = backbone.encode(embeds, batch.attention_mask), None
+    if any(group.model.training for group in groups):
+        return [group_head(backbone, states, full, batch, group) for group in groups]
+    hidden = gather_positions(states, batch.mask_positions)
+    union, inverse = torch.unique(torch.cat([group.model.token_ids.reshape(-1) for group in groups]), return_inverse=True)
+    logits = backbone.head_logits(hidden, union) if full is None else gather_positions(full, batch.mask_positions)[..., union]
+    features = backbone.head_features(hidden) if any(group.model.verbalizer.needs_features for group in groups) else None
+    outputs, start = [], 0
     for group in groups:
         model = group.model
-        rows = torch.tensor(group.rows, device=embeds.device)
-        positions = batch.mask_positions[rows, : model.template.num_masks]
-        hidden = gather_positions(states[rows], positions)
-        if logits is None:
-            output = MaskOutputs(logits=backbone.head_logits(hidden, model.token_ids), hidden=hidden)
-        else:
-            output = MaskOutputs(logits=gather_positions(logits[rows], positions)[..., model.token_ids], hidden=hidden)
-        if model.verbalizer.needs_features:
-            output.features = backbone.head_features(hidden)
+        rows, masks, count = torch.tensor(group.rows, device=embeds.device), model.template.num_masks, model.token_ids.numel()
+        columns = inverse[start : start + count].view(model.token_ids.shape)
+        start += count
+        output = MaskOutputs(logits=logits[rows, :masks][..., columns], hidden=hidden[rows, :masks])
+        if features is not None and model.verbalizer.needs_features:
+            output.features = features[rows, :masks]
         outputs.append(output)
     return outputs
+
+
+def group_head(backbone: Any, states: torch.Tensor, full: torch.Tensor | None, batch: Batch, group: Group) -> MaskOutputs:
+    """One prompt's head outputs at its rows' masks (its own tokens only)."""
+    model = group.model
+    rows = torch.tensor(group.rows, device=states.device)
+    positions = batch.mask_positions[rows, : model.template.num_masks]
+    hidden = gather_positions(states[rows], positions)
+    if full is None:
+        output = MaskOutputs(logits=backbone.head_logits(hidden, model.token_ids), hidden=hidden)
+    else:
+        output = MaskOutputs(logits=gather_positions(full[rows], positions)[..., model.token_ids], hidden=hidden)
+    if model.verbalizer.needs_features:
+        output.features = backbone.head_features(hidden)
+    return output
 
 
 def word_rows(groups: Sequence[Group], pad_id: int, device: torch.device) -> tuple[Rows, list[int]]:
