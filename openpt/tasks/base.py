@@ -118,6 +118,10 @@ class TaskType:
         ``eval_size`` / ``note`` in the info."""
         raise NotImplementedError
 
+    def for_draw(self, info: dict[str, Any]) -> "TaskType":
+        """The task the models of one K-shot draw (``info`` from :meth:`sample`) are built with; default this one."""
+        return self
+
     # training -------------------------------------------------------------------------------
     def encode(self, model: Any, examples: Sequence[InputExample]) -> list[Any]:
         """Encoded training examples (one item each, in order) for :meth:`collate`."""
@@ -153,6 +157,10 @@ class TaskType:
     def class_names(self, model: Any) -> list[str]:
         """The names a model's data labels are read against (default: the verbalizer's labels)."""
         return model.verbalizer.label_names
+
+    def data_labels(self, saved: dict[str, Any]) -> list[str] | None:
+        """The label names data rows are read against for a saved prompt's config ``saved`` (default its verbalizer's)."""
+        return saved.get("labels")
 
     def start_training(self, model: Any, train_set: Sequence[InputExample], batch_size: int) -> None:
         """Called by the training loop before the first step (e.g. centre a head on the inputs); default nothing."""

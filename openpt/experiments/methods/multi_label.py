@@ -7,7 +7,6 @@ set as the task says.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -17,20 +16,20 @@ import torch.nn.functional as F
 
 from ...multilabel.metrics import indicator
 from ...multilabel.thresholds import Thresholds, fixed, tune
-from ...tasks.multi_label import MultiLabel, label_sets_of
+from ...tasks.multi_label import MultiLabel
 from .base import RunContext, register_task_run
 from .features import FeatureCache
 from .finetune import fit_classifier, logits
 
 
 def bound_task(context: RunContext) -> MultiLabel:
-    """The run's task with its label names."""
-    return dataclasses.replace(context.config.task, labels=list(context.train_set.label_names))
+    """The run's task with its label names (the kept ones, when the draw excluded rare labels)."""
+    return context.config.task.with_labels(context.train_set.label_names)
 
 
-def targets(dataset: Any) -> np.ndarray:
-    """``[N, C]`` 0/1 label matrix of a labeled dataset."""
-    return indicator(label_sets_of(dataset.examples), len(dataset.label_names))
+def targets(task: MultiLabel, dataset: Any) -> np.ndarray:
+    """``[N, C]`` 0/1 matrix of a labeled dataset's rows over the task's (kept) labels."""
+    return indicator(task.kept_sets(dataset.examples), len(task.labels))
 
 
 def dev_thresholds(task: MultiLabel, probs: np.ndarray, gold: np.ndarray) -> Thresholds:
@@ -43,13 +42,7 @@ def dev_thresholds(task: MultiLabel, probs: np.ndarray, gold: np.ndarray) -> Thr
 def dev_score(task: MultiLabel, probs: np.ndarray, gold: np.ndarray) -> float:
     """The task's selection metric (``tuned_<metric>``) of dev probabilities."""
     name = task.selection_metric()
-    return task.score(dev_rows(gold), predictions(probs, Thresholds()), (name,))[name]
-
-
-def dev_rows(gold: np.ndarray) -> list[Any]:
-    from ...types import InputExample
-
-    return [InputExample("", label=tuple(np.flatnonzero(row).tolist())) for row in gold]
+    return task.score_sets([np.flatnonzero(row).tolist() for row in gold], predictions(probs, Thresholds()), (name,), gold.shape[1])[name]
 
 
 def predictions(probs: np.ndarray, thresholds: Thresholds) -> list[dict[str, Any]]:
@@ -68,8 +61,8 @@ def finetune(context: RunContext) -> dict[str, Any]:
     """The encoder plus a linear head with one sigmoid output per label, trained with BCE, dev-selected."""
     task, tokenizer = bound_task(context), context.backbone.tokenizer
     max_length, batch = context.settings.prompt.max_length, context.settings.train.eval_batch_size
-    train_targets = torch.tensor(targets(context.train_set), dtype=torch.float32)
-    dev_gold = targets(context.dev_set)
+    train_targets = torch.tensor(targets(task, context.train_set), dtype=torch.float32)
+    dev_gold = targets(task, context.dev_set)
 
     def probs_of(model: Any, examples: Any) -> np.ndarray:
         return torch.sigmoid(logits(model, tokenizer, examples, max_length, batch)).numpy().astype(np.float64)
@@ -95,11 +88,11 @@ def linear_probe(context: RunContext) -> dict[str, Any]:
         return cache.features(context.backbone, dataset.examples, pooling=options.pooling, max_length=context.settings.prompt.max_length,
                               batch_size=context.settings.train.eval_batch_size)
 
-    x_train, x_dev, dev_gold = feats(context.train_set), feats(context.dev_set), targets(context.dev_set)
+    x_train, x_dev, dev_gold = feats(context.train_set), feats(context.dev_set), targets(task, context.dev_set)
     best: tuple[float, float, Any] | None = None
     for c in sorted(options.c_grid):
         model = make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(C=c, max_iter=options.max_iter, random_state=context.seed)))
-        model.fit(x_train, targets(context.train_set))
+        model.fit(x_train, targets(task, context.train_set))
         score = dev_score(task, model.predict_proba(x_dev), dev_gold)
         if best is None or score > best[0]:
             best = (score, c, model)
