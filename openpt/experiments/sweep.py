@@ -366,7 +366,8 @@ class Sweep:
             out["note"] = info["note"]
         out["data_source"] = {k: v for k, v in self.data_info(cfg).items() if k in ("form", "train_source", "eval_source", "holdout")}
         cache_key = None
-        if not method.trains and not (verbalizer is not None and verbalizer.learns_from_labels()):  # zero-shot: same scores for every seed/K with the same evaluation set
+        if not method.trains and not cfg.task.zero_shot_draws and not (verbalizer is not None and verbalizer.learns_from_labels()):
+            # zero-shot: same scores for every seed/K with the same evaluation set
             guids = hashlib.sha256("\n".join(e.guid or "" for e in eval_set).encode()).hexdigest()
             cache_key = json.dumps([{k: v for k, v in run.settings.items() if k not in ("k", "seed")}, guids], sort_keys=True, default=str)
             if cache_key in self._zero_shot:

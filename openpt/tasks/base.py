@@ -80,6 +80,8 @@ class TaskType:
     always_reported: ClassVar[tuple[str, ...]] = ()
     select_by: ClassVar[str] = ""
     zero_shot_skipped: ClassVar[str] = ""  # why an untrained prompt is not scored for this task ("": it is)
+    zero_shot_draws: ClassVar[str] = ""  # what a zero-shot score takes from each K-shot draw ("": nothing; the same for every seed)
+    unsupported: ClassVar[dict[str, str]] = {}  # method or method option -> why the task refuses it (in the one-line error)
     predicts_sets: ClassVar[bool] = False  # predictions are label sets: ``openpt predict`` writes the task's records
     answer_field: ClassVar[str] = "label"
     uses_verbalizer: ClassVar[bool] = True

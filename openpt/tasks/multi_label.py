@@ -85,7 +85,15 @@ class MultiLabel(TaskType):
     always_reported: ClassVar[tuple[str, ...]] = MULTI_LABEL_METRICS
     select_by: ClassVar[str] = "tuned_macro_f1"
     predicts_sets: ClassVar[bool] = True
-    zero_shot_skipped: ClassVar[str] = "multi-label decision thresholds and the sigmoid head's offsets are learned from the K-shot sets"
+    zero_shot_skipped: ClassVar[str] = ("multi-label zero-shot takes its decision threshold from each seed's K-shot dev set: "
+                                        "run it as the zero_shot method of a sweep")
+    zero_shot_draws: ClassVar[str] = ("no training; the sigmoid head is centred on the K-shot training inputs (not their labels) and one "
+                                      "global threshold is tuned on the K-shot dev labels")
+    unsupported: ClassVar[dict[str, str]] = {
+        "pet": "PET distils the softmax class distribution of its patterns' ensemble; a multi-label row has a set of labels, not one class",
+        "ipet": "iPET labels unlabeled rows with one class each from its ensemble's softmax; a multi-label row has a set of labels",
+        "demonstrations": "a demonstration fills its mask with its example's one label word; a multi-label row has a set of labels",
+    }
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORING_MODES:

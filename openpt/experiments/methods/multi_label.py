@@ -1,12 +1,16 @@
-"""Baselines on multi-label data: fine-tuning with a sigmoid head (BCE) and a one-vs-rest linear probe.
+"""Multi-label runs of methods with models of their own: fine-tuning with a sigmoid head (BCE), a
+one-vs-rest linear probe, and zero-shot scoring with a dev-tuned global threshold.
 
 Prompt methods need nothing of their own: they build a prompt model for the task, which trains it
 with binary cross-entropy through the shared loop. ``finetune`` and ``linear_probe`` have models
 of their own; for a ``multi_label`` task they run here, with thresholds tuned on the K-shot dev
-set as the task says.
+set as the task says. ``zero_shot`` trains nothing: the hard template's per-label scores, the sigmoid
+head centred on the K-shot training inputs (their labels unused), decided by one global threshold
+tuned on the K-shot dev labels (a fixed ``threshold:`` is used as given); its rows say so (``labels_used``).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -14,12 +18,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...errors import DataError
+from ...model.build import PromptOptions
 from ...multilabel.metrics import indicator
 from ...multilabel.thresholds import Thresholds, fixed, tune
+from ...tasks.base import task_of
 from ...tasks.multi_label import MultiLabel
-from .base import RunContext, register_task_run
+from .base import RunContext, prepared_model, register_task_run
 from .features import FeatureCache
 from .finetune import fit_classifier, logits
+from .zero_shot import manual_template
 
 
 def bound_task(context: RunContext) -> MultiLabel:
@@ -102,3 +110,21 @@ def linear_probe(context: RunContext) -> dict[str, Any]:
     seconds = round(time.perf_counter() - start, 2)
     return {**evaluated(task, context, model.predict_proba(feats(context.eval_set)), thresholds), "best_dev_accuracy": score,
             "train_seconds": seconds, "selected": {"C": c}}
+
+
+@register_task_run("multi_label", "zero_shot")
+def zero_shot(context: RunContext) -> dict[str, Any]:
+    """The hard template untrained: per-label sigmoid scores centred on the K-shot training inputs, one global threshold from dev."""
+    if not context.train_set or not context.dev_set:
+        raise DataError("multi-label zero-shot centres its scores on the K-shot training inputs and tunes its threshold on the K-shot "
+                        "dev set; this run has no K-shot draw")
+    batch = context.settings.train.eval_batch_size
+    model, _ = prepared_model(context, manual_template(context, context.settings.options.template),
+                              PromptOptions(max_length=context.settings.prompt.max_length))
+    task = task_of(model)
+    task.start_training(model, context.train_set.examples, batch)  # offsets and scale from the inputs; no label is read
+    tuned = task if not isinstance(task.threshold, str) else dataclasses.replace(task, threshold="global")
+    gold = targets(task, context.dev_set)
+    thresholds = dev_thresholds(tuned, task.probabilities(model, context.dev_set.examples, batch), gold)
+    result = evaluated(task, context, task.probabilities(model, context.eval_set.examples, batch), thresholds)
+    return {**result, "labels_used": task.zero_shot_draws}
