@@ -160,6 +160,10 @@ class TaskType:
         """The names a model's data labels are read against (default: the verbalizer's labels)."""
         return model.verbalizer.label_names
 
+    def predicted_names(self, model: Any) -> list[str]:
+        """The labels a model's predictions give probabilities for (default: :meth:`class_names`)."""
+        return self.class_names(model)
+
     def data_labels(self, saved: dict[str, Any]) -> list[str] | None:
         """The label names data rows are read against for a saved prompt's config ``saved`` (default its verbalizer's)."""
         return saved.get("labels")

@@ -175,6 +175,9 @@ class MultiLabel(TaskType):
     def class_names(self, model: Any) -> list[str]:
         return list(self.all_labels or self.labels)
 
+    def predicted_names(self, model: Any) -> list[str]:
+        return list(self.labels)
+
     def data_labels(self, saved: dict[str, Any]) -> list[str] | None:
         return list(self.all_labels or self.labels) or saved.get("labels")
 

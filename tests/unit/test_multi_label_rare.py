@@ -105,6 +105,8 @@ def test_run_predict_eval_without_the_excluded_label(ml_project, capsys, caplog)
     assert main(["predict", str(out / "prompt"), "--file", str(ml_project / "test.jsonl"), "--format", "jsonl", "--no-progress"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert all(list(line["probabilities"]) == ["joy", "anger"] and set(line["labels"]) <= {"joy", "anger"} for line in lines)
+    assert main(["predict", str(out / "prompt"), "a good movie .", "--format", "tsv", "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "line\tlabel\tp_joy\tp_anger"  # the kept labels' columns
     assert main(["eval", str(out / "prompt"), "--data", str(ml_project / "test.jsonl")]) == 0
     scores = json.loads(capsys.readouterr().out)
     test_rows = [json.loads(line)["label"] for line in (ml_project / "test.jsonl").read_text().splitlines()]
