@@ -153,7 +153,7 @@ def _eval(args: argparse.Namespace) -> int:
         saved = read_prompt_config(args.prompt)
         saved_task = task_from_config(saved.get("task"))
         spec, provided = template_spec(saved["template"]), saved_task.provided_fields()
-        labels = saved.get("labels") if not Path(args.data).is_dir() else None
+        labels = saved_task.data_labels(saved) if not Path(args.data).is_dir() else None
         dataset = load_split(args.data, split, field_map=field_map, label_names=labels,
                              rules=LabelRules(required=True, answer=saved_task.answer_field))
     missing = [name for name in spec.fields if name not in dataset.fields() and name not in provided]
@@ -170,7 +170,7 @@ def _eval(args: argparse.Namespace) -> int:
     metrics = eval_metrics(args.metrics, task)
     if model.verbalizer is not None:  # a classification task (generation has no verbalizer)
         names = task.class_names(model)
-        if args.prompt is not None and names != list(saved.get("labels") or []) and not Path(args.data).is_dir():  # a task's own names
+        if args.prompt is not None and names != list(saved_task.data_labels(saved) or []) and not Path(args.data).is_dir():  # a task's own names
             dataset = load_split(args.data, split, field_map=field_map, label_names=names, rules=LabelRules(required=True))
         if not task.predicts_sets:
             model.verbalizer.check_labels(dataset.label_names)

@@ -115,7 +115,7 @@ def predict(args: argparse.Namespace, load_prompt: Callable[[argparse.Namespace]
             finally:
                 text_writer.close()
         else:
-            writer = PredictionWriter(stream, args.format, task_of(model).class_names(model))
+            writer = PredictionWriter(stream, args.format, task_of(model).predicted_names(model))
             try:
                 written = predict_stream(model, rows(), writer.write, batch_size=args.batch_size, progress=bar.update)
             finally:

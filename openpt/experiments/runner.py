@@ -277,7 +277,7 @@ class Experiment:
         unlabeled = unlabeled_inputs(train_set.examples)
         prepared = prepare_verbalizer(backbone, spec, verbalizer, train=few_train.examples, dev=few_dev.examples, unlabeled=unlabeled,
                                       max_length=cfg.prompt.max_length)
-        model = build_model(backbone, spec, verbalizer, cfg.prompt, seed=seed, task=cfg.task)
+        model = build_model(backbone, spec, verbalizer, cfg.prompt, seed=seed, task=cfg.task.for_draw(info))
         use_unlabeled(model, unlabeled)
         train_cfg = type(cfg.train)(**{**cfg.train.__dict__, "seed": seed})
         out = self.out or OutputDir(self.output, resume=True)

@@ -360,12 +360,14 @@ class Sweep:
         out: dict[str, Any] = {"protocol": info["protocol"], "eval_split": info["eval_split"], "eval_size": info["eval_size"],
                                "sampled": {"train_indices": info["train_indices"], "dev_indices": info["dev_indices"],
                                            "source": info["source"],
-                                           **{key: info[key] for key in ("train_label_counts", "dev_label_counts") if key in info}}}
+                                           **{key: info[key] for key in ("train_label_counts", "dev_label_counts", "excluded_labels")
+                                              if key in info}}}
         if "note" in info:
             out["note"] = info["note"]
         out["data_source"] = {k: v for k, v in self.data_info(cfg).items() if k in ("form", "train_source", "eval_source", "holdout")}
         cache_key = None
-        if not method.trains and not (verbalizer is not None and verbalizer.learns_from_labels()):  # zero-shot: same scores for every seed/K with the same evaluation set
+        if not method.trains and not cfg.task.zero_shot_draws and not (verbalizer is not None and verbalizer.learns_from_labels()):
+            # zero-shot: same scores for every seed/K with the same evaluation set
             guids = hashlib.sha256("\n".join(e.guid or "" for e in eval_set).encode()).hexdigest()
             cache_key = json.dumps([{k: v for k, v in run.settings.items() if k not in ("k", "seed")}, guids], sort_keys=True, default=str)
             if cache_key in self._zero_shot:
@@ -374,8 +376,9 @@ class Sweep:
                 return {**out, "metrics": self._zero_shot[cache_key], "reused": "zero-shot scores of an identical earlier run"}
         run_dir = self.output / self.run_dir(run)
         save = self.config.sweep.save_prompts if self.config.sweep else True
+        drawn = cfg.task.for_draw(info)  # e.g. without the labels a multi-label draw excluded
         context = RunContext(
-            config=cfg, backbone=self.backbone(cfg), template=spec, verbalizer=run.verbalizer,
+            config=cfg if drawn is cfg.task else dataclasses.replace(cfg, task=drawn), backbone=self.backbone(cfg), template=spec, verbalizer=run.verbalizer,
             settings=cfg.methods[run.method], train_set=few_train, dev_set=few_dev, eval_set=eval_set, seed=run.seed,
             metrics=metric_names(cfg), output=run_dir if save else None, features=self.features, pool=pool, k=run.k,
             unlabeled=unlabeled_inputs(train_full.examples),

@@ -128,5 +128,10 @@ def methods_for_tasks(configs: list[Any], methods: list[str]) -> str | None:
         refused = [m for m in methods if not handles(m, cfg.task.name)]
         if refused:
             fits = [m for m in METHODS.names() if handles(m, cfg.task.name)]
-            return f"method {refused[0]} does not handle the {cfg.task.name} task of {cfg.name}; methods that do: {', '.join(fits)}"
+            why = f" ({cfg.task.unsupported[refused[0]]})" if refused[0] in cfg.task.unsupported else ""
+            return f"method {refused[0]} does not handle the {cfg.task.name} task of {cfg.name}{why}; methods that do: {', '.join(fits)}"
+        for m in methods:
+            why = cfg.task.unsupported.get("demonstrations")
+            if why and getattr(getattr(cfg.methods.get(m), "options", None), "demonstrations", None) is not None:
+                return f"methods.{m}.demonstrations: the {cfg.task.name} task of {cfg.name} takes no demonstrations ({why})"
     return None

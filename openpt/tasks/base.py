@@ -80,6 +80,8 @@ class TaskType:
     always_reported: ClassVar[tuple[str, ...]] = ()
     select_by: ClassVar[str] = ""
     zero_shot_skipped: ClassVar[str] = ""  # why an untrained prompt is not scored for this task ("": it is)
+    zero_shot_draws: ClassVar[str] = ""  # what a zero-shot score takes from each K-shot draw ("": nothing; the same for every seed)
+    unsupported: ClassVar[dict[str, str]] = {}  # method or method option -> why the task refuses it (in the one-line error)
     predicts_sets: ClassVar[bool] = False  # predictions are label sets: ``openpt predict`` writes the task's records
     answer_field: ClassVar[str] = "label"
     uses_verbalizer: ClassVar[bool] = True
@@ -118,6 +120,10 @@ class TaskType:
         ``eval_size`` / ``note`` in the info."""
         raise NotImplementedError
 
+    def for_draw(self, info: dict[str, Any]) -> "TaskType":
+        """The task the models of one K-shot draw (``info`` from :meth:`sample`) are built with; default this one."""
+        return self
+
     # training -------------------------------------------------------------------------------
     def encode(self, model: Any, examples: Sequence[InputExample]) -> list[Any]:
         """Encoded training examples (one item each, in order) for :meth:`collate`."""
@@ -153,6 +159,14 @@ class TaskType:
     def class_names(self, model: Any) -> list[str]:
         """The names a model's data labels are read against (default: the verbalizer's labels)."""
         return model.verbalizer.label_names
+
+    def predicted_names(self, model: Any) -> list[str]:
+        """The labels a model's predictions give probabilities for (default: :meth:`class_names`)."""
+        return self.class_names(model)
+
+    def data_labels(self, saved: dict[str, Any]) -> list[str] | None:
+        """The label names data rows are read against for a saved prompt's config ``saved`` (default its verbalizer's)."""
+        return saved.get("labels")
 
     def start_training(self, model: Any, train_set: Sequence[InputExample], batch_size: int) -> None:
         """Called by the training loop before the first step (e.g. centre a head on the inputs); default nothing."""

@@ -13,6 +13,12 @@ dev set after training and saved with the prompt, or a fixed value in (0, 1)). M
 scikit-learn micro/macro/samples F1, subset accuracy, Hamming loss and per-label F1
 (``f1_<label>``). Checkpoints are selected on ``tuned_<threshold_metric>``: the metric at
 thresholds tuned on the dev rows themselves. Sampling: greedy covering (at least K rows per label).
+
+Rare labels (``rare_labels``): a label with fewer than 2K rows in the pool (K for train, K for dev)
+is an error naming it (``error``, the default), or (``exclude``) is left out of the task for that
+draw: it is named in the log and in the draw's ``excluded_labels``, the model neither scores nor
+predicts it, rows keep their other labels, and metrics run over the kept labels on the evaluation
+rows that hold at least one kept label.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.covering import covering_split, label_sets
+from ..data.covering import covering_split, label_sets, rare_labels
 from ..data.loading import Dataset
 from ..errors import ConfigError, DataError, SpecError, brief
 from ..multilabel.metrics import MULTI_LABEL_METRICS, indicator, multi_label_metrics, per_label_f1
@@ -39,6 +45,7 @@ from .base import TaskType, register_task
 
 logger = logging.getLogger(__name__)
 TUNED = tuple(f"tuned_{m}" for m in TUNABLE_METRICS)
+RARE_LABELS = ("error", "exclude")
 
 
 @register_task("multi_label")
@@ -56,6 +63,9 @@ class MultiLabel(TaskType):
         label_texts: ``yes_no``: each label's question text.
         tuned: thresholds tuned on dev: ``{global, per_label, use, metric}``.
         inferred: the config did not say ``task``; list labels in the data made it multi-label.
+        rare_labels: a label too rare for the K-shot draw is an ``error`` or is ``exclude``-d.
+        excluded: the labels a draw excluded (``rare_labels: exclude``).
+        all_labels: with ``excluded``: the data's labels, kept and excluded, in order (``labels``: the kept ones).
     """
 
     scoring: str = "sigmoid"
@@ -66,13 +76,24 @@ class MultiLabel(TaskType):
     label_texts: list[str] = field(default_factory=list)
     tuned: dict[str, Any] = field(default_factory=dict)
     inferred: bool = False
+    rare_labels: str = "error"
+    excluded: list[str] = field(default_factory=list)
+    all_labels: list[str] = field(default_factory=list)
 
     metrics: ClassVar[tuple[str, ...]] = MULTI_LABEL_METRICS + TUNED
     default_metrics: ClassVar[tuple[str, ...]] = MULTI_LABEL_METRICS
     always_reported: ClassVar[tuple[str, ...]] = MULTI_LABEL_METRICS
     select_by: ClassVar[str] = "tuned_macro_f1"
     predicts_sets: ClassVar[bool] = True
-    zero_shot_skipped: ClassVar[str] = "multi-label decision thresholds and the sigmoid head's offsets are learned from the K-shot sets"
+    zero_shot_skipped: ClassVar[str] = ("multi-label zero-shot takes its decision threshold from each seed's K-shot dev set: "
+                                        "run it as the zero_shot method of a sweep")
+    zero_shot_draws: ClassVar[str] = ("no training; the sigmoid head is centred on the K-shot training inputs (not their labels) and one "
+                                      "global threshold is tuned on the K-shot dev labels")
+    unsupported: ClassVar[dict[str, str]] = {
+        "pet": "PET distils the softmax class distribution of its patterns' ensemble; a multi-label row has a set of labels, not one class",
+        "ipet": "iPET labels unlabeled rows with one class each from its ensemble's softmax; a multi-label row has a set of labels",
+        "demonstrations": "a demonstration fills its mask with its example's one label word; a multi-label row has a set of labels",
+    }
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORING_MODES:
@@ -83,21 +104,55 @@ class MultiLabel(TaskType):
         words = self.answers
         if not isinstance(words, dict) or sorted(words) != ["no", "yes"] or not all(isinstance(w, str) and w.strip() for w in words.values()):
             raise ConfigError(f"expected {{no: WORD, yes: WORD}}, got {brief(words)}", key="task.answers")
+        if self.rare_labels not in RARE_LABELS:
+            raise ConfigError(f"expected one of {', '.join(RARE_LABELS)}, got {brief(self.rare_labels)}", key="task.rare_labels")
         if self.tuned:
             self.thresholds()  # a saved threshold outside (0, 1) fails here
 
     # rows and sampling -----------------------------------------------------------------------
     def answer(self, example: InputExample) -> tuple[int, ...] | None:
-        return label_sets_of([example])[0] if example.label is not None else None
+        return self.kept_sets([example])[0] if example.label is not None else None
+
+    def kept_sets(self, examples: Sequence[InputExample]) -> list[tuple[int, ...]]:
+        """Each example's label ids among this task's ``labels`` (data ids when no label is excluded)."""
+        sets = label_sets_of(examples)
+        if not self.excluded:
+            return sets
+        index = {self.all_labels.index(name): j for j, name in enumerate(self.labels)}
+        return [tuple(index[label] for label in row if label in index) for row in sets]
+
+    def with_labels(self, names: Sequence[str]) -> "MultiLabel":
+        """This task bound to the data's label ``names``: ``labels`` the kept ones (and ``all_labels`` when some are excluded)."""
+        full = list(self.all_labels or names)
+        kept = [name for name in full if name not in self.excluded]
+        return dataclasses.replace(self, labels=kept, all_labels=full if self.excluded else [])
 
     def check_answers(self, dataset: Dataset, *, training: bool) -> None:
         label_sets(dataset)  # one line naming an unlabeled row
 
     def sample(self, dataset: Dataset, k: int, seed: int) -> tuple[Dataset, Dataset, dict[str, Any]]:
-        return covering_split(dataset, k, seed)
+        return covering_split(dataset, k, seed, skip=self.rare(dataset, k))
+
+    def rare(self, dataset: Dataset, k: int) -> list[int]:
+        """Labels of ``dataset`` left out of a K-shot draw (``rare_labels: exclude``: those with fewer than 2K rows; logged)."""
+        if self.rare_labels != "exclude":
+            return []
+        rare = rare_labels(dataset, 2 * k)
+        names = dataset.label_names
+        if len(rare) == len(names):
+            raise DataError(f"{dataset.source}: every label has fewer than {2 * k} rows ({k} for train + {k} for dev); nothing is left to learn")
+        if rare:
+            logger.warning("%s: excluded %d label(s) with fewer than %d rows (task.rare_labels: exclude): %s", dataset.source, len(rare),
+                           2 * k, ", ".join(f"{names[label]!r} ({count})" for label, count in rare.items()))
+        return sorted(rare)
+
+    def for_draw(self, info: dict[str, Any]) -> "MultiLabel":
+        """This task for the models of one K-shot draw: without the labels the draw excluded."""
+        excluded = list(info.get("excluded_labels") or ())
+        return dataclasses.replace(self, excluded=excluded) if excluded else self
 
     def split_off(self, dataset: Dataset, k: int, seed: int) -> tuple[Dataset, Dataset, Dataset, dict[str, Any]]:
-        train, dev, info = covering_split(dataset, k, seed)
+        train, dev, info = covering_split(dataset, k, seed, skip=self.rare(dataset, k))
         taken = set(info["train_indices"]) | set(info["dev_indices"])
         rest = [i for i in range(len(dataset)) if i not in taken]
         note = f"no train split: covering draw of {len(taken)} rows from {dataset.source} (seed {seed}); evaluated on the remaining {len(rest)}"
@@ -118,26 +173,32 @@ class MultiLabel(TaskType):
         return (LABEL_SLOT,) if self.scoring == "yes_no" else ()
 
     def class_names(self, model: Any) -> list[str]:
+        return list(self.all_labels or self.labels)
+
+    def predicted_names(self, model: Any) -> list[str]:
         return list(self.labels)
+
+    def data_labels(self, saved: dict[str, Any]) -> list[str] | None:
+        return list(self.all_labels or self.labels) or saved.get("labels")
 
     def bind(self, template: Any, verbalizer: Verbalizer) -> tuple["MultiLabel", Verbalizer]:
         """This task for one model (its labels) and the verbalizer the model scores with."""
         if self.scoring == "sigmoid":
-            bound = multi_label_verbalizer(verbalizer)
-            return dataclasses.replace(self, labels=list(bound.label_names)), bound
+            task = self.with_labels(verbalizer.label_names)
+            return task, multi_label_verbalizer(verbalizer, task.labels)
         if self.labels and verbalizer.label_names == ["no", "yes"]:  # a saved prompt: already bound
             return self, verbalizer
         self.check_setup(template, verbalizer)
-        words = multi_label_verbalizer(verbalizer).words
+        words, task = multi_label_verbalizer(verbalizer).words, self.with_labels(verbalizer.label_names)
         answers = ManualVerbalizer({"no": [self.answers["no"]], "yes": [self.answers["yes"]]}, source=verbalizer.source, name="answers")
-        return dataclasses.replace(self, labels=list(verbalizer.label_names), label_texts=[words[n][0] for n in verbalizer.label_names]), answers
+        return dataclasses.replace(task, label_texts=[words[n][0] for n in task.labels]), answers
 
     def encode(self, model: Any, examples: Sequence[InputExample]) -> list[Any]:
         """``(encoded rows, label ids)`` per example: one row, or (``yes_no``) one question per label."""
         rows = question_rows(examples, self.label_texts) if self.scoring == "yes_no" else [dataclasses.replace(e, label=None) for e in examples]
         encoded = model.template.encode(rows)
         per = len(self.label_texts) if self.scoring == "yes_no" else 1
-        return [(encoded[i * per:(i + 1) * per], label_sets_of([e])[0] if e.label is not None else None) for i, e in enumerate(examples)]
+        return [(encoded[i * per:(i + 1) * per], self.kept_sets([e])[0] if e.label is not None else None) for i, e in enumerate(examples)]
 
     def collate(self, model: Any, items: Sequence[Any]) -> Batch:
         """All rows of ``items`` in one batch; ``labels`` is the ``[B, C]`` 0/1 target matrix (float)."""
@@ -175,7 +236,7 @@ class MultiLabel(TaskType):
         if not dev_set or not isinstance(self.threshold, str):
             return
         probs = self.probabilities(model, dev_set, batch_size)
-        tuned = tune(probs, indicator(label_sets_of(dev_set), len(self.labels)), metric=self.threshold_metric, use=self.threshold)
+        tuned = tune(probs, indicator(self.kept_sets(dev_set), len(self.labels)), metric=self.threshold_metric, use=self.threshold)
         model.task = dataclasses.replace(self, tuned=tuned.to_dict())
 
     # prediction and scoring ------------------------------------------------------------------
@@ -211,9 +272,20 @@ class MultiLabel(TaskType):
         return [{"labels": np.flatnonzero(d).tolist(), "probs": p.tolist()} for d, p in zip(decisions, probs)]
 
     def score(self, examples: Sequence[InputExample], predictions: Sequence[Any], names: Sequence[str]) -> dict[str, float]:
-        """``names`` (plain metrics at the thresholds in force; ``tuned_*`` at thresholds tuned on these rows) and ``f1_<label>``."""
+        """``names`` (plain metrics at the thresholds in force; ``tuned_*`` at thresholds tuned on these rows) and ``f1_<label>``.
+
+        With excluded labels, rows holding none of the kept labels are not scored.
+        """
         count = len(predictions[0]["probs"]) if predictions else len(self.labels)
-        targets = indicator(label_sets_of(examples), count)
+        sets = self.kept_sets(examples)
+        if self.excluded:
+            predictions = [p for p, row in zip(predictions, sets) if row]
+            sets = [row for row in sets if row]
+        return self.score_sets(sets, predictions, names, count)
+
+    def score_sets(self, sets: Sequence[Sequence[int]], predictions: Sequence[Any], names: Sequence[str], count: int) -> dict[str, float]:
+        """:meth:`score` of label-id sets (among ``count`` labels) against prediction records."""
+        targets = indicator(sets, count)
         decided = indicator([p["labels"] for p in predictions], count)
         plain = [n for n in names if n not in TUNED]
         scores = multi_label_metrics(targets, decided, plain)

@@ -88,13 +88,23 @@ def fingerprint(config: Any, encoded: Sequence[Any], dev_size: int, model: torch
     settings = asdict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for item in encoded:
-        answer = item.label if hasattr(item, "label") else item.labels  # a class id, or (generation) the target's labels
-        digest.update(json.dumps([item.input_ids, item.soft_index, getattr(item, "mask_positions", []), answer]).encode())
+        digest.update(json.dumps(_encoded(item)).encode())
     digest.update(str(dev_size).encode())
     for name, p in model.named_parameters():
         if p.requires_grad:
             digest.update(f"{name}:{tuple(p.shape)}".encode())
     return digest.hexdigest()
+
+
+def _encoded(item: Any) -> Any:
+    """What identifies one encoded training item: its ids, soft slots, mask positions and answer; a task's
+    tuple of items and answer (multi-label: an example's encoded rows and its label ids) element by element."""
+    if isinstance(item, (tuple, list)):
+        return [_encoded(part) for part in item]
+    if item is None or isinstance(item, (int, float, str)):
+        return item
+    answer = item.label if hasattr(item, "label") else item.labels  # a class id, or (generation) the target's labels
+    return [item.input_ids, item.soft_index, getattr(item, "mask_positions", []), answer]
 
 
 def _json_default(value: Any) -> Any:

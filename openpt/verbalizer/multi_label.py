@@ -1,7 +1,7 @@
 """Per-label sigmoid scoring of label words at the mask (multi-label scoring mode ``sigmoid``)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -36,10 +36,11 @@ class SigmoidVerbalizer(ManualVerbalizer):
         self.log_scale = nn.Parameter(torch.zeros(()))
 
     @classmethod
-    def from_manual(cls, manual: ManualVerbalizer) -> "SigmoidVerbalizer":
-        """The multi-label form of a manual verbalizer (same words and options)."""
+    def from_manual(cls, manual: ManualVerbalizer, labels: Sequence[str] | None = None) -> "SigmoidVerbalizer":
+        """The multi-label form of a manual verbalizer (same words and options), for ``labels`` (default all, in its order)."""
         config = manual.config()
-        verbalizer = cls(config["labels"], aggregate=config["aggregate"], multi_token=config["multi_token"], mask=config["mask"],
+        words = config["labels"] if labels is None else {name: config["labels"][name] for name in labels}
+        verbalizer = cls(words, aggregate=config["aggregate"], multi_token=config["multi_token"], mask=config["mask"],
                          prefix_space=config["prefix_space"], source=manual.source, name=manual.name)
         verbalizer.calibration = manual.calibration
         return verbalizer
@@ -71,12 +72,12 @@ class SigmoidVerbalizer(ManualVerbalizer):
         return {**super().config(), "type": "multi_label"}
 
 
-def multi_label_verbalizer(verbalizer: Verbalizer) -> SigmoidVerbalizer:
-    """The per-label sigmoid form of ``verbalizer``; only label-word (manual) verbalizers have one."""
-    if isinstance(verbalizer, SigmoidVerbalizer):
+def multi_label_verbalizer(verbalizer: Verbalizer, labels: Sequence[str] | None = None) -> SigmoidVerbalizer:
+    """The per-label sigmoid form of ``verbalizer`` for ``labels`` (default all of them); only label-word (manual) verbalizers have one."""
+    if isinstance(verbalizer, SigmoidVerbalizer) and (labels is None or list(labels) == verbalizer.label_names):
         return verbalizer
-    if type(verbalizer) is not ManualVerbalizer:
+    if type(verbalizer) not in (ManualVerbalizer, SigmoidVerbalizer):
         kind = verbalizer.config().get("type", type(verbalizer).__name__) if hasattr(verbalizer, "config") else type(verbalizer).__name__
         raise SpecError(f"a {kind} verbalizer scores one label per example (softmax over labels); multi-label scoring needs "
                         "label words: expected a manual or multi_label verbalizer", file=verbalizer.source, key="type")
-    return SigmoidVerbalizer.from_manual(verbalizer)
+    return SigmoidVerbalizer.from_manual(verbalizer, labels)

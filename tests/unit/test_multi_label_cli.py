@@ -15,7 +15,7 @@ def test_run_predict_eval_on_list_labels(ml_project, capsys):  # noqa: F811
     assert "task: multi_label (inferred from list labels in the data)" in printed.out + printed.err
     results = json.loads((out / "results.json").read_text())
     assert results["task"]["type"] == "multi_label" and results["task"]["inferred"] is True
-    assert "zero_shot" not in results and "K-shot sets" in results["zero_shot_skipped"]
+    assert "zero_shot" not in results and "zero_shot method of a sweep" in results["zero_shot_skipped"]
     run = results["runs"][0]
     assert set(run["eval"]) >= {"macro_f1", "micro_f1", "samples_f1", "subset_accuracy", "hamming_loss", "f1_joy", "f1_anger", "f1_love"}
     assert min(run["sampled"]["train_label_counts"].values()) >= 2 and min(run["sampled"]["dev_label_counts"].values()) >= 2

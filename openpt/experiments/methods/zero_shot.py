@@ -8,7 +8,7 @@ from ...model.build import PromptOptions, template_spec
 from ...template.spec import TemplateSpec
 from ...template.template import hard_version
 from ...training.loop import evaluate
-from .base import RunContext, prepared_model, register_method
+from .base import RunContext, prepared_model, register_method, task_run
 
 
 @dataclass
@@ -40,6 +40,9 @@ def run(context: RunContext) -> dict[str, Any]:
     K-shot set first: the score is then not zero-shot, and the record says so (``labels_used``), which
     reports show as a method of its own (``no training, K-shot verbalizer``).
     """
+    custom = task_run(context, "zero_shot")
+    if custom is not None:  # a task type with its own zero-shot semantics (multi-label: a dev-tuned threshold)
+        return custom(context)
     options = PromptOptions(max_length=context.settings.prompt.max_length)
     model, prepared = prepared_model(context, manual_template(context, context.settings.options.template), options)
     result = {"eval": evaluate(model, context.eval_set.examples, context.settings.train.eval_batch_size, context.metrics)}
