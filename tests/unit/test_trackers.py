@@ -104,8 +104,12 @@ def test_tracker_errors(project, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "report_to: tensorboard needs tensorboardX, which is not installed: pip install 'openpt[tensorboard]'" in err
     assert len(err.strip().splitlines()) == 1 and not (project / "out").exists()
-    assert main(["run", str(config), "--output", str(project / "out"), "report_to=[wandb]"]) == 2
-    assert "report_to: wandb is not supported by openpt yet; supported: mlflow, tensorboard" in capsys.readouterr().err
+    for tracker in ("wandb", "trackio"):
+        monkeypatch.setitem(sys.modules, tracker, None)
+        assert main(["run", str(config), "--output", str(project / "out"), f"report_to=[{tracker}]"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"openpt: error: report_to: {tracker} needs {tracker}, which is not installed: pip install 'openpt[{tracker}]'\n"
+        assert not (project / "out").exists()
     lines = config.read_text().replace("report_to: [tensorboard, mlflow]", "report_to: [tensorbord]").splitlines()
     config.write_text("\n".join(lines) + "\n")
     with pytest.raises(SpecError) as info:
