@@ -104,20 +104,19 @@ class MlflowTracker(Tracker):
 @contextmanager
 def environ(values: dict[str, str | None]) -> Iterator[None]:
     """``os.environ`` with ``values`` set (``None``: removed) for the ``with`` block, then as it was."""
+    def apply(wanted: dict[str, str | None]) -> None:
+        for name, value in wanted.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
     saved = {name: os.environ.get(name) for name in values}
     try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        apply(values)
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        apply(saved)
 
 
 @TRACKERS.register("wandb")
@@ -191,7 +190,7 @@ class TrackioTracker(Tracker):
         local = {"TRACKIO_SPACE_ID": None, "TRACKIO_SERVER_URL": None, "TRACKIO_DATASET_ID": None, "TRACKIO_BUCKET_ID": None}
         with environ(local), redirect_stdout(io.StringIO()):
             self.run = self.trackio.init(project=experiment, name=run_name, group=experiment, config=params,
-                                    auto_log_gpu=False, auto_log_cpu=False, embed=False)
+                                         auto_log_gpu=False, auto_log_cpu=False, embed=False)
 
     def log(self, values: dict[str, float], step: int) -> None:
         self.run.log(dict(values), step=step)

@@ -13,7 +13,7 @@ from openpt.cli import main
 from openpt.experiments.config import load_config
 from openpt.experiments.sweep import read_records
 
-from .helpers import cli_project
+from .helpers import tracked_project
 
 import trackio  # noqa: F401  (the test extra installs both: a missing one fails, never skips)
 import wandb  # noqa: F401
@@ -94,10 +94,7 @@ def series(history: dict[int, dict[str, float]], key: str) -> list[tuple[int, fl
 
 @pytest.fixture()
 def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
-    project = cli_project(tmp_path, tiny_bert_dir)
-    config = project / "config.yaml"
-    config.write_text(config.read_text().replace("  steps: 2\n", "  steps: 4\n") + "report_to: [wandb, trackio]\n")
-    return project
+    return tracked_project(tmp_path, tiny_bert_dir, "wandb, trackio")
 
 
 def check_curves(history: dict[int, dict[str, float]], run: dict[str, object]) -> None:
