@@ -332,6 +332,11 @@ class Sweep:
         device = str(backbone.input_embeddings().weight.device) if backbone is not None else str(resolve_device(run.config.device))
         return {"launcher": launcher, "worker": worker, "device": device, "threads": torch.get_num_threads()}
 
+    @staticmethod
+    def for_worker(config: ExperimentConfig, output: str) -> tuple[Sweep, dict[str, RunSpec]]:
+        """A worker process's own sweep of ``config`` under ``output`` (its caches), and its cells by run id."""
+        return Sweep(config, output, progress=False, log=lambda _: None), {r.run_id: r for r in expand(config)}
+
     def keep_backbone(self, name: str) -> None:
         """Drop every loaded backbone but ``name`` (a worker holds one backbone at a time)."""
         self._backbones = {key: value for key, value in self._backbones.items() if key == name}

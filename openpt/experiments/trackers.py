@@ -6,7 +6,11 @@ experiment (MLflow) or group, the cell's settings as parameters, per-step ``trai
 final metrics as ``test/<metric>``. Offline and inside the output directory:
 
 - ``tensorboard``: event files under ``<output>/tracking/tensorboard/<run id>/`` (tensorboardX);
-- ``mlflow``: a file store at ``<output>/tracking/mlruns`` (mlflow-skinny).
+- ``mlflow``: a file store at ``<output>/tracking/mlruns`` (mlflow-skinny);
+- ``wandb``: offline runs under ``<output>/tracking/wandb/`` (``wandb sync`` uploads them later),
+  project and group the sweep's name; no server is contacted and wandb's service stops with the run;
+- ``trackio``: a local SQLite store ``<output>/tracking/trackio/<sweep>.db``; no server or dashboard
+  is started (``TRACKIO_DIR=<output>/tracking/trackio trackio show`` opens one).
 
 Each is an optional extra; naming one that is not installed fails before any work with the
 ``pip install`` to run. ``none`` (the default) tracks nothing, ``all`` every installed tracker.
@@ -14,9 +18,11 @@ Each is an optional extra; naming one that is not installed fails before any wor
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
-from contextlib import contextmanager
+import sys
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,7 +33,8 @@ from ..training import distributed, steps
 
 TRACKERS: Registry[type["Tracker"]] = Registry("tracker")
 KNOWN = ("tensorboard", "mlflow", "wandb", "trackio")  # transformers' report_to names
-PACKAGES = {"tensorboard": ("tensorboardX", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
+PACKAGES = {"tensorboard": ("tensorboardX", "tensorboard"), "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb"),
+            "trackio": ("trackio", "trackio")}
 TRACKING_DIR = "tracking"
 
 
@@ -94,14 +101,111 @@ class MlflowTracker(Tracker):
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
 
 
+@contextmanager
+def environ(values: dict[str, str | None]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set (``None``: removed) for the ``with`` block, then as it was."""
+    def apply(wanted: dict[str, str | None]) -> None:
+        for name, value in wanted.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        apply(values)
+        yield
+    finally:
+        apply(saved)
+
+
+@TRACKERS.register("wandb")
+class WandbTracker(Tracker):
+    """An offline wandb run under ``<directory>/wandb``: project and group the sweep's name.
+
+    Nothing leaves the machine: offline mode (also for wandb's own telemetry), no error reporting,
+    no system metrics, git or code capture; wandb's cache (its service log) stays in the output
+    directory, and :meth:`finish` stops wandb's service process and threads.
+    """
+
+    def __init__(self, directory: Path, experiment: str, run_name: str, params: dict[str, Any]) -> None:
+        super().__init__(directory, experiment, run_name, params)
+        import wandb
+
+        self.wandb = wandb
+        directory.mkdir(parents=True, exist_ok=True)
+        settings = wandb.Settings(mode="offline", silent=True, console="off", x_disable_stats=True, x_disable_meta=True,
+                                  x_disable_machine_info=True, disable_git=True, save_code=False, disable_job_creation=True)
+        # the service process wandb starts reads these from the environment
+        env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_ERROR_REPORTING": "false",
+               "WANDB_CACHE_DIR": str((directory / "wandb" / "cache").resolve())}
+        with environ(env):
+            wandb.setup(settings=settings)  # wandb's process-wide settings: its telemetry is off when offline
+            self.run = wandb.init(dir=str(directory.resolve()), project=experiment, group=experiment, name=run_name,
+                                  config=params, settings=settings, reinit="create_new")
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        self.run.log(dict(values), step=step)
+
+    def finish(self, ok: bool) -> None:
+        self.run.finish(exit_code=0 if ok else 1)
+        self.wandb.teardown()
+
+
+def trackio_at(store: Path) -> Any:
+    """The ``trackio`` module writing to ``store``.
+
+    trackio reads ``TRACKIO_DIR`` once, when it is imported, into module constants; a later run with
+    another output directory in the same process rebinds them (the data, media and artifact paths).
+    """
+    with environ({"TRACKIO_DIR": str(store)}):
+        import trackio
+        import trackio.utils
+
+    old = trackio.utils.TRACKIO_DIR
+    if old != store:
+        moved = {old: store, old / "media": store / "media", old / "artifacts": store / "artifacts"}
+        for name, module in list(sys.modules.items()):
+            if name == "trackio" or name.startswith("trackio."):
+                for attribute in ("TRACKIO_DIR", "MEDIA_DIR", "ARTIFACTS_DIR"):
+                    value = getattr(module, attribute, None)
+                    if isinstance(value, Path) and value in moved:
+                        setattr(module, attribute, moved[value])
+    return trackio
+
+
+@TRACKERS.register("trackio")
+class TrackioTracker(Tracker):
+    """A local trackio run in ``<directory>/trackio/<sweep>.db``: project and group the sweep's name.
+
+    Local only: a ``TRACKIO_SPACE_ID`` or ``TRACKIO_SERVER_URL`` in the environment is ignored, no
+    server or dashboard is started and no CPU/GPU sampling thread runs; trackio's messages are dropped.
+    """
+
+    def __init__(self, directory: Path, experiment: str, run_name: str, params: dict[str, Any]) -> None:
+        super().__init__(directory, experiment, run_name, params)
+        store = (directory / "trackio").resolve()
+        store.mkdir(parents=True, exist_ok=True)
+        self.trackio = trackio_at(store)
+        local = {"TRACKIO_SPACE_ID": None, "TRACKIO_SERVER_URL": None, "TRACKIO_DATASET_ID": None, "TRACKIO_BUCKET_ID": None}
+        with environ(local), redirect_stdout(io.StringIO()):
+            self.run = self.trackio.init(project=experiment, name=run_name, group=experiment, config=params,
+                                         auto_log_gpu=False, auto_log_cpu=False, embed=False)
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        self.run.log(dict(values), step=step)
+
+    def finish(self, ok: bool) -> None:
+        with redirect_stdout(io.StringIO()):
+            self.trackio.finish()  # the run, and trackio's current run (else finished again at exit)
+
+
 def resolve(names: list[str]) -> list[str]:
     """The trackers ``names`` asks for (``all``: every installed one, ``none``: none), checked to be importable."""
     if names == ["all"]:
         return [n for n in TRACKERS.names() if importlib.util.find_spec(PACKAGES[n][0]) is not None]
     chosen = [n for n in names if n != "none"]
     for name in chosen:
-        if name not in PACKAGES:
-            raise OpenPTError(f"report_to: {name} is not supported by openpt yet; supported: {', '.join(TRACKERS.names())}")
         module, extra = PACKAGES[name]
         if importlib.util.find_spec(module) is None:
             raise OpenPTError(f"report_to: {name} needs {module}, which is not installed: pip install 'openpt[{extra}]'")

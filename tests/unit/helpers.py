@@ -63,6 +63,14 @@ def cli_project(directory: Path, backbone_dir: Path) -> Path:
     return write_project(directory, rows, 4, config)
 
 
+def tracked_project(directory: Path, backbone_dir: Path, report_to: str) -> Path:
+    """:func:`cli_project` trained for 4 steps, with ``report_to: [report_to]`` (experiment trackers)."""
+    project = cli_project(directory, backbone_dir)
+    config = project / "config.yaml"
+    config.write_text(config.read_text().replace("  steps: 2\n", "  steps: 4\n") + f"report_to: [{report_to}]\n")
+    return project
+
+
 def sharpen(backbone, std: float = 0.3) -> None:
     """Redraw matrix weights with a larger std: a tiny random model with the default 0.02
     barely reacts to its input, so prompt training could not show an effect on it."""

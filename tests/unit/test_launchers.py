@@ -241,3 +241,67 @@ def test_launchers_need_a_sweep_and_a_merge_needs_output(project, capsys):
     assert main(["report", str(results), str(results)]) == 2
     assert "several results files: give --output DIR for the merged results.jsonl and its report" in capsys.readouterr().err
     assert not (project / "out").exists()
+
+
+def descendants_titled(root: int, title: bytes) -> list[int]:
+    """Processes below ``root`` whose command line starts with ``title`` (Ray names a worker running a task ``ray::<function>``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "cmdline").read_bytes().startswith(title):
+                continue
+            pid = int(entry.name)
+            while pid > 1 and pid != root:  # climb the parents (a Ray of another process is left alone)
+                pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid == root:
+            found.append(int(entry.name))
+    return found
+
+
+def ray_sweep_with_a_killed_worker(project: Path, output: str, *options: str) -> tuple[int, list[dict]]:
+    """``openpt run --launcher ray`` (its own process, as a user types it), SIGKILL the Ray worker of the
+    first cell that starts while it runs the cell; returns the killed pid and the rows."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "openpt.cli", "run", str(project / "sweep.yaml"), "--output", str(project / output), "--no-progress",
+               "--launcher", "ray", "--max-parallel", "2", "--resources", "cpu=1", *options, "sweep.methods=[linear_probe]"]
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed, deadline = 0, time.monotonic() + 240
+    while not killed and time.monotonic() < deadline and driver.poll() is None:
+        running = descendants_titled(driver.pid, b"ray::_ray_cell")
+        if running:
+            killed = running[0]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.02)
+    try:
+        _, err = driver.communicate(timeout=300)
+    finally:
+        driver.kill()
+    assert killed and driver.returncode == 0, err[-2000:]
+    return killed, read_records(project / output / "results.jsonl")
+
+
+def test_killed_ray_worker_reruns_its_cell_and_past_max_retries_is_an_error_row(project):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # each Ray worker's cpu=1
+    try:
+        Sweep(load_config(project / "sweep.yaml", ["sweep.methods=[linear_probe]"]), project / "inprocess", progress=False).run()
+    finally:
+        torch.set_num_threads(threads)
+    reference = {r["run_id"]: r for r in read_records(project / "inprocess" / "results.jsonl")}
+    killed, rows = ray_sweep_with_a_killed_worker(project, "retried")
+    ids = [r["run_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 2  # one row per cell: no duplicate from the killed try
+    same_results({r["run_id"]: r for r in rows}, reference)
+    assert all(int(r["launch"]["worker"].rsplit(":", 1)[1]) != killed for r in rows)  # the cell completed on another worker
+
+    killed, rows = ray_sweep_with_a_killed_worker(project, "no_retry", "--max-retries", "0")
+    assert sorted(r["run_id"] for r in rows) == sorted(reference)
+    failed = [r for r in rows if r["status"] == "error"]
+    assert len(failed) == 1 and failed[0]["error"].endswith("(1 tries)")
+    assert failed[0]["error"].startswith("WorkerCrashedError: The worker died unexpectedly while executing this task."), failed[0]["error"]
+    other = next(r for r in rows if r is not failed[0])
+    assert other["status"] == "ok" and other["metrics"] == reference[other["run_id"]]["metrics"]

@@ -13,7 +13,7 @@ from openpt.experiments.config import load_config
 from openpt.errors import SpecError
 from openpt.experiments.sweep import expand, read_records
 
-from .helpers import cli_project
+from .helpers import tracked_project
 
 import tensorboardX  # noqa: E402,F401  (the test extra installs it: a missing one fails, never skips)
 import mlflow  # noqa: E402,F401
@@ -47,10 +47,7 @@ def mlflow_runs(store: Path, experiment: str) -> dict[str, object]:
 
 @pytest.fixture()
 def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
-    project = cli_project(tmp_path, tiny_bert_dir)
-    config = project / "config.yaml"
-    config.write_text(config.read_text().replace("  steps: 2\n", "  steps: 4\n") + "report_to: [tensorboard, mlflow]\n")
-    return project
+    return tracked_project(tmp_path, tiny_bert_dir, "tensorboard, mlflow")
 
 
 def test_single_run_curves_match_results_json(project, monkeypatch):
@@ -104,8 +101,12 @@ def test_tracker_errors(project, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "report_to: tensorboard needs tensorboardX, which is not installed: pip install 'openpt[tensorboard]'" in err
     assert len(err.strip().splitlines()) == 1 and not (project / "out").exists()
-    assert main(["run", str(config), "--output", str(project / "out"), "report_to=[wandb]"]) == 2
-    assert "report_to: wandb is not supported by openpt yet; supported: mlflow, tensorboard" in capsys.readouterr().err
+    for tracker in ("wandb", "trackio"):
+        monkeypatch.setitem(sys.modules, tracker, None)
+        assert main(["run", str(config), "--output", str(project / "out"), f"report_to=[{tracker}]"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"openpt: error: report_to: {tracker} needs {tracker}, which is not installed: pip install 'openpt[{tracker}]'\n"
+        assert not (project / "out").exists()
     lines = config.read_text().replace("report_to: [tensorboard, mlflow]", "report_to: [tensorbord]").splitlines()
     config.write_text("\n".join(lines) + "\n")
     with pytest.raises(SpecError) as info:

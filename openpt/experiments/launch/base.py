@@ -48,6 +48,13 @@ class Sweep(Protocol):
 
     def run_dir(self, run: Any) -> Path: ...
 
+    def keep_backbone(self, name: str) -> None: ...
+
+    @staticmethod
+    def for_worker(config: Any, output: str) -> tuple["Sweep", dict[str, Any]]:
+        """A worker's own sweep and its cells by run id (a module-level function: workers get it pickled by name)."""
+        ...
+
 LAUNCHERS: Registry[type["Launcher"]] = Registry("launcher")
 RESOURCE_NAMES = ("cpu", "gpu")
 

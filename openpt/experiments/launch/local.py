@@ -54,7 +54,8 @@ class LocalLauncher(Launcher):
         env = {"CUDA_VISIBLE_DEVICES": self.gpus[index % len(self.gpus)]} if self.gpus else {}
         mine, theirs = self.context.Pipe()
         process = self.context.Process(target=serve, name=f"openpt-worker-{index}", daemon=True,
-                                       args=(self.sweep.config, str(self.sweep.output), index, self.threads, env, theirs))
+                                       args=(self.sweep.for_worker, self.sweep.config, str(self.sweep.output), index, self.threads, env,
+                                             theirs))
         process.start()
         theirs.close()
         return _Slot(index, process, mine)

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from .base import RunSpec
 
 
-def _ray_cell(config: Any, output: str, run_id: str, threads: int) -> dict[str, Any]:
-    return execute_cell(config, output, run_id, launcher="ray", threads=threads)
+def _ray_cell(for_worker: Any, config: Any, output: str, run_id: str, threads: int) -> dict[str, Any]:
+    return execute_cell(for_worker, config, output, run_id, launcher="ray", threads=threads)
 
 
 @LAUNCHERS.register("ray")
@@ -59,7 +59,7 @@ class RayLauncher(Launcher):
         while self.pending or self.flight:
             while self.pending and len(self.flight) < self.window:
                 run = self.pending.popleft()
-                self.flight[self.task.remote(self.config_ref, str(self.sweep.output), run.run_id, threads)] = run
+                self.flight[self.task.remote(self.sweep.for_worker, self.config_ref, str(self.sweep.output), run.run_id, threads)] = run
                 self.on_change()
             done, _ = self.ray.wait(list(self.flight), num_returns=1)
             run = self.flight.pop(done[0])

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 JOBS_NAME = "jobs.json"
 
 
-def _slurm_cell(config: Any, output: str, run_id: str, threads: int) -> dict[str, Any]:
-    return execute_cell(config, output, run_id, launcher="slurm", threads=threads)
+def _slurm_cell(for_worker: Any, config: Any, output: str, run_id: str, threads: int) -> dict[str, Any]:
+    return execute_cell(for_worker, config, output, run_id, launcher="slurm", threads=threads)
 
 
 @LAUNCHERS.register("slurm")
@@ -65,8 +65,8 @@ class SlurmLauncher(Launcher):
             return
         threads = self.options.slurm.cpus_per_task
         count = len(runs)
-        jobs = self.executor.map_array(_slurm_cell, [self.sweep.config] * count, [str(self.sweep.output)] * count,
-                                       [r.run_id for r in runs], [threads] * count)
+        jobs = self.executor.map_array(_slurm_cell, [self.sweep.for_worker] * count, [self.sweep.config] * count,
+                                       [str(self.sweep.output)] * count, [r.run_id for r in runs], [threads] * count)
         for run, job in zip(runs, jobs):
             self.known[run.run_id] = job.job_id
             self.flight[run.run_id] = (run, job)

@@ -2,33 +2,39 @@
 
 A worker process keeps one :class:`~openpt.experiments.sweep.Sweep` per sweep (its data, feature and
 zero-shot caches) and one loaded backbone, so consecutive cells on the same backbone load it once.
+The driver hands workers the sweep's ``for_worker`` function (pickled by name), so this layer never
+imports the sweep module.
 """
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from ... import progress
 from .base import worker_name
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
     from .base import RunSpec, Sweep
 
+    WorkerSweep = Callable[[ExperimentConfig, str], tuple[Sweep, dict[str, RunSpec]]]
+
 _SWEEPS: dict[str, tuple["Sweep", dict[str, "RunSpec"]]] = {}
 
 
-def execute_cell(config: ExperimentConfig, output: str, run_id: str, *, launcher: str, threads: int) -> dict[str, Any]:
-    """The result row of cell ``run_id`` of ``config``'s sweep (artifacts go under ``output``), with its ``launch`` fields."""
-    from ... import progress
-    from ..sweep import Sweep, expand
+def execute_cell(for_worker: WorkerSweep, config: ExperimentConfig, output: str, run_id: str, *, launcher: str,
+                 threads: int) -> dict[str, Any]:
+    """The result row of cell ``run_id`` of ``config``'s sweep (artifacts go under ``output``), with its ``launch`` fields.
 
+    ``for_worker``: the driver's ``Sweep.for_worker``, which makes this process's sweep once.
+    """
     progress.set_enabled(False)
     torch.set_num_threads(max(1, threads))
     key = f"{output}|{config.name}"
     if key not in _SWEEPS:
-        _SWEEPS[key] = (Sweep(config, output, progress=False, log=lambda _: None), {r.run_id: r for r in expand(config)})
+        _SWEEPS[key] = for_worker(config, output)
     sweep, runs = _SWEEPS[key]
     run = runs[run_id]
     sweep.keep_backbone(run.config.backbone)
@@ -37,7 +43,8 @@ def execute_cell(config: ExperimentConfig, output: str, run_id: str, *, launcher
     return record
 
 
-def serve(config: ExperimentConfig, output: str, slot: int, threads: int, env: dict[str, str], pipe: Any) -> None:
+def serve(for_worker: WorkerSweep, config: ExperimentConfig, output: str, slot: int, threads: int, env: dict[str, str],
+          pipe: Any) -> None:
     """A local worker process: run the run ids the driver sends over ``pipe`` until ``None`` (or the driver is gone).
 
     It answers ``(run_id, None)`` when a cell starts and ``(run_id, record)`` when it ends. Each
@@ -57,4 +64,4 @@ def serve(config: ExperimentConfig, output: str, slot: int, threads: int, env: d
         if run_id is None:
             return
         pipe.send((run_id, None))
-        pipe.send((run_id, execute_cell(config, output, run_id, launcher="local", threads=threads)))
+        pipe.send((run_id, execute_cell(for_worker, config, output, run_id, launcher="local", threads=threads)))
