@@ -99,12 +99,6 @@ def _load_prompt(args: argparse.Namespace):
         backbone = load_backbone(args.backbone, kind=read_prompt_config(args.prompt)["backbone"]["kind"], device=args.device)
     if args.ensemble:  # more saved prompts of the same task: mean class probabilities
         from .model.ensemble import PromptEnsemble
-        from .tasks import task_from_config
-
-        for directory in [args.prompt, *args.ensemble]:
-            if not task_from_config(read_prompt_config(directory).get("task")).uses_verbalizer:
-                raise OpenPTError(f"--ensemble averages class probabilities; {directory} is a generation prompt, whose output is "
-                                  "text with no such average: evaluate or predict with each prompt on its own")
 
         return _compiled(PromptEnsemble.load([args.prompt, *args.ensemble], backbone, device=args.device), args)
     return _compiled(load_prompt(args.prompt, backbone, device=args.device), args)

@@ -32,6 +32,11 @@ MANIFEST_NAME = ".openpt-manifest.json"
 OWN_NAMES = (LOCK_NAME, MANIFEST_NAME)
 
 
+def is_stale_temp(name: str) -> bool:
+    """A temporary file of openpt's atomic writes (a killed writer's leftover when no writer holds the lock)."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
 def manifest_entry_ok(name: str) -> bool:
     """A manifest entry names a file below the directory: relative, no ``..``, no empty or own names."""
     path = Path(name)
@@ -130,8 +135,11 @@ class OutputDir:
     def _check_contents(self) -> list[str]:
         """The manifest's files; refuse a directory holding files unless the options allow them."""
         written = self._read_manifest()
-        existing = sorted(p.name for p in self.path.iterdir() if p.name not in OWN_NAMES)
-        written_before = bool(written) or (self.path / MANIFEST_NAME).exists()
+        names = [p.name for p in self.path.iterdir()]
+        existing = sorted(name for name in names if name not in OWN_NAMES and not is_stale_temp(name))
+        # a writer killed while saving its first manifest leaves only the manifest's temporary file
+        written_before = bool(written) or any(name == MANIFEST_NAME or is_stale_temp(name) and name.startswith(f".{MANIFEST_NAME}.")
+                                              for name in names)
         if existing and not (self.overwrite or self.resume or (self.resumable and written_before)):
             shown = ", ".join(existing[:3]) + (", ..." if len(existing) > 3 else "")
             raise OutputError(f"{self.path}: output directory is not empty ({shown}); pass --overwrite to replace what openpt "
@@ -172,7 +180,7 @@ class OutputDir:
         """Temporary files of a killed writer: never read, never copied, removed here."""
         for root, _dirs, files in os.walk(self.path):  # does not follow links
             for name in files:
-                if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                if is_stale_temp(name):
                     Path(root, name).unlink(missing_ok=True)
 
     def _remove_written(self) -> None:

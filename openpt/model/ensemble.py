@@ -57,8 +57,13 @@ class PromptEnsemble:
     def load(cls, directories: Sequence[str | Path], backbone: Backbone | None = None,
              device: str | None = None) -> "PromptEnsemble":
         """Load saved prompts; prompts recorded on the same backbone share one loaded copy."""
+        from ..tasks import task_from_config
         from .saving import BACKBONE_DIR, load_prompt, read_prompt_config
 
+        for directory in directories:  # before anything loads
+            if not task_from_config(read_prompt_config(directory).get("task")).uses_verbalizer:
+                raise CheckpointError(f"--ensemble averages class probabilities; {directory} is a generation prompt, whose output is "
+                                      "text with no such average: evaluate or predict with each prompt on its own")
         models: list[PromptModel] = []
         loaded: dict[str, Backbone] = {}
         for directory in directories:

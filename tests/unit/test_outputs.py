@@ -126,3 +126,18 @@ def test_second_sweep_on_one_results_file_fails_before_appending(project, capsys
     assert main(["run", str(project / "sweep.yaml"), "--output", str(project / "out"), "--no-progress"]) == 0
     assert main(["run", str(project / "sweep.yaml"), "--output", str(project / "out"), "--no-progress"]) == 0  # a rerun continues
     assert len((project / "out" / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_writer_killed_while_saving_its_first_manifest_leaves_a_resumable_directory(tmp_path):
+    """Only the manifest's temporary file and a results file are there: resumable, and the temporary file goes."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.jsonl").write_text("{}\n")
+    leftover = out / f".{MANIFEST_NAME}.x1y2{TEMP_SUFFIX}"
+    leftover.write_text("{\"fi")
+    with OutputDir(out, resumable=True):
+        assert not leftover.exists()
+    (out / "results.jsonl").unlink()
+    (out / "notes.txt").write_text("a user's file\n")
+    with pytest.raises(OutputError, match=r"output directory is not empty \(notes\.txt\)"):
+        OutputDir(out, resumable=True).open()
