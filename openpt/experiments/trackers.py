@@ -188,9 +188,13 @@ class TrackioTracker(Tracker):
         store.mkdir(parents=True, exist_ok=True)
         self.trackio = trackio_at(store)
         local = {"TRACKIO_SPACE_ID": None, "TRACKIO_SERVER_URL": None, "TRACKIO_DATASET_ID": None, "TRACKIO_BUCKET_ID": None}
-        with environ(local), redirect_stdout(io.StringIO()):
-            self.run = self.trackio.init(project=experiment, name=run_name, group=experiment, config=params,
-                                         auto_log_gpu=False, auto_log_cpu=False, embed=False)
+        try:
+            with environ(local), redirect_stdout(io.StringIO()):
+                self.run = self.trackio.init(project=experiment, name=run_name, group=experiment, config=params,
+                                             auto_log_gpu=False, auto_log_cpu=False, embed=False)
+        except ValueError as exc:  # e.g. a name trackio reserves
+            raise OpenPTError(f"report_to: trackio refuses project {experiment!r} (the sweep's name) or run {run_name!r}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
     def log(self, values: dict[str, float], step: int) -> None:
         self.run.log(dict(values), step=step)

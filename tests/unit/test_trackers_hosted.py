@@ -157,3 +157,14 @@ def test_sweep_cells_are_runs_named_by_run_id_in_any_output_directory_and_worker
                 assert tracked["config"]["method"] == row["method"] and tracked["config"]["run_id"] == run_id
                 assert bool(series(tracked["history"], "train/loss")) == (row["method"] == "prompt_tuning")
             assert remote[run_id]["group"] == name
+
+
+def test_a_name_trackio_reserves_is_one_line_naming_it(tmp_path):
+    from openpt.errors import OpenPTError
+    from openpt.experiments.trackers import TrackioTracker
+
+    with pytest.raises(OpenPTError) as caught:
+        TrackioTracker(tmp_path, "registry-sst2", "run-1", {})
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("report_to: trackio refuses project 'registry-sst2' (the sweep's name)")
+    assert "reserved" in message
