@@ -162,7 +162,8 @@ def test_config_forms_that_mix_or_leak_are_config_errors(tmp_path: Path, data: s
 def test_existing_shared_configs_pass_the_form_check():
     for path in sorted(Path(__file__).resolve().parents[2].glob("examples/*.yaml")):
         config = load_config(path)
-        for cfg in config.sweep.datasets if config.sweep else [config]:
+        configs = config.multitask.tasks if config.multitask else config.sweep.datasets if config.sweep else [config]
+        for cfg in configs:
             assert form_problem(cfg.raw["data"]) is None, path
 
 
