@@ -42,7 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "e2e" / "test.jsonl"
+DEFAULT_DATA = "../shared/data/e2e/test.jsonl"  # relative to the project root, recorded as given
 
 
 def backbone_dir(kind: str, shape: str, tiny: bool, directory: Path) -> Path:
@@ -149,7 +149,7 @@ def compare(kind: str, directory: Path, args: argparse.Namespace) -> dict[str, A
         num_transformer_submodules=1)).eval()
     with torch.no_grad():
         peft_model.prompt_encoder["default"].embedding.weight.copy_(model.template.soft.weight)
-    texts = load_inputs(Path(args.data), args.batch_size * (args.batches + 1))
+    texts = load_inputs(Path(args.data) if args.data == "synthetic" else ROOT / args.data, args.batch_size * (args.batches + 1))
     batches = [[InputExample(text) for text in texts[i:i + args.batch_size]] for i in range(0, len(texts), args.batch_size)]
     tokenizer = backbone.tokenizer
     tokenizer.padding_side = "left"  # PEFT's causal generate continues each row at its end (see the module docstring)
@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="passes over the timed batches, the two sides alternating")
     parser.add_argument("--virtual-tokens", type=int, default=20)
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="JSONL with a text field per row (E2E inputs), or synthetic: generated E2E-style inputs of 2-8 fields")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="JSONL with a text field per row (E2E inputs), (a relative path is read from the project root), or synthetic: generated E2E-style inputs of 2-8 fields")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
