@@ -120,8 +120,6 @@ def synthetic_inputs(count: int) -> list[str]:
 
 def load_inputs(path: Path, count: int) -> list[str]:
     """The first ``count`` ``text`` fields of a JSONL file (one line naming the file when it cannot)."""
-    if str(path) == "synthetic":
-        return synthetic_inputs(count)
     if not path.is_file():
         sys.exit(f"{path}: no such file (the E2E inputs; pass --data)")
     texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -149,7 +147,8 @@ def compare(kind: str, directory: Path, args: argparse.Namespace) -> dict[str, A
         num_transformer_submodules=1)).eval()
     with torch.no_grad():
         peft_model.prompt_encoder["default"].embedding.weight.copy_(model.template.soft.weight)
-    texts = load_inputs(Path(args.data) if args.data == "synthetic" else ROOT / args.data, args.batch_size * (args.batches + 1))
+    count = args.batch_size * (args.batches + 1)
+    texts = synthetic_inputs(count) if args.data == "synthetic" else load_inputs(ROOT / args.data, count)
     batches = [[InputExample(text) for text in texts[i:i + args.batch_size]] for i in range(0, len(texts), args.batch_size)]
     tokenizer = backbone.tokenizer
     tokenizer.padding_side = "left"  # PEFT's causal generate continues each row at its end (see the module docstring)

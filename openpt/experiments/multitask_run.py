@@ -16,37 +16,22 @@ from typing import Any, Callable
 
 import torch
 
-from ..model.build import build_model, template_spec, verbalizer_spec
 from ..model.saving import save_prompt
 from ..outputs import OutputDir
 from ..training.loop import evaluate, require_trainable
 from ..training.multitask import MixtureSampler, Task, results_table, train_tasks
-from ..training.prepare import prepare_verbalizer, unlabeled_inputs, use_unlabeled
 from .config import ExperimentConfig, config_to_dict
 from .records import portable
-from .runner import Experiment, check_backbone_kind, config_roots, configured_backbone, fewshot_sets, metric_names, versions
-from .task_setup import check_fields, resolve_task
+from .runner import Experiment, check_backbone_kind, config_roots, configured_backbone, metric_names, versions
 
 
 def prepare_task(cfg: ExperimentConfig, backbone: Any, seed: int, output: Path) -> tuple[Task, Any, dict[str, Any]]:
-    """One task's model on ``backbone``, its K-shot sets and evaluation set, and what was drawn."""
-    line = cfg.raw.line_of("template")
-    spec = template_spec(cfg.template, base_dir=cfg.base_dir, file=cfg.raw.file, line=line)
-    verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("verbalizer"))
-    cfg.task.check_template(spec)
-    train_set, eval_set = Experiment(cfg, output, log=lambda _: None).load_data()
-    if verbalizer is not None:
-        verbalizer.check_labels(train_set.label_names)
-    resolve_task(cfg, train_set, lambda _: None)
-    cfg.task.check_setup(spec, verbalizer)
-    check_fields(spec, train_set, eval_set, provided=cfg.task.provided_fields())
-    few_train, few_dev, evaluated, info = fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed, task=cfg.task)
-    unlabeled = unlabeled_inputs(train_set.examples)
-    prepare_verbalizer(backbone, spec, verbalizer, train=few_train.examples, dev=few_dev.examples, unlabeled=unlabeled,
-                       max_length=cfg.prompt.max_length)
-    model = build_model(backbone, spec, verbalizer, cfg.prompt, seed=seed, task=cfg.task)
+    """One task's model on ``backbone``, its K-shot sets and evaluation set, and what was drawn
+    (the same checks and preparation as one seed of ``openpt run``)."""
+    experiment = Experiment(cfg, output, log=lambda _: None)
+    spec, _, train_set, eval_set = experiment.checked_inputs()
+    model, _, few_train, few_dev, evaluated, info = experiment.seed_model(backbone, spec, train_set, eval_set, seed)
     require_trainable(model)
-    use_unlabeled(model, unlabeled)
     return Task(cfg.name, model, few_train.examples, few_dev.examples), evaluated, info
 
 

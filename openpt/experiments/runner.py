@@ -202,9 +202,9 @@ class Experiment:
             finally:
                 self.out = None
 
-    def run_in(self, out: OutputDir) -> dict[str, Any]:
-        """Zero-shot, then every seed; writes results.json, timing.json and the best seed's prompt into ``out``."""
-        cfg, start = self.config, time.perf_counter()
+    def checked_inputs(self) -> tuple[Any, Any, Dataset, Dataset]:
+        """The template, verbalizer, train and evaluation sets, checked against each other and the task."""
+        cfg = self.config
         spec = template_spec(cfg.template, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("template"))
         verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir, file=cfg.raw.file, line=cfg.raw.line_of("verbalizer"))
         cfg.task.check_template(spec)
@@ -214,6 +214,26 @@ class Experiment:
         resolve_task(cfg, train_set, self.log)
         cfg.task.check_setup(spec, verbalizer)
         check_fields(spec, train_set, eval_set, provided=cfg.task.provided_fields())
+        return spec, verbalizer, train_set, eval_set
+
+    def seed_model(self, backbone: Backbone, spec, train_set: Dataset, eval_set: Dataset,
+                   seed: int) -> tuple[Any, Any, Dataset, Dataset, Dataset, dict]:
+        """One seed's model, what preparing its verbalizer on the seed's K-shot sets found, the K-shot
+        train and dev sets, the evaluation set and what was drawn."""
+        cfg = self.config
+        few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed, task=cfg.task)
+        verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir)
+        unlabeled = unlabeled_inputs(train_set.examples)
+        prepared = prepare_verbalizer(backbone, spec, verbalizer, train=few_train.examples, dev=few_dev.examples, unlabeled=unlabeled,
+                                      max_length=cfg.prompt.max_length)
+        model = build_model(backbone, spec, verbalizer, cfg.prompt, seed=seed, task=cfg.task.for_draw(info))
+        use_unlabeled(model, unlabeled)
+        return model, prepared, few_train, few_dev, eval_set, info
+
+    def run_in(self, out: OutputDir) -> dict[str, Any]:
+        """Zero-shot, then every seed; writes results.json, timing.json and the best seed's prompt into ``out``."""
+        cfg, start = self.config, time.perf_counter()
+        spec, verbalizer, train_set, eval_set = self.checked_inputs()
         for seed in cfg.data.seeds:  # a class too small for a K-shot draw fails here, before any scoring or training
             fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed, task=cfg.task)
         backbone = self.backbone or configured_backbone(cfg)
@@ -272,13 +292,7 @@ class Experiment:
     def run_seed(self, backbone: Backbone, spec, train_set: Dataset, eval_set: Dataset, seed: int, metrics: list[str]) -> dict[str, Any]:
         cfg = self.config
         torch.manual_seed(seed)
-        few_train, few_dev, eval_set, info = fewshot_sets(cfg.data, train_set, eval_set, cfg.data.k, seed, task=cfg.task)
-        verbalizer = verbalizer_spec(cfg.verbalizer, base_dir=cfg.base_dir)
-        unlabeled = unlabeled_inputs(train_set.examples)
-        prepared = prepare_verbalizer(backbone, spec, verbalizer, train=few_train.examples, dev=few_dev.examples, unlabeled=unlabeled,
-                                      max_length=cfg.prompt.max_length)
-        model = build_model(backbone, spec, verbalizer, cfg.prompt, seed=seed, task=cfg.task.for_draw(info))
-        use_unlabeled(model, unlabeled)
+        model, prepared, few_train, few_dev, eval_set, info = self.seed_model(backbone, spec, train_set, eval_set, seed)
         train_cfg = type(cfg.train)(**{**cfg.train.__dict__, "seed": seed})
         out = self.out or OutputDir(self.output, resume=True)
         saver = None

@@ -140,23 +140,18 @@ def real_ids(model, example):
     return torch.tensor([[t for t, s in zip(encoded.input_ids, encoded.soft_index) if s < 0]])
 
 
-@pytest.mark.parametrize("kind, method", CASES, ids=[f"{k}-{m}" for k, m in CASES])
-def test_greedy_generation_is_token_identical_to_peft_forward(request, kind, method):
-    model = openpt_model(request.getfixturevalue(f"tiny_{kind}_dir"), method)
-    wrapped = peft_copy(model, method)
-    for example in EXAMPLES:
-        assert model.generate([example], max_new_tokens=6)[0].token_ids[0] == peft_forward_greedy(model, wrapped, real_ids(model, example), 6)
-
-
 PEFT_GENERATE_AGREES = [("gpt2", "prefix"), ("t5", "prompt"), ("bart", "prompt"), ("bart", "prefix")]
+GREEDY_CASES = [("forward", k, m) for k, m in CASES] + [("generate", k, m) for k, m in PEFT_GENERATE_AGREES]
 
 
-@pytest.mark.parametrize("kind, method", PEFT_GENERATE_AGREES, ids=[f"{k}-{m}" for k, m in PEFT_GENERATE_AGREES])
-def test_greedy_generation_is_token_identical_to_peft_generate(request, kind, method):
+@pytest.mark.parametrize("reference, kind, method", GREEDY_CASES, ids=[f"{r}-{k}-{m}" for r, k, m in GREEDY_CASES])
+def test_greedy_generation_is_token_identical_to_peft(request, reference, kind, method):
+    """Against PEFT's model driven greedily by its forward (every case) and by its own ``generate``."""
+    peft_greedy = {"forward": peft_forward_greedy, "generate": peft_generate}[reference]
     model = openpt_model(request.getfixturevalue(f"tiny_{kind}_dir"), method)
     wrapped = peft_copy(model, method)
     for example in EXAMPLES:
-        assert model.generate([example], max_new_tokens=6)[0].token_ids[0] == peft_generate(model, wrapped, real_ids(model, example), 6)
+        assert model.generate([example], max_new_tokens=6)[0].token_ids[0] == peft_greedy(model, wrapped, real_ids(model, example), 6)
 
 
 @pytest.mark.parametrize("kind", ["gpt2"])
