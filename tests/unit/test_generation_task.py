@@ -21,7 +21,7 @@ from openpt.text_metrics import compute_text_metrics
 from openpt.training.loop import TrainConfig, evaluate, train
 from openpt.types import InputExample
 
-from .helpers import sharpen
+from .helpers import one_thread, sharpen
 
 PAIRS = [("a great movie", "great"), ("a terrible movie", "terrible"), ("good fun", "great"), ("bad and boring", "terrible"),
          ("great acting", "great"), ("awful plot", "terrible")]
@@ -219,10 +219,37 @@ def test_a_trained_prompt_learns_a_small_mapping(tiny_gpt2_dir):
     task = get_task("generation", max_new_tokens=4, select_by="exact_match")
     model = build_model(backbone, template_spec("[SOFT*8] {text} =>{target}"), None, PromptOptions(max_length=32), task=task)
     before = evaluate(model, examples, 8, ["exact_match"])["exact_match"]
-    outcome = train(model, examples, None, TrainConfig(lr=0.3, steps=80, batch_size=6, eval_every=0, max_grad_norm=0))
+    with one_thread():
+        outcome = train(model, examples, None, TrainConfig(lr=0.3, steps=80, batch_size=6, eval_every=0, max_grad_norm=0))
     after = evaluate(model, examples, 8, ["exact_match"])["exact_match"]
     assert before == 0.0 and after >= 0.5, (before, after, task.predict(model, examples, 8))
     assert outcome.history[-1]["loss"] < outcome.history[0]["loss"] / 2
+
+
+@pytest.mark.parametrize("kind, std, steps", [("t5", None, 150), ("bart", 0.2, 300)])
+def test_a_trained_prefix_learns_a_small_mapping_on_seq2seq(request, kind, std, steps):
+    """Exact match of greedy generations of three-word targets ("it was great" / "it was terrible",
+    chosen by the input's sentiment word, which half of the inputs do not contain) rises from 0 to 1
+    with a soft prompt in the encoder input and a decoder prefix (PEFT's ``SEQ_2_SEQ_LM`` placement),
+    on a tiny random T5 (its own weights) and BART (weights redrawn with std 0.2: at the default 0.02
+    its encoder barely tells the inputs apart). 100 / 200 steps were enough when this was written;
+    the test trains 150 / 300. On these models a soft prompt alone learned one constant answer within
+    2,000 steps, not the input-dependent one: the input reaches the decoder only by cross-attention."""
+    examples = [InputExample(text, targets=[f"it was {word}"]) for text, word in PAIRS]
+    backbone = load_backbone(request.getfixturevalue(f"tiny_{kind}_dir"))
+    if std is not None:
+        sharpen(backbone, std)
+    task = get_task("generation", max_new_tokens=8, select_by="exact_match")
+    length = 4 if kind == "t5" else 8
+    options = PromptOptions(max_length=32, prefix={"length": length})
+    model = build_model(backbone, template_spec(f"[SOFT*{length}] {{text}} {{target}}"), None, options, task=task)
+    before = evaluate(model, examples, 8, ["exact_match"])["exact_match"]
+    with one_thread():
+        outcome = train(model, examples, None, TrainConfig(lr=0.3, steps=steps, batch_size=6, eval_every=0, max_grad_norm=0))
+    generated = task.predict(model, examples, 8)
+    assert before == 0.0 and evaluate(model, examples, 8, ["exact_match"])["exact_match"] == 1.0, generated
+    assert generated == [f"it was {word}" for _, word in PAIRS]
+    assert outcome.history[-1]["loss"] < outcome.history[0]["loss"] / 3
 
 
 def test_training_state_fingerprint_covers_generation_targets(tiny_gpt2_dir):
