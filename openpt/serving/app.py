@@ -238,7 +238,7 @@ def create_app(bank: PromptBank, batch: BatchSettings | None = None, settings: S
 
         def submit() -> Future:
             job = prepare_generation(bank, body.prompt, examples, body.decoding(), body.seed)
-            check_generation_limits(job, settings)
+            check_generation_limits(job, settings, set(body.decoding()))
             return batcher.submit_generation(job)
 
         results = await answer(enqueue(submit, "/v1/classify"))
@@ -306,13 +306,18 @@ def check_inputs(body: ClassifyRequest, settings: ServeSettings) -> list[InputEx
     return [InputExample(item.text, item.text_b, meta=dict(item.meta), guid=f"input {n}") for n, item in enumerate(body.inputs)]
 
 
-def check_generation_limits(job: GenerationJob, settings: ServeSettings) -> None:
-    """Refuse (413) decoding options beyond the server's ``max_new_tokens`` and ``max_sequences``."""
+def check_generation_limits(job: GenerationJob, settings: ServeSettings, given: set[str]) -> None:
+    """Refuse (413) decoding options beyond the server's ``max_new_tokens`` and ``max_sequences``
+    (``given``: the options the request set; the others are the prompt's saved ones)."""
+    def source(key: str) -> str:
+        return "" if key in given else " (the prompt's saved default)"
+
     if job.options["max_new_tokens"] > settings.max_new_tokens:
-        raise ApiError(413, f"max_new_tokens: {job.options['max_new_tokens']} tokens, at most {settings.max_new_tokens} on this server")
+        raise ApiError(413, f"max_new_tokens: {job.options['max_new_tokens']} tokens{source('max_new_tokens')}, "
+                            f"at most {settings.max_new_tokens} on this server")
     if job.expand > settings.max_sequences:
         key = "num_beams" if job.options["num_beams"] >= job.options["num_return_sequences"] else "num_return_sequences"
-        raise ApiError(413, f"{key}: {job.expand} sequences per input, at most {settings.max_sequences} on this server")
+        raise ApiError(413, f"{key}: {job.expand} sequences per input{source(key)}, at most {settings.max_sequences} on this server")
 
 
 def prompt_record(bank: PromptBank, name: str) -> dict[str, Any]:
