@@ -30,7 +30,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import ConfigError, OpenPTError
 from .bank import PreparedRow, PromptBank, UnknownPromptError
@@ -201,19 +201,11 @@ class Batcher:
                 self._generate(group)
 
     def _score(self, batch: list[_Request]) -> None:
-        start = time.perf_counter()
         rows = [row for request in batch for row in request.work]  # type: ignore[union-attr]
-        try:
-            probs = self.bank.score_prepared(rows, self.settings.max_batch_rows)
-        except Exception:  # noqa: BLE001  a boundary: find the request that fails, answer the others
-            if len(batch) == 1:
-                logger.exception("scoring a request of %d rows failed", len(rows))
-                batch[0].future.set_exception(OpenPTError("scoring failed; the server log has the details"))
-                return
-            for request in batch:
-                self._score([request])
+        done = self._isolating(batch, lambda: self.bank.score_prepared(rows, self.settings.max_batch_rows), self._score, "scoring")
+        if done is None:
             return
-        seconds = time.perf_counter() - start
+        probs, seconds = done
         offset = 0
         for request in batch:
             request.future.set_result(probs[offset : offset + request.cost])
@@ -222,23 +214,30 @@ class Batcher:
             self.observe(len(rows), len(batch), seconds)
 
     def _generate(self, group: list[_Request]) -> None:
-        """Decode one group of generation requests (same prompt and options); a failing group is
-        decoded again request by request, so a bad request fails only itself."""
-        start = time.perf_counter()
+        """Decode one group of generation requests (same prompt and options)."""
         jobs: list[GenerationJob] = [request.work for request in group]  # type: ignore[misc]
-        try:
-            results = generate_group(jobs, self.settings.max_batch_rows)
-        except Exception:  # noqa: BLE001  a boundary, as in _score
-            if len(group) == 1:
-                logger.exception("generating for a request of %d inputs failed", len(jobs[0].items))
-                group[0].future.set_exception(OpenPTError("generation failed; the server log has the details"))
-                return
-            for request in group:
-                self._generate([request])
+        done = self._isolating(group, lambda: generate_group(jobs, self.settings.max_batch_rows), self._generate, "generation")
+        if done is None:
             return
-        seconds = time.perf_counter() - start
+        results, seconds = done
         for request, result in zip(group, results):
             request.future.set_result(result)
         if self.observe_generation is not None:
             self.observe_generation(sum(len(job.items) for job in jobs), len(jobs), sum(generated_tokens(r) for r in results), seconds)
 
+    @staticmethod
+    def _isolating(batch: list[_Request], run: Callable[[], Any], retry: Callable[[list[_Request]], None],
+                   what: str) -> tuple[Any, float] | None:
+        """``run()`` and its seconds; if it raises, ``retry`` each request alone (a lone request fails
+        with one line, the details in the log), so one bad request fails only itself: then None."""
+        start = time.perf_counter()
+        try:
+            return run(), time.perf_counter() - start
+        except Exception:  # noqa: BLE001  a boundary: find the request that fails, answer the others
+            if len(batch) == 1:
+                logger.exception("%s failed for a request of %d rows", what, batch[0].cost)
+                batch[0].future.set_exception(OpenPTError(f"{what} failed; the server log has the details"))
+                return None
+            for request in batch:
+                retry([request])
+            return None
