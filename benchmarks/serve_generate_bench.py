@@ -38,7 +38,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from generation_bench import DEFAULT_DATA, backbone_dir, load_inputs, synthetic_inputs  # noqa: E402
+from generation_bench import backbone_dir, load_inputs, parse_with_inputs, synthetic_inputs  # noqa: E402
 
 
 def workload(texts: list[str], count: int) -> list[list[str]]:
@@ -117,12 +117,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--max-batch-rows", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--data", default=DEFAULT_DATA, help="JSONL with a text field per row (read from the project root), or synthetic")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_with_inputs(parser)
     texts = synthetic_inputs(200) if args.data == "synthetic" else load_inputs(HERE.parent / args.data, 200)
     report: dict[str, Any] = {"command": " ".join(sys.argv), "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                               "torch_threads": torch.get_num_threads(), "load_average_start": [round(x, 2) for x in os.getloadavg()],

@@ -12,9 +12,9 @@ import contextlib
 import hmac
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from concurrent.futures import Future
 from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
