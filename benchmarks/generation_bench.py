@@ -173,6 +173,17 @@ def compare(kind: str, directory: Path, args: argparse.Namespace) -> dict[str, A
     return result
 
 
+def parse_with_inputs(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """``parser``'s arguments plus ``--data``, ``--threads`` and ``--out``, parsed; ``--threads`` applied."""
+    parser.add_argument("--data", default=DEFAULT_DATA, help="JSONL with a text field per row (E2E inputs), (a relative path is read from the project root), or synthetic: generated E2E-style inputs of 2-8 fields")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=["small", "llama1b"], default="small")
@@ -184,12 +195,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="passes over the timed batches, the two sides alternating")
     parser.add_argument("--virtual-tokens", type=int, default=20)
-    parser.add_argument("--data", default=DEFAULT_DATA, help="JSONL with a text field per row (E2E inputs), (a relative path is read from the project root), or synthetic: generated E2E-style inputs of 2-8 fields")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_with_inputs(parser)
     import tempfile
 
     import transformers

@@ -18,7 +18,7 @@ import json
 from typing import IO, Any, Callable, Iterable
 
 from .errors import ConfigError, OpenPTError
-from .model.decoding import GenerationResult, check_decoding
+from .model.decoding import GenerationResult, prompt_decoding
 from .predict import FORMATS, stream_chunks
 from .types import InputExample
 
@@ -40,13 +40,7 @@ class TextWriter:
             text = result.text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
             self.stream.write("\t".join([str(line), text] + ([f"{result.scores[0]:.6f}"] if result.scores else [])) + "\n")
         else:
-            record: dict[str, Any] = {"line": line, "text": result.text}
-            if result.scores is not None:
-                record["score"] = result.scores[0]
-            if len(result.texts) > 1:
-                record["texts"] = result.texts
-                if result.scores is not None:
-                    record["scores"] = result.scores
+            record = {"line": line, **generation_record(result)}
             separator = ("," if self.count else "") + "\n" if self.fmt == "json" else ""
             self.stream.write(separator + json.dumps(record) + ("\n" if self.fmt == "jsonl" else ""))
         self.count += 1
@@ -58,12 +52,22 @@ class TextWriter:
         self.stream.flush()
 
 
+def generation_record(result: GenerationResult) -> dict[str, Any]:
+    """One row's answer: ``text`` (+ ``score``), and ``texts`` (+ ``scores``) with several sequences."""
+    record: dict[str, Any] = {"text": result.text}
+    if result.scores is not None:
+        record["score"] = result.scores[0]
+    if len(result.texts) > 1:
+        record["texts"] = result.texts
+        if result.scores is not None:
+            record["scores"] = result.scores
+    return record
+
+
 def decoding_options(model: Any, given: dict[str, Any]) -> dict[str, Any]:
     """The saved task's decoding options with the ``given`` ones (not ``None``) over them, checked."""
-    saved = model.task.decoding() if hasattr(model.task, "decoding") else {}
-    options = {**saved, **{key: value for key, value in given.items() if value is not None}}
     try:
-        return check_decoding(options)
+        return prompt_decoding(model, given)
     except ConfigError as exc:
         raise OpenPTError(f"--{str(exc.key).replace('_', '-')}: {exc.problem}") from None
 

@@ -85,6 +85,12 @@ def check_decoding(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return merged
 
 
+def prompt_decoding(model: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """The decoding options saved with ``model``'s task, the ``given`` ones (not ``None``) over them, checked."""
+    saved = model.task.decoding() if hasattr(model.task, "decoding") else {}
+    return check_decoding({**saved, **{key: value for key, value in given.items() if value is not None}})
+
+
 def left_padded(items: Sequence[Any], pad_id: int) -> Batch:
     """A left-padded batch of encoded inputs (decoder-only generation continues every row at its end)."""
     width = max(len(item.input_ids) for item in items)
@@ -116,13 +122,25 @@ def decode(model: "PromptForGeneration", examples: Sequence[InputExample], batch
     if not _whole(batch_size) or batch_size < 1:
         raise ConfigError(f"expected a positive number of examples per batch, got {brief(batch_size)}", key="batch_size")
     options = check_decoding(options)
-    was_training = model.training
-    if was_training:  # train(False) walks every module: skipped when the model is already in eval mode
-        model.eval()
+    return decode_encoded(model, encode_inputs(model, examples), batch_size, options)
+
+
+def encode_inputs(model: "PromptForGeneration", examples: Sequence[InputExample]) -> list[Any]:
+    """The input parts of ``examples`` encoded by the model's template (a :class:`DataError` names an
+    example that misses a field or encodes to no tokens)."""
     encoded = model.template.encode(examples)
     empty = next((n for n, item in enumerate(encoded) if not item.input_ids), None)
     if empty is not None:
         raise DataError(f"example {examples[empty].guid or empty}: its input part encodes to no tokens; nothing to generate from")
+    return encoded
+
+
+def decode_encoded(model: "PromptForGeneration", encoded: Sequence[Any], batch_size: int, options: dict[str, Any]) -> list[GenerationResult]:
+    """Generate for inputs encoded by :func:`encode_inputs` with checked ``options``, ``batch_size``
+    inputs per ``generate`` call in length order; results in input order."""
+    was_training = model.training
+    if was_training:  # train(False) walks every module: skipped when the model is already in eval mode
+        model.eval()
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     results: list[GenerationResult | None] = [None] * len(encoded)
     try:

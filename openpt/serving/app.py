@@ -1,6 +1,6 @@
 """The HTTP layer of ``openpt serve``: a FastAPI app over a :class:`PromptBank` and a :class:`Batcher`.
 
-Routes: ``POST /v1/classify``, ``GET /v1/prompts``, ``POST /v1/prompts`` and
+Routes: ``POST /v1/classify``, ``POST /v1/generate``, ``GET /v1/prompts``, ``POST /v1/prompts`` and
 ``DELETE /v1/prompts/{name}`` (admin key), ``GET /health``, ``GET /metrics``. Limits, keys and
 metrics live here; the bank and the batcher know nothing of HTTP. Every error answer is
 ``{"error": "<one line>"}``; request texts reach the log only with ``log_requests``.
@@ -12,21 +12,24 @@ import contextlib
 import hmac
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ..errors import ConfigError, OpenPTError
 from ..model.saving import BACKBONE_DIR, WEIGHTS_NAME
+from ..predict_text import generation_record
 from ..types import InputExample
-from .bank import PromptBank, UnknownPromptError
+from .bank import PromptBank, TaskMismatch, UnknownPromptError
 from .batcher import Batcher, BatchSettings, Draining, QueueFull
+from .generating import GenerationJob, prepare_generation
 from .limits import BodyLimit, BodyTooLarge
 from .metrics import ServerMetrics
 
@@ -38,7 +41,7 @@ class ServeSettings:
     """Limits and keys at the HTTP edge.
 
     Attributes:
-        max_request_rows: inputs per classify request (more: 413).
+        max_request_rows: inputs per request (more: 413).
         max_text_chars: characters per input field (more: 413).
         max_body_bytes: request body size (more: 413).
         retry_after_s: the ``Retry-After`` of a 503 when the queue is full.
@@ -47,6 +50,8 @@ class ServeSettings:
         prompts_dir: the only directory prompts may be loaded from at run time; unset: loading is off.
         log_requests: log request texts (off: only prompt names and row counts).
         drain_timeout_s: how long a shutdown waits for accepted requests.
+        max_new_tokens: ``max_new_tokens`` of a generate request at most (more: 413).
+        max_sequences: ``max(num_beams, num_return_sequences)`` of a generate request at most (more: 413).
     """
 
     max_request_rows: int = 64
@@ -58,6 +63,8 @@ class ServeSettings:
     prompts_dir: Path | None = None
     log_requests: bool = False
     drain_timeout_s: float = 60.0
+    max_new_tokens: int = 256
+    max_sequences: int = 8
 
 
 class Input(BaseModel):
@@ -73,6 +80,25 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: str
     inputs: list[Input]
+
+
+class GenerateRequest(ClassifyRequest):
+    """Inputs plus decoding options; an option left out (or null) is the one saved with the prompt.
+    The options are checked by :func:`openpt.model.decoding.check_decoding`, as ``openpt predict``'s are."""
+
+    max_new_tokens: Any = None
+    num_beams: Any = None
+    do_sample: Any = None
+    temperature: Any = None
+    top_p: Any = None
+    top_k: Any = None
+    stop: Any = None
+    num_return_sequences: Any = None
+    scores: Any = None
+    seed: StrictInt | None = Field(None, ge=0, le=2**63 - 1)
+
+    def decoding(self) -> dict[str, Any]:
+        return {key: value for key, value in self.model_dump(exclude={"prompt", "inputs", "seed"}).items() if value is not None}
 
 
 class LoadRequest(BaseModel):
@@ -111,7 +137,7 @@ def create_app(bank: PromptBank, batch: BatchSettings | None = None, settings: S
     """
     settings = settings or ServeSettings()
     metrics = ServerMetrics()
-    batcher = Batcher(bank, batch, observe=metrics.observe_batch)
+    batcher = Batcher(bank, batch, observe=metrics.observe_batch, observe_generation=metrics.observe_generation)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -155,20 +181,23 @@ def create_app(bank: PromptBank, batch: BatchSettings | None = None, settings: S
         elif settings.api_key and not key_matches(request, settings.api_key):
             raise ApiError(401, "missing or wrong API key")
 
-    @app.post("/v1/classify")
-    async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
-        start = time.perf_counter()
+    def accepted(route: str, body: ClassifyRequest, request: Request) -> list[InputExample]:
         authorize(request)
         examples = check_inputs(body, settings)
         if settings.log_requests:
-            logger.info("classify %s: %s", body.prompt, [example.text for example in examples])
+            logger.info("%s %s: %s", route, body.prompt, [example.text for example in examples])
         else:
-            logger.debug("classify %s: %d rows", body.prompt[:64], len(examples))
+            logger.debug("%s %s: %d rows", route, body.prompt[:64], len(examples))
+        return examples
+
+    def enqueue(submit: Callable[[], Future], other_route: str) -> Future:
+        """Encode and queue a request, its refusals mapped to status codes."""
         try:
-            rows = bank.prepare(body.prompt, examples)
-            future = batcher.submit(rows)
+            future = submit()
         except UnknownPromptError as exc:
             raise ApiError(404, str(exc)) from None
+        except TaskMismatch as exc:
+            raise ApiError(422, f"{exc}; use POST {other_route}") from None
         except QueueFull as exc:
             raise ApiError(503, f"busy: {exc}; retry later", {"Retry-After": str(settings.retry_after_s)}) from None
         except Draining as exc:
@@ -176,21 +205,50 @@ def create_app(bank: PromptBank, batch: BatchSettings | None = None, settings: S
         except OpenPTError as exc:
             raise ApiError(422, str(exc)) from None
         metrics.queue_rows.set(batcher.queued_rows)
+        return future
+
+    async def answer(future: Future) -> Any:
         try:
-            probs = await asyncio.wrap_future(future)
+            return await asyncio.wrap_future(future)
         except UnknownPromptError as exc:
             raise ApiError(404, str(exc)) from None
         except OpenPTError as exc:
             raise ApiError(500, str(exc)) from None
+
+    @app.post("/v1/classify")
+    async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
+        start = time.perf_counter()
+        examples = accepted("classify", body, request)
+        rows = []
+
+        def submit() -> Future:
+            rows.extend(bank.prepare(body.prompt, examples))
+            return batcher.submit(rows)
+
+        probs = await answer(enqueue(submit, "/v1/generate"))
         labels = rows[0].parts[0][0].verbalizer.label_names
-        metrics.latency.observe(time.perf_counter() - start)
+        metrics.latency.labels("/v1/classify").observe(time.perf_counter() - start)
         return {"prompt": body.prompt, "labels": labels,
                 "results": [{"label": labels[int(p.argmax())], "probabilities": [round(float(x), 7) for x in p]} for p in probs]}
+
+    @app.post("/v1/generate")
+    async def generate(body: GenerateRequest, request: Request) -> dict[str, Any]:
+        start = time.perf_counter()
+        examples = accepted("generate", body, request)
+
+        def submit() -> Future:
+            job = prepare_generation(bank, body.prompt, examples, body.decoding(), body.seed)
+            check_generation_limits(job, settings, set(body.decoding()))
+            return batcher.submit_generation(job)
+
+        results = await answer(enqueue(submit, "/v1/classify"))
+        metrics.latency.labels("/v1/generate").observe(time.perf_counter() - start)
+        return {"prompt": body.prompt, "results": [generation_record(result) for result in results]}
 
     @app.get("/v1/prompts")
     async def prompts(request: Request) -> dict[str, Any]:
         authorize(request)
-        return {"prompts": [{"name": name, "labels": bank.labels(name)} for name in bank.names()]}
+        return {"prompts": [prompt_record(bank, name) for name in bank.names()]}
 
     @app.post("/v1/prompts", status_code=201)
     async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
@@ -204,7 +262,7 @@ def create_app(bank: PromptBank, batch: BatchSettings | None = None, settings: S
             raise ApiError(422, str(exc).replace(str(directory), body.path)) from None
         metrics.prompts.set(len(bank.names()))
         logger.info("loaded prompt %s", body.name)
-        return {"name": body.name, "labels": bank.labels(body.name)}
+        return prompt_record(bank, body.name)
 
     @app.delete("/v1/prompts/{name}")
     async def unload(name: str, request: Request) -> dict[str, Any]:
@@ -246,6 +304,26 @@ def check_inputs(body: ClassifyRequest, settings: ServeSettings) -> list[InputEx
             if len(value) > settings.max_text_chars:
                 raise ApiError(413, f"inputs[{n}].{field[:40]}: {len(value)} characters, at most {settings.max_text_chars}")
     return [InputExample(item.text, item.text_b, meta=dict(item.meta), guid=f"input {n}") for n, item in enumerate(body.inputs)]
+
+
+def check_generation_limits(job: GenerationJob, settings: ServeSettings, given: set[str]) -> None:
+    """Refuse (413) decoding options beyond the server's ``max_new_tokens`` and ``max_sequences``
+    (``given``: the options the request set; the others are the prompt's saved ones)."""
+    def source(key: str) -> str:
+        return "" if key in given else " (the prompt's saved default)"
+
+    if job.options["max_new_tokens"] > settings.max_new_tokens:
+        raise ApiError(413, f"max_new_tokens: {job.options['max_new_tokens']} tokens{source('max_new_tokens')}, "
+                            f"at most {settings.max_new_tokens} on this server")
+    if job.expand > settings.max_sequences:
+        key = "num_beams" if job.options["num_beams"] >= job.options["num_return_sequences"] else "num_return_sequences"
+        raise ApiError(413, f"{key}: {job.expand} sequences per input{source(key)}, at most {settings.max_sequences} on this server")
+
+
+def prompt_record(bank: PromptBank, name: str) -> dict[str, Any]:
+    """What ``GET /v1/prompts`` says of one prompt: its name, task and (classifiers) labels."""
+    task = bank.task(name)
+    return {"name": name, "task": task, **({} if task == "generation" else {"labels": bank.labels(name)})}
 
 
 def prompt_directory(root: Path | None, relative: str) -> Path:

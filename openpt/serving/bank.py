@@ -5,7 +5,8 @@ template, verbalizer and prompt tensors on the bank's backbone (a prompt saved f
 backbone is refused by the saved prompt's signature check); removing it drops only those.
 Rows ``(prompt name, example)`` of any prompts are scored together, one backbone forward per
 batch (:mod:`openpt.model.mixed`); an ensemble entry averages the class probabilities of
-member prompts, each row scored by every member in the same batches.
+member prompts, each row scored by every member in the same batches. Generation prompts (a
+``{target}`` template) load beside them; they decode through :mod:`openpt.serving.generating`.
 
 Example:
     >>> bank = PromptBank.load(["runs/sst2/prompt", "runs/trec/prompt"])
@@ -18,15 +19,18 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
 from ..backbone.base import Backbone, load_backbone
 from ..errors import CheckpointError, ConfigError, OpenPTError
 from ..model.calibration import calibrate
+from ..model.generation import PromptForGeneration, is_generation_model
+from ..model.parts import PromptParts
 from ..model.prompt_model import PromptModel
 from ..model.saving import load_prompt, read_prompt_config
+from ..tasks import task_of
 from ..template.encoding import Encoded
 from ..types import InputExample
 from ..model.mixed import mixed_scores
@@ -39,6 +43,10 @@ class UnknownPromptError(OpenPTError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class TaskMismatch(OpenPTError):
+    """A request asks a prompt for what its task does not do (classes of a generation prompt, or text of a classifier)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ class PromptBank:
     def __init__(self, backbone: Backbone, *, batch_size: int = 64) -> None:
         self.backbone = backbone
         self.batch_size = batch_size
-        self._models: dict[str, PromptModel] = {}
+        self._models: dict[str, Any] = {}  # PromptModel, or PromptForGeneration
         self._ensembles: dict[str, Ensemble] = {}
         self._lock = threading.RLock()
 
@@ -115,10 +123,29 @@ class PromptBank:
             return name in self._models or name in self._ensembles
 
     def labels(self, name: str) -> list[str]:
-        """The class labels of prompt (or ensemble) ``name``."""
+        """The class labels of prompt (or ensemble) ``name`` (none for a generation prompt)."""
         with self._lock:
             model = self._models.get(name) or self._member(name)
-        return list(model.verbalizer.label_names)
+        return [] if is_generation_model(model) else list(model.verbalizer.label_names)
+
+    def task(self, name: str) -> str:
+        """The task name of prompt (or ensemble) ``name``: ``classification``, ``multi_label``, ``generation``."""
+        with self._lock:
+            model = self._models.get(name) or self._member(name)
+        return task_of(model).name
+
+    def generator(self, name: str) -> PromptForGeneration:
+        """The generation prompt ``name``.
+
+        Raises:
+            UnknownPromptError: no prompt of that name.
+            TaskMismatch: the prompt (or ensemble) classifies.
+        """
+        with self._lock:
+            model = self._models.get(name) or self._member(name)
+            if name not in self._models or not is_generation_model(model):
+                raise TaskMismatch(f"prompt {name!r} classifies ({task_of(model).name}); it generates no text")
+        return model
 
     def _member(self, name: str) -> PromptModel:
         ensemble = self._ensembles.get(name)
@@ -128,24 +155,24 @@ class PromptBank:
             raise UnknownPromptError(f"unknown prompt {str(name)[:80]!r}{hint} ({len(self._models) + len(self._ensembles)} loaded)")
         return self._models[ensemble.members[0]]
 
-    def add(self, name: str, prompt: PromptModel | str | Path) -> PromptModel:
+    def add(self, name: str, prompt: PromptParts | str | Path) -> PromptParts:
         """Add a prompt (a saved directory, or a model on this bank's backbone) under ``name``.
 
         Raises:
-            CheckpointError: the prompt was saved from another backbone, or it generates text.
+            CheckpointError: the prompt was saved from another backbone, or its verbalizer generates label words.
             ConfigError: a bad or taken name, another precision than the prompts already held.
         """
         check_name(name)
         if name in self:
             raise ConfigError(f"a prompt named {name!r} is already loaded; remove it first", key="name")
-        if isinstance(prompt, PromptModel):
+        if isinstance(prompt, PromptParts):  # a classifier (PromptModel) or a generation prompt
             if prompt.backbone is not self.backbone:
                 raise CheckpointError(f"prompt {name!r} runs on another backbone object; build it on the bank's backbone")
             model = prompt
         else:
             model = load_prompt(prompt, self.backbone)
-        where = prompt if not isinstance(prompt, PromptModel) else name
-        if model.verbalizer.max_new_tokens:
+        where = prompt if not isinstance(prompt, PromptParts) else name
+        if model.verbalizer is not None and model.verbalizer.max_new_tokens:
             raise CheckpointError(f"{where}: the prompt generates text (a generation verbalizer); the bank scores classes")
         with self._lock:
             others = list(self._models.values())
@@ -154,7 +181,7 @@ class PromptBank:
                               f"loaded prompts' ({others[0].options.precision if others[0].options else None!r}); "
                               "one bank runs one precision", key="precision")
         model.eval()
-        if model.calibration.active and model.calibration.is_stale(model):
+        if not is_generation_model(model) and model.calibration.active and model.calibration.is_stale(model):
             calibrate(model, batch_size=self.batch_size)
         if others:
             model.template.encoder.share_tokenizer(others[0].template.encoder)
@@ -175,6 +202,9 @@ class PromptBank:
             if name in self:
                 raise ConfigError(f"a prompt named {name!r} is already loaded; remove it first", key="name")
             models = [self._models[m] if m in self._models else self._member(m) for m in members]
+            generating = next((m for m, model in zip(members, models) if is_generation_model(model)), None)
+            if generating is not None:
+                raise ConfigError(f"prompt {generating!r} generates text; an ensemble averages class probabilities", key="ensemble")
             for model in models[1:]:
                 model.verbalizer.check_labels(models[0].verbalizer.label_names)
             self._ensembles[name] = Ensemble(tuple(members), weights)
@@ -197,9 +227,12 @@ class PromptBank:
 
         Raises:
             UnknownPromptError: no prompt of that name.
+            TaskMismatch: ``name`` is a generation prompt.
             DataError: an example misses a field the template reads, or cannot fit ``max_length``.
         """
         with self._lock:
+            if name in self._models and is_generation_model(self._models[name]):
+                raise TaskMismatch(f"prompt {name!r} generates text; it has no classes to score")
             if name in self._models:
                 models, weights = [self._models[name]], (1.0,)
             else:

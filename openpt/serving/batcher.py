@@ -6,6 +6,13 @@ waiting request arrived, scores them as one mixed batch on the :class:`PromptBan
 each request with its own rows in order. The batcher knows nothing of HTTP: callers get a
 ``concurrent.futures.Future`` per request.
 
+Generation requests (:class:`~openpt.serving.generating.GenerationJob`) share the same queue
+and budget; an input counts as ``max(num_beams, num_return_sequences)`` rows. In a gathered
+batch the classification rows are scored first (one mixed batch), then the generation jobs,
+grouped by prompt and decoding options (one group per set of ``generate`` calls). Requests
+leave the queue in arrival order whatever their kind, so neither kind waits behind the other
+for more than the batch in progress.
+
 * A full queue refuses at once (:class:`QueueFull`); so does a draining batcher (:class:`Draining`).
 * A request whose prompt was removed while it waited fails alone (``UnknownPromptError``).
 * A batch that raises is scored again request by request, so one bad request fails only itself.
@@ -23,10 +30,11 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import ConfigError, OpenPTError
 from .bank import PreparedRow, PromptBank, UnknownPromptError
+from .generating import GenerationJob, generate_group, generated_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +73,17 @@ class BatchSettings:
 
 @dataclass
 class _Request:
-    rows: Sequence[PreparedRow]
+    work: Sequence[PreparedRow] | GenerationJob
     future: Future
+    cost: int
     arrived: float = field(default_factory=time.monotonic)
+
+    def names(self) -> set[str]:
+        return {self.work.name} if isinstance(self.work, GenerationJob) else {row.name for row in self.work}
 
 
 BatchObserver = Callable[[int, int, float], None]  # (rows, requests, seconds) of each batch scored
+GenerationObserver = Callable[[int, int, int, float], None]  # (inputs, requests, generated tokens, seconds) of each group
 
 
 class Batcher:
@@ -80,12 +93,16 @@ class Batcher:
         bank: the prompts.
         settings: row budget, wait bound, queue bound.
         observe: called after each batch with its rows, requests and seconds (metrics).
+        observe_generation: called after each generation group with its inputs, requests,
+            generated tokens and seconds.
     """
 
-    def __init__(self, bank: PromptBank, settings: BatchSettings | None = None, observe: BatchObserver | None = None) -> None:
+    def __init__(self, bank: PromptBank, settings: BatchSettings | None = None, observe: BatchObserver | None = None,
+                 observe_generation: GenerationObserver | None = None) -> None:
         self.bank = bank
         self.settings = settings or BatchSettings()
         self.observe = observe
+        self.observe_generation = observe_generation
         self._queue: collections.deque[_Request] = collections.deque()
         self._rows = 0
         self._condition = threading.Condition()
@@ -114,14 +131,22 @@ class Batcher:
             QueueFull: the queue holds ``max_queue_rows`` rows already.
             Draining: :meth:`drain` was called.
         """
+        return self._enqueue(rows, len(rows))
+
+    def submit_generation(self, job: GenerationJob) -> Future:
+        """Queue one generation request; the future gives its :class:`GenerationResult` list in input order
+        (raises as :meth:`submit` does; the job counts :attr:`GenerationJob.rows` rows)."""
+        return self._enqueue(job, job.rows)
+
+    def _enqueue(self, work: Sequence[PreparedRow] | GenerationJob, cost: int) -> Future:
         future: Future = Future()
         with self._condition:
             if self._draining:
                 raise Draining("the server is shutting down")
-            if self._rows + len(rows) > self.settings.max_queue_rows:
+            if self._rows + cost > self.settings.max_queue_rows:
                 raise QueueFull(f"the queue holds {self._rows} rows (at most {self.settings.max_queue_rows})")
-            self._queue.append(_Request(rows, future))
-            self._rows += len(rows)
+            self._queue.append(_Request(work, future, cost))
+            self._rows += cost
             self._condition.notify()
         return future
 
@@ -147,10 +172,10 @@ class Batcher:
             while self._rows < budget and not self._draining and (left := deadline - time.monotonic()) > 0:
                 self._condition.wait(left)
             taken, rows = [], 0
-            while self._queue and (not taken or rows + len(self._queue[0].rows) <= budget):
+            while self._queue and (not taken or rows + self._queue[0].cost <= budget):
                 request = self._queue.popleft()
                 taken.append(request)
-                rows += len(request.rows)
+                rows += request.cost
             self._rows -= rows
             return taken
 
@@ -160,32 +185,59 @@ class Batcher:
             for request in batch:
                 if not request.future.set_running_or_notify_cancel():  # the client went away
                     continue
-                missing = next((row.name for row in request.rows if row.name not in self.bank), None)
+                missing = next((name for name in sorted(request.names()) if name not in self.bank), None)
                 if missing is not None:  # unloaded while the request waited
                     request.future.set_exception(UnknownPromptError(f"prompt {missing!r} was unloaded"))
                 else:
                     live.append(request)
-            if live:
-                self._score(live)
+            scored = [request for request in live if not isinstance(request.work, GenerationJob)]
+            if scored:
+                self._score(scored)
+            groups: dict[tuple, list[_Request]] = {}
+            for request in live:
+                if isinstance(request.work, GenerationJob):
+                    groups.setdefault(request.work.group_key(), []).append(request)
+            for group in groups.values():
+                self._generate(group)
 
     def _score(self, batch: list[_Request]) -> None:
-        start = time.perf_counter()
-        rows = [row for request in batch for row in request.rows]
-        try:
-            probs = self.bank.score_prepared(rows, self.settings.max_batch_rows)
-        except Exception:  # noqa: BLE001  a boundary: find the request that fails, answer the others
-            if len(batch) == 1:
-                logger.exception("scoring a request of %d rows failed", len(rows))
-                batch[0].future.set_exception(OpenPTError("scoring failed; the server log has the details"))
-                return
-            for request in batch:
-                self._score([request])
+        rows = [row for request in batch for row in request.work]  # type: ignore[union-attr]
+        done = self._isolating(batch, lambda: self.bank.score_prepared(rows, self.settings.max_batch_rows), self._score, "scoring")
+        if done is None:
             return
-        seconds = time.perf_counter() - start
+        probs, seconds = done
         offset = 0
         for request in batch:
-            request.future.set_result(probs[offset : offset + len(request.rows)])
-            offset += len(request.rows)
+            request.future.set_result(probs[offset : offset + request.cost])
+            offset += request.cost
         if self.observe is not None:
             self.observe(len(rows), len(batch), seconds)
 
+    def _generate(self, group: list[_Request]) -> None:
+        """Decode one group of generation requests (same prompt and options)."""
+        jobs: list[GenerationJob] = [request.work for request in group]  # type: ignore[misc]
+        done = self._isolating(group, lambda: generate_group(jobs, self.settings.max_batch_rows), self._generate, "generation")
+        if done is None:
+            return
+        results, seconds = done
+        for request, result in zip(group, results):
+            request.future.set_result(result)
+        if self.observe_generation is not None:
+            self.observe_generation(sum(len(job.items) for job in jobs), len(jobs), sum(generated_tokens(r) for r in results), seconds)
+
+    @staticmethod
+    def _isolating(batch: list[_Request], run: Callable[[], Any], retry: Callable[[list[_Request]], None],
+                   what: str) -> tuple[Any, float] | None:
+        """``run()`` and its seconds; if it raises, ``retry`` each request alone (a lone request fails
+        with one line, the details in the log), so one bad request fails only itself: then None."""
+        start = time.perf_counter()
+        try:
+            return run(), time.perf_counter() - start
+        except Exception:  # noqa: BLE001  a boundary: find the request that fails, answer the others
+            if len(batch) == 1:
+                logger.exception("%s failed for a request of %d rows", what, batch[0].cost)
+                batch[0].future.set_exception(OpenPTError(f"{what} failed; the server log has the details"))
+                return None
+            for request in batch:
+                retry([request])
+            return None

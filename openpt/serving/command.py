@@ -38,6 +38,10 @@ def add_serve_command(sub: Any) -> None:
                        help="rows waiting at most; beyond, 503 with Retry-After")
     serve.add_argument("--max-request-rows", type=whole_number(1, "rows"), default=64, help="inputs per request (more: 413)")
     serve.add_argument("--max-text-chars", type=whole_number(1, "characters"), default=8192, help="characters per input field (more: 413)")
+    serve.add_argument("--max-generate-tokens", type=whole_number(1, "tokens"), default=256,
+                       help="max_new_tokens of a generate request at most (more: 413)")
+    serve.add_argument("--max-generate-sequences", type=whole_number(1, "sequences"), default=8,
+                       help="max(num_beams, num_return_sequences) of a generate request at most (more: 413)")
     serve.add_argument("--drain-timeout", type=whole_number(0, "seconds", 3600), default=60,
                        help="seconds a SIGTERM waits for accepted requests")
     serve.add_argument("--api-key", help=f"key every /v1 route and /metrics need (default: ${API_KEY_ENV}); required off loopback")
@@ -86,7 +90,8 @@ def run_serve(args: argparse.Namespace) -> int:
     batch = BatchSettings(args.max_batch_rows, args.max_wait_ms / 1000, max(args.max_queue_rows, args.max_batch_rows))
     settings = ServeSettings(max_request_rows=args.max_request_rows, max_text_chars=args.max_text_chars, api_key=api_key,
                              admin_key=admin_key, prompts_dir=prompts_dir, log_requests=args.log_requests,
-                             drain_timeout_s=float(args.drain_timeout))
+                             drain_timeout_s=float(args.drain_timeout), max_new_tokens=args.max_generate_tokens,
+                             max_sequences=args.max_generate_sequences)
     if args.prompts:
         bank = PromptBank.load(args.prompts, args.backbone, device=args.device, batch_size=args.max_batch_rows)
     else:

@@ -8,7 +8,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class ServerMetrics:
-    """Requests, rows, batch sizes, queue depth and latencies, in the Prometheus text format."""
+    """Requests, rows, batch sizes, generated tokens, queue depth and latencies, in the Prometheus text format."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -20,8 +20,19 @@ class ServerMetrics:
                                         registry=self.registry)
         self.batch_seconds = Histogram("openpt_batch_seconds", "seconds to score one mixed batch", buckets=LATENCY_BUCKETS,
                                        registry=self.registry)
-        self.latency = Histogram("openpt_request_seconds", "classify request latency, queueing included", buckets=LATENCY_BUCKETS,
-                                 registry=self.registry)
+        self.latency = Histogram("openpt_request_seconds", "request latency by route, queueing included", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.generation_inputs = Counter("openpt_generation_inputs", "inputs generated for", registry=self.registry)
+        self.generated_tokens = Counter("openpt_generated_tokens", "tokens generated (every returned sequence, up to EOS)",
+                                        registry=self.registry)
+        self.generation_groups = Counter("openpt_generation_groups", "generation groups decoded (one prompt, one set of options)",
+                                         registry=self.registry)
+        self.group_inputs = Histogram("openpt_generation_group_inputs", "inputs per generation group", buckets=BATCH_BUCKETS,
+                                      registry=self.registry)
+        self.group_requests = Histogram("openpt_generation_group_requests", "requests per generation group", buckets=BATCH_BUCKETS,
+                                        registry=self.registry)
+        self.group_seconds = Histogram("openpt_generation_group_seconds", "seconds to decode one generation group",
+                                       buckets=LATENCY_BUCKETS, registry=self.registry)
         self.queue_rows = Gauge("openpt_queue_rows", "rows waiting for a batch", registry=self.registry)
         self.prompts = Gauge("openpt_prompts", "prompts loaded", registry=self.registry)
 
@@ -32,6 +43,15 @@ class ServerMetrics:
         self.batch_rows.observe(rows)
         self.batch_requests.observe(requests)
         self.batch_seconds.observe(seconds)
+
+    def observe_generation(self, inputs: int, requests: int, tokens: int, seconds: float) -> None:
+        """Record one decoded generation group (the batcher's generation observer)."""
+        self.generation_groups.inc()
+        self.generation_inputs.inc(inputs)
+        self.generated_tokens.inc(tokens)
+        self.group_inputs.observe(inputs)
+        self.group_requests.observe(requests)
+        self.group_seconds.observe(seconds)
 
     def text(self) -> bytes:
         """Every metric in the Prometheus text exposition format."""

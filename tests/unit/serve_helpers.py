@@ -15,6 +15,7 @@ import httpx
 from openpt.model.build import PromptOptions, build_model, template_spec
 from openpt.backbone import load_backbone
 from openpt.model.saving import save_prompt
+from openpt.tasks import get_task
 from openpt.verbalizer import ManualVerbalizer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +24,8 @@ PROMPTS = {
     "sentiment": ("[SOFT*3] {text} it was [MASK] .", {"negative": ["terrible"], "positive": ["great"]}, {}),
     "deep": ("{text} all in all [MASK] .", {"bad": ["bad"], "fine": ["good"], "great": ["great"]}, {"prefix": {"length": 4, "init": "random"}}),
     "pairs": ("{text} ? [MASK] , {text_b}", {"no": ["no"], "yes": ["yes"]}, {}),
+    "describe": ("[SOFT*3] {text} Description: {target}", None, {}),  # generation prompts (no verbalizer)
+    "prefixed": ("{text} => {target}", None, {"prefix": {"length": 3, "init": "random"}}),
 }
 
 
@@ -34,7 +37,8 @@ def save_prompts(backbone_dir: Path, directory: Path, names: list[str], seed: in
     saved = {}
     for n, name in enumerate(names):
         text, labels, options = PROMPTS[name]
-        model = build_model(backbone, template_spec(text), ManualVerbalizer(labels), PromptOptions(max_length=40, **options), seed=seed + n)
+        verbalizer, task = (ManualVerbalizer(labels), None) if labels else (None, get_task("generation"))
+        model = build_model(backbone, template_spec(text), verbalizer, PromptOptions(max_length=40, **options), seed=seed + n, task=task)
         generator = torch.Generator().manual_seed(seed + n)
         with torch.no_grad():
             for parameter in model.trainable_parameters():

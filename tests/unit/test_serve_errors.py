@@ -30,6 +30,10 @@ def test_serve_refusals_are_one_line_with_status_2(capsys, tmp_path, monkeypatch
     with pytest.raises(SystemExit) as exit_:
         main(["serve", str(tmp_path), "--port", "70000"])
     assert exit_.value.code == 2 and "--port: expected a port number in 0..65535, got '70000'" in capsys.readouterr().err
+    for flag, what in [("--max-generate-tokens", "tokens"), ("--max-generate-sequences", "sequences")]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["serve", str(tmp_path), flag, "0"])
+        assert exit_.value.code == 2 and f"{flag}: expected a number of {what} in 1..2147483647, got 0" in capsys.readouterr().err
 
 
 def test_bank_refuses_generation_prompts_and_a_second_precision(tiny_t5_dir):
