@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
+from .prefix_sides import prefixes
 from .prompt_model import PromptModel
 
 
@@ -76,9 +77,17 @@ def replace_inner_forward(layer: nn.Module, forward: Callable[..., Any] | None) 
 def _recompute_context(model_ref: "weakref.ref[PromptModel]") -> tuple[Any, Any]:
     """(forward context, recompute context): the recompute re-attaches the prefixes active now."""
     model = model_ref()
-    prefix = model.prefix if model is not None else None
-    active = prefix.active if prefix is not None else None
-    return contextlib.nullcontext(), (prefix.hooked(active) if active is not None else contextlib.nullcontext())
+    hooked = [(prefix, prefix.active) for prefix in prefixes(model) if getattr(prefix, "active", None) is not None] if model else []
+    return contextlib.nullcontext(), _rehooked(hooked)
+
+
+@contextlib.contextmanager
+def _rehooked(hooked: list[tuple[Any, torch.Tensor]]) -> Iterator[None]:
+    """Re-attach hook-based prefixes (classification's, a seq2seq encoder's) with the values they had in the forward pass."""
+    with contextlib.ExitStack() as stack:
+        for prefix, active in hooked:
+            stack.enter_context(prefix.hooked(active))
+        yield
 
 
 class Checkpointed:

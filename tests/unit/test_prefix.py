@@ -162,9 +162,14 @@ def test_t5_prefix_trains_saves_and_loads(tiny_t5_dir, tmp_path):
     torch.testing.assert_close(loaded.scores(SENTIMENT), model.scores(SENTIMENT), atol=1e-6, rtol=0)
 
 
-def test_prefix_unsupported_backbone_and_bad_settings_are_errors(tiny_bart_dir):
-    with pytest.raises(BackboneError, match="prefix tuning needs BERT-style, T5 encoder or decoder-only causal.*BartForConditionalGeneration"):
-        PrefixTuning(PrefixConfig(length=2, init="random"), load_backbone(tiny_bart_dir))
+def test_prefix_unsupported_backbone_and_bad_settings_are_errors():
+    from types import SimpleNamespace
+
+    from transformers import DistilBertConfig, DistilBertForMaskedLM
+
+    distilbert = DistilBertForMaskedLM(DistilBertConfig(vocab_size=50, dim=32, n_layers=1, n_heads=2, hidden_dim=37))  # q_lin/k_lin/v_lin
+    with pytest.raises(BackboneError, match="prefix tuning needs BERT-style, T5 or BART encoder or decoder-only causal.*DistilBertForMaskedLM"):
+        PrefixTuning(PrefixConfig(length=2, init="random"), SimpleNamespace(model=distilbert, hidden_size=32))
     with pytest.raises(ConfigError, match="prefix.length: expected a whole number 0..4096, got -1"):
         PrefixConfig.from_options({"length": -1})
     with pytest.raises(ConfigError, match="prefix.init: expected one of activations, random"):
