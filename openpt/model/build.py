@@ -75,6 +75,11 @@ class PromptOptions:
         if not isinstance(self.packing, bool):
             raise ConfigError(f"expected true or false, got {brief(self.packing)}", key="prompt.packing")
         CompileConfig.from_value(self.compile)
+        if self.prefix:
+            try:
+                PrefixConfig.from_options(self.prefix)
+            except ConfigError as exc:
+                raise ConfigError(exc.problem, key=f"prompt.{exc.key}") from None
 
 
 def resolve_path(value: str, base_dir: Path | None) -> Path:
