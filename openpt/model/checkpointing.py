@@ -5,7 +5,9 @@ inputs in the forward pass and recomputes the rest in the backward pass (non-ree
 :func:`torch.utils.checkpoint.checkpoint`). Unlike Hugging Face's switch this works with the
 backbone in eval mode (a frozen backbone keeps dropout off) and needs no
 ``enable_input_require_grads``: gradients reach the soft prompt through the layer inputs, and
-the recompute re-attaches the deep-prompt prefixes that were attached in the forward pass.
+the recompute re-attaches the deep-prompt prefixes that were attached in the forward pass
+(classification's, and a seq2seq generation prompt's encoder side). A cache prefix (generation,
+:mod:`openpt.model.cache_prefix`) is refused: the recompute would extend the cache again.
 The wrappers hold the layer and the prompt model weakly: a model dropped after
 :func:`enable_checkpointing` frees its memory at once, not at the next garbage collection.
 """
@@ -21,6 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
+from .cache_prefix import CachePrefix
 from .prefix_sides import prefixes
 from .prompt_model import PromptModel
 
@@ -34,6 +37,10 @@ def checkpoint_layers(model: nn.Module) -> list[nn.Module]:
 
 def enable_checkpointing(model: PromptModel) -> int:
     """Checkpoint every layer of ``model``'s backbone (idempotent); returns the number of layers."""
+    if any(isinstance(prefix, CachePrefix) for prefix in prefixes(model)):
+        raise ConfigError("a generation prompt's cache prefix (the decoder side of prompt.prefix) is the model's key/value cache, which "
+                          "a recomputed layer would extend a second time; turn gradient checkpointing off (a seq2seq encoder-side "
+                          "prefix alone checkpoints)", key="train.gradient_checkpointing")
     layers = checkpoint_layers(model.backbone.model)
     if not layers:
         raise ConfigError(f"{type(model.backbone.model).__name__} has no checkpointable layers", key="train.gradient_checkpointing")

@@ -291,3 +291,26 @@ def test_l2_and_prompt_dropout_apply_to_both_tables(tiny_t5_dir):
         assert not torch.equal(states(), states()) and 0.3 < zeros() < 0.7  # both sides drop
         model.eval()
         assert torch.equal(states(), states()) and zeros() == 0.0
+
+
+def test_gradient_checkpointing_reattaches_the_encoder_prefix_and_refuses_the_cache_prefix(tiny_bart_dir):
+    from openpt.errors import ConfigError
+    from openpt.model.checkpointing import disable_checkpointing, enable_checkpointing
+
+    model = generation_model(tiny_bart_dir, {"length": 3, "sides": ["encoder"], "init": "random"}, std=0.15)
+    batch = pairs(model)
+    model.train()
+
+    def gradient() -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        model.loss(batch).backward()
+        return model.encoder_prefix.table.grad.clone()
+
+    plain = gradient()
+    enable_checkpointing(model)
+    try:
+        torch.testing.assert_close(gradient(), plain, atol=1e-6, rtol=0)
+    finally:
+        disable_checkpointing(model)
+    with pytest.raises(ConfigError, match="train.gradient_checkpointing: a generation prompt's cache prefix"):
+        enable_checkpointing(generation_model(tiny_bart_dir, std=0.15))
