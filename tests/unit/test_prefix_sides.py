@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 from safetensors.torch import load_file
@@ -17,7 +16,7 @@ from openpt.tasks import get_task
 from openpt.types import InputExample
 from openpt.verbalizer import ManualVerbalizer
 
-from .test_generation_task import error_line
+from .test_generation_task import error_line, project  # noqa: F401  (the generation project fixture)
 
 GENERATION = "{text} Description: {target}"
 
@@ -72,43 +71,18 @@ def test_peft_export_of_an_encoder_prefix_is_refused(tiny_t5_dir, tmp_path):
     assert not (tmp_path / "adapter").exists()
 
 
-@pytest.fixture()
-def t5_project(tmp_path, tiny_t5_dir):
-    rows = [{"text": f"name[{n}] area[{a}]", "target": f"{n} is in the {a} ."} for n in ("Aromi", "Blue", "Cotto", "Zizzi") for a in ("riverside", "centre")]
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "test.jsonl").write_text("".join(json.dumps({"text": r["text"], "targets": [r["target"]]}) + "\n" for r in rows[:3]))
-    (tmp_path / "config.yaml").write_text(textwrap.dedent(f"""\
-        backbone: {tiny_t5_dir}
-        template: "{GENERATION}"
-        data:
-          train: train.jsonl
-          eval: test.jsonl
-          k: 4
-          seeds: [1]
-        metrics: [bleu, exact_match]
-        prompt:
-          prefix:
-            length: 2
-            sides: [encoder, decoder]
-            encoder_length: 3
-        train:
-          steps: 2
-          batch_size: 2
-          eval_every: 1
-        task:
-          type: generation
-          max_new_tokens: 4
-        """))
-    return tmp_path
+BOTH_SIDES = "prompt.prefix={length: 2, sides: [encoder, decoder], encoder_length: 3}"
 
 
-def test_openpt_run_trains_and_saves_both_sides(t5_project):
-    out = t5_project / "out"
-    assert main(["run", str(t5_project / "config.yaml"), "--output", str(out), "--no-progress"]) == 0
+def test_openpt_run_trains_and_saves_both_sides(project, tiny_t5_dir):
+    """The generation project of test_generation_task.py ([SOFT*2] {text} Description: {target}) on a tiny T5 with both sides."""
+    out = project / "out"
+    assert main(["run", str(project / "config.yaml"), "--output", str(out), "--no-progress", f"backbone={tiny_t5_dir}", BOTH_SIDES]) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {row["method"] for row in rows} == {"zero_shot", "prompt_tuning"}
     tensors = load_file(str(out / "prompt" / "prompt.safetensors"))
-    assert {name: list(t.shape) for name, t in tensors.items()} == {"prefix.table": [2, 2, 2, 32], "encoder_prefix.table": [2, 2, 3, 32]}
+    assert {name: list(t.shape) for name, t in tensors.items()} == {"prefix.table": [2, 2, 2, 32], "encoder_prefix.table": [2, 2, 3, 32],
+                                                                "template.soft.weight": [2, 32]}
     saved = json.loads((out / "prompt" / "prompt_config.json").read_text())["options"]["prefix"]
     assert saved["sides"] == ["encoder", "decoder"] and saved["encoder_length"] == 3
     model = load_prompt(out / "prompt")
@@ -119,8 +93,9 @@ def test_openpt_run_trains_and_saves_both_sides(t5_project):
     ("prompt.prefix.sides=[encodr]", "override 'prompt.prefix.sides=[encodr]': expected a list of distinct sides out of encoder, decoder"),
     ("BACKBONE", "prompt.prefix.sides: a causal LM"),
 ])
-def test_bad_sides_in_a_run_are_one_line_and_write_nothing(t5_project, tiny_gpt2_dir, capsys, override, fragment):
-    override = f"backbone={tiny_gpt2_dir}" if override == "BACKBONE" else override
-    assert main(["run", str(t5_project / "config.yaml"), "--output", str(t5_project / "bad"), "--no-progress", override]) == 2
+def test_bad_sides_in_a_run_are_one_line_and_write_nothing(project, tiny_t5_dir, capsys, override, fragment):
+    """On the tiny GPT-2 of the generation project: the encoder side it lacks is refused before anything is written."""
+    overrides = [BOTH_SIDES] if override == "BACKBONE" else [f"backbone={tiny_t5_dir}", override]
+    assert main(["run", str(project / "config.yaml"), "--output", str(project / "bad"), "--no-progress", *overrides]) == 2
     assert fragment in error_line(capsys)
-    assert not (t5_project / "bad").exists()
+    assert not (project / "bad").exists()
