@@ -23,8 +23,8 @@ every layer's causal self-attention gets the prefix, which every token sees; rea
 positions ``0..L-1`` (the prefix is no position, as above; PEFT instead numbers real tokens from
 the prefix length). Where the model leaves causal masking to the kernel (no padding), the hook
 writes the causal mask out, since the prefix makes the keys longer than the queries. BART-style
-encoders (``q_proj``/``k_proj``/``v_proj`` attention that is neither a decoder's nor causal; BART,
-mBART, ...): the encoder layers pass no cache of their own, and their attention calls ``update`` on
+encoders (``q_proj``/``k_proj``/``v_proj`` attention that is neither a decoder's nor causal; BART
+and models built like it): the encoder layers pass no cache of their own, and their attention calls ``update`` on
 the one the hook hands over, so they take the prefix as BERT does (learned absolute positions: the
 prefix has none, real tokens keep theirs; the ``attention_mask`` is extended).
 

@@ -172,6 +172,18 @@ def test_t5_prefix_activation_init_uses_the_encoders_keys_and_values(tiny_t5_dir
         torch.testing.assert_close(model.prefix.table[0, 1], layer.v(hidden))
 
 
+def test_bart_prefix_activation_init_uses_the_encoders_keys_and_values(tiny_bart_dir):
+    model = make_model(tiny_bart_dir, MANUAL, prefix={"length": 4, "init_text": "great film"})
+    ids = cycle(model.backbone.tokenizer("great film", add_special_tokens=False)["input_ids"], 4)
+    with torch.no_grad():
+        encoder = model.backbone.model.get_encoder()
+        positions = encoder.embed_positions.weight[torch.arange(4) + encoder.embed_positions.offset]
+        hidden = encoder.layernorm_embedding(encoder.embed_tokens(torch.tensor(ids)) + positions)
+        layer = model.prefix.layers[0]
+        torch.testing.assert_close(model.prefix.table[0, 0], layer.k_proj(hidden))
+        torch.testing.assert_close(model.prefix.table[0, 1], layer.v_proj(hidden))
+
+
 @pytest.mark.parametrize("kind", ["t5", "bart"])
 def test_seq2seq_prefix_trains_saves_and_loads(request, kind, tmp_path):
     model = make_model(request.getfixturevalue(f"tiny_{kind}_dir"), MANUAL, sharp=True, prefix={"length": 2})
