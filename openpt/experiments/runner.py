@@ -19,6 +19,7 @@ from ..data.loading import Dataset
 from ..data.sources import resolve_data
 from ..errors import ConfigError
 from ..model.build import build_model, template_spec, verbalizer_spec
+from ..model.prefix_sides import check_sides
 from ..model.saving import save_prompt
 from ..outputs import OutputDir
 from ..tasks import DEFAULT_TASK, TaskType, get_task, task_from_config
@@ -118,9 +119,10 @@ def metric_names(config: ExperimentConfig) -> list[str]:
 
 
 def check_backbone_kind(config: ExperimentConfig) -> None:
-    """Fail (one line, nothing written) when the config's task does not run on its backbone's kind (e.g. generation on a masked LM)."""
+    """Fail (one line, nothing written) when the config's task does not run on its backbone's kind (e.g. generation on a masked LM),
+    or its prefix asks for a side the backbone lacks."""
     kinds = config.task.backbone_kinds
-    if kinds is None:
+    if kinds is None and not config.prompt.prefix:
         return
     from transformers import AutoConfig
 
@@ -130,7 +132,9 @@ def check_backbone_kind(config: ExperimentConfig) -> None:
         kind = detect_kind(AutoConfig.from_pretrained(config.backbone))
     except (OSError, ValueError):  # not readable here: loading the backbone reports why, one line
         return
-    if kind not in kinds:
+    check_sides(config.prompt.prefix, kind, config.backbone, generation=not config.task.uses_verbalizer, file=config.raw.file,
+                line=config.raw.line_of("prompt"))  # a side the backbone lacks (an encoder prefix on a causal LM)
+    if kinds is not None and kind not in kinds:
         raise ConfigError(f"a {kind} backbone cannot do the {config.task.name} task; expected a {' or '.join(kinds)} backbone "
                           f"(e.g. T5, BART, GPT-2, Llama), got {config.backbone}", file=config.raw.file, line=config.raw.line_of("backbone"),
                           key="backbone")

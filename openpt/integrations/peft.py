@@ -23,7 +23,7 @@ Generation prompts (templates ending in ``{target}``) export the same way (``CAU
 (:mod:`openpt.model.cache_prefix`), so ``prompt_embeddings [P, layers * 2 * kv_heads * head_dim]``
 holds the table (``num_attention_heads`` = key/value heads). Seq2seq prefixes are refused: PEFT's
 ``SEQ_2_SEQ_LM`` layout gives decoder layer ``i`` the prefix slot ``2i mod layers``, so it cannot
-hold one prefix per layer.
+hold one prefix per layer, and it has no encoder prefix (``prefix.sides: [encoder, ...]``).
 """
 from __future__ import annotations
 
@@ -141,6 +141,9 @@ def _answer_part(config: dict[str, Any]) -> str:
 
 def cache_prefix_blocker(config: dict[str, Any], spec: TemplateSpec, tensors: dict[str, torch.Tensor]) -> str | None:
     """Why PEFT prefix tuning cannot hold a generation prompt's prefix, or ``None`` when it can."""
+    if "encoder" in ((config.get("options", {}).get("prefix") or {}).get("sides") or ()):
+        return ("its encoder prefixes have no PEFT counterpart: PEFT's SEQ_2_SEQ_LM prefix tuning passes only past key/values, "
+                "which the encoder does not read; export prompt tuning ([SOFT*N]) instead")
     if config["backbone"]["kind"] != "causal":
         return ("its decoder prefixes have no PEFT SEQ_2_SEQ_LM counterpart: PEFT gives decoder layer i the prefix slot 2i mod layers, "
                 "so one prefix per layer cannot be written; export prompt tuning ([SOFT*N]) instead")

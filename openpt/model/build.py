@@ -25,7 +25,8 @@ from ..verbalizer.generation import GenerationVerbalizer  # noqa: F401  register
 from .compiling import CompileConfig, compile_layers
 from .openprompt_files import (FILE_KEYS, TEMPLATE_SUFFIXES, VERBALIZER_SUFFIXES, looks_like_template, openprompt_template,
                                openprompt_verbalizer)
-from .prefix import PrefixConfig, PrefixTuning
+from .prefix import PrefixConfig
+from .prefix_sides import build_prefixes, prefixes
 from .generation import PromptForGeneration
 from .prompt_model import PromptModel
 
@@ -74,6 +75,11 @@ class PromptOptions:
         if not isinstance(self.packing, bool):
             raise ConfigError(f"expected true or false, got {brief(self.packing)}", key="prompt.packing")
         CompileConfig.from_value(self.compile)
+        if self.prefix:
+            try:
+                PrefixConfig.from_options(self.prefix)
+            except ConfigError as exc:
+                raise ConfigError(exc.problem, key=f"prompt.{exc.key}") from None
 
 
 def resolve_path(value: str, base_dir: Path | None) -> Path:
@@ -276,9 +282,10 @@ def configure_prompt(model: PromptModel, options: PromptOptions, soft_init: Soft
     if options.prefix:
         config = PrefixConfig.from_options(options.prefix)
         init = dataclasses.replace(soft_init, strategy="text", text=config.init_text) if config.init_text else soft_init
-        ids = prefix_token_ids(init, config.length, backbone, specials, ranking, seed=seed)
-        model.prefix = getattr(model, "prefix_type", PrefixTuning)(config, backbone, init_ids=ids, seed=seed)
-        model.prefix.regularizer = regularizer
+        build_prefixes(model, config, backbone, lambda length: prefix_token_ids(init, length, backbone, specials, ranking, seed=seed),
+                       seed=seed, generation=isinstance(model, PromptForGeneration))
+        for prefix in prefixes(model):
+            prefix.regularizer = regularizer
 
 
 def prefix_token_ids(init: SoftInit, length: int, backbone: Backbone, specials: Sequence[int], ranking: Sequence[int] | None,

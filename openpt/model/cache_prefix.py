@@ -11,8 +11,9 @@ classification keeps them at ``0..L-1`` instead). The attention mask gets ``leng
   every decoding step;
 * encoder-decoder LMs (T5, BART): the prefix goes into the decoder's self-attention cache
   (``EncoderDecoderCache`` with an empty cross-attention cache), which is where PEFT's
-  ``SEQ_2_SEQ_LM`` prefix tuning puts it; the encoder runs without a prefix (BART's encoder takes no
-  cache; for T5 the hook-based encoder prefix of classification is not combined with it).
+  ``SEQ_2_SEQ_LM`` prefix tuning puts it; the encoder gets a prefix of its own only with
+  ``prefix.sides: [encoder, decoder]`` (a hook-based :class:`~openpt.model.prefix.PrefixTuning`
+  with its own table, see :mod:`openpt.model.prefix_sides`).
 
 Shapes (layers, key/value heads, head size) are read from the cache the model itself returns for
 one token, so any architecture whose attention fills a standard cache works. ``init:

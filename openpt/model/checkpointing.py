@@ -5,7 +5,9 @@ inputs in the forward pass and recomputes the rest in the backward pass (non-ree
 :func:`torch.utils.checkpoint.checkpoint`). Unlike Hugging Face's switch this works with the
 backbone in eval mode (a frozen backbone keeps dropout off) and needs no
 ``enable_input_require_grads``: gradients reach the soft prompt through the layer inputs, and
-the recompute re-attaches the deep-prompt prefixes that were attached in the forward pass.
+the recompute re-attaches the deep-prompt prefixes that were attached in the forward pass
+(classification's, and a seq2seq generation prompt's encoder side). A cache prefix (generation,
+:mod:`openpt.model.cache_prefix`) is refused: the recompute would extend the cache again.
 The wrappers hold the layer and the prompt model weakly: a model dropped after
 :func:`enable_checkpointing` frees its memory at once, not at the next garbage collection.
 """
@@ -14,13 +16,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
+from .cache_prefix import CachePrefix
+from .prefix_sides import prefixes
 from .prompt_model import PromptModel
 
 
@@ -33,6 +37,10 @@ def checkpoint_layers(model: nn.Module) -> list[nn.Module]:
 
 def enable_checkpointing(model: PromptModel) -> int:
     """Checkpoint every layer of ``model``'s backbone (idempotent); returns the number of layers."""
+    if any(isinstance(prefix, CachePrefix) for prefix in prefixes(model)):
+        raise ConfigError("a generation prompt's cache prefix (the decoder side of prompt.prefix) is the model's key/value cache, which "
+                          "a recomputed layer would extend a second time; turn gradient checkpointing off (a seq2seq encoder-side "
+                          "prefix alone checkpoints)", key="train.gradient_checkpointing")
     layers = checkpoint_layers(model.backbone.model)
     if not layers:
         raise ConfigError(f"{type(model.backbone.model).__name__} has no checkpointable layers", key="train.gradient_checkpointing")
@@ -76,9 +84,17 @@ def replace_inner_forward(layer: nn.Module, forward: Callable[..., Any] | None) 
 def _recompute_context(model_ref: "weakref.ref[PromptModel]") -> tuple[Any, Any]:
     """(forward context, recompute context): the recompute re-attaches the prefixes active now."""
     model = model_ref()
-    prefix = model.prefix if model is not None else None
-    active = prefix.active if prefix is not None else None
-    return contextlib.nullcontext(), (prefix.hooked(active) if active is not None else contextlib.nullcontext())
+    hooked = [(prefix, prefix.active) for prefix in prefixes(model) if getattr(prefix, "active", None) is not None] if model else []
+    return contextlib.nullcontext(), _rehooked(hooked)
+
+
+@contextlib.contextmanager
+def _rehooked(hooked: list[tuple[Any, torch.Tensor]]) -> Iterator[None]:
+    """Re-attach hook-based prefixes (classification's, a seq2seq encoder's) with the values they had in the forward pass."""
+    with contextlib.ExitStack() as stack:
+        for prefix, active in hooked:
+            stack.enter_context(prefix.hooked(active))
+        yield
 
 
 class Checkpointed:

@@ -3,8 +3,8 @@
 Inputs are encoded by the template (input part only), sorted by length and batched. Causal LMs
 get left-padded ``inputs_embeds`` (soft tokens in place) and, with a prefix, the prefix as the
 initial key/value cache, which ``generate`` extends and reuses step by step. Seq2seq LMs run the
-encoder once on the embeddings and hand ``encoder_outputs`` (plus the decoder-side prefix cache)
-to ``generate``. Results come back in input order.
+encoder once on the embeddings (with the encoder prefix hooked in, if any) and hand
+``encoder_outputs`` (plus the decoder-side prefix cache) to ``generate``. Results come back in input order.
 
 Options (``generate_kwargs`` of :meth:`~openpt.model.generation.PromptForGeneration.generate`, and
 the decoding options of the ``generation`` task):
@@ -174,7 +174,7 @@ def _decode_batch(model: "PromptForGeneration", items: Sequence[Any], options: d
             out = hf.generate(input_ids=ids, inputs_embeds=embeds, attention_mask=mask, **kwargs)
             sequences = out.sequences[:, ids.shape[1]:]
         else:
-            encoded = hf.get_encoder()(inputs_embeds=embeds, attention_mask=batch.attention_mask, return_dict=True)
+            encoded = model.encode(embeds, batch.attention_mask)  # once, with the encoder prefix; generate expands it for beams
             out = hf.generate(encoder_outputs=encoded, attention_mask=batch.attention_mask, **kwargs)
             sequences = out.sequences[:, 1:]  # drop the decoder start token
     ids = [_until_eos(row, model.eos_id) for row in sequences.tolist()]

@@ -11,8 +11,10 @@ What each backbone kind does with the target (the template's text before ``{targ
   model's ``prepare_decoder_input_ids_from_labels``.
 
 Soft prompts sit in the input embeddings (``inputs_embeds``); prefixes (``prompt.prefix``) are
-the model's own key/value cache (:class:`~openpt.model.cache_prefix.CachePrefix`). Decoding goes
-through Hugging Face ``generate`` with the same embeddings and cache (see :mod:`.decoding`).
+the model's own key/value cache (:class:`~openpt.model.cache_prefix.CachePrefix`; seq2seq: the
+decoder's), and on a seq2seq LM with ``sides: [encoder, ...]`` also hooks on the encoder's
+self-attention (:mod:`.prefix_sides`). Decoding goes through Hugging Face ``generate`` with the same
+embeddings and cache, the encoder run once per batch with its prefix (see :mod:`.decoding`).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +37,7 @@ from ..types import Batch, InputExample
 from .cache_prefix import CachePrefix
 from .decoding import GenerationResult, decode
 from .parts import PromptParts
+from .prefix import PrefixTuning
 
 logger = logging.getLogger(__name__)
 IGNORE = -100  # label of positions without loss (Hugging Face's convention)
@@ -72,8 +75,6 @@ class PromptForGeneration(PromptParts):
         >>> model.generate([InputExample("name[Aromi], area[riverside]")], max_new_tokens=20)[0].text
     """
 
-    prefix_type: ClassVar[type] = CachePrefix
-
     def __init__(self, backbone: Backbone, template: Template, *, freeze_backbone: bool = True) -> None:
         super().__init__()
         if backbone.kind not in GENERATION_KINDS:
@@ -85,7 +86,8 @@ class PromptForGeneration(PromptParts):
         self.template = template
         self.verbalizer = None  # generation reads no label words
         self.options: Any = None
-        self.prefix: CachePrefix | None = None
+        self.prefix: CachePrefix | None = None  # the decoder's (causal: the model's) key/value cache prefix
+        self.encoder_prefix: PrefixTuning | None = None  # seq2seq: hooked into the encoder's self-attention (prefix.sides)
         self.autocast_dtype: torch.dtype | None = None
         self.packing = False
         self.task: Any = None
@@ -105,9 +107,18 @@ class PromptForGeneration(PromptParts):
 
     @contextlib.contextmanager
     def _running(self, batch: Batch) -> Iterator[None]:
-        """Autocast only: the prefix travels as the model's cache, not as attention hooks."""
-        with autocast(batch.input_ids.device, self.autocast_dtype):
+        """Autocast, and the encoder prefix (if any) hooked into the encoder; the decoder prefix travels as the model's cache."""
+        with autocast(batch.input_ids.device, self.autocast_dtype), self.encoder_prefixed(batch.input_ids.shape[0]):
             yield
+
+    def encoder_prefixed(self, batch_size: int) -> contextlib.AbstractContextManager[None]:
+        """The encoder prefix attached for ``batch_size`` rows during the block (nothing without one)."""
+        return self.encoder_prefix.attached(batch_size) if self.encoder_prefix is not None else contextlib.nullcontext()
+
+    def encode(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        """The seq2seq encoder's outputs (``last_hidden_state [B, L, H]``) for input embeddings, with the encoder prefix."""
+        with self.encoder_prefixed(embeds.shape[0]):
+            return self.backbone.model.get_encoder()(inputs_embeds=embeds, attention_mask=attention_mask, return_dict=True)
 
     # encoding ---------------------------------------------------------------------------------
     def target_ids(self, texts: Sequence[str], max_target_length: int | None = None) -> tuple[list[list[int]], list[int]]:

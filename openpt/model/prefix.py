@@ -22,8 +22,15 @@ real tokens at their usual distances from each other and the prefix just before 
 every layer's causal self-attention gets the prefix, which every token sees; real tokens keep
 positions ``0..L-1`` (the prefix is no position, as above; PEFT instead numbers real tokens from
 the prefix length). Where the model leaves causal masking to the kernel (no padding), the hook
-writes the causal mask out, since the prefix makes the keys longer than the queries. BART is not
-supported (its encoder takes no cache): building a prefix on it raises :class:`BackboneError`.
+writes the causal mask out, since the prefix makes the keys longer than the queries. BART-style
+encoders (``q_proj``/``k_proj``/``v_proj`` attention that is neither a decoder's nor causal; BART
+and models built like it): the encoder layers pass no cache of their own, and their attention calls ``update`` on
+the one the hook hands over, so they take the prefix as BERT does (learned absolute positions: the
+prefix has none, real tokens keep theirs; the ``attention_mask`` is extended).
+
+Which stacks of an encoder-decoder model get a prefix is ``sides`` (:mod:`openpt.model.prefix_sides`):
+classification prefixes the encoder; generation the decoder (default) and, on request, the encoder
+as well, with its own table and length.
 
 Parameterisation: a table ``[layers, 2, length, hidden]`` (``reparam: false``, initialised
 from the backbone's own keys/values of real tokens, as Li & Liang recommend, or randomly), or
@@ -48,10 +55,11 @@ import torch
 from torch import nn
 
 from ..backbone.base import cache_argument, forward_parameters
-from ..errors import BackboneError, ConfigError
+from ..errors import BackboneError, ConfigError, brief
 from ..template.regularization import PromptRegularization, l2_penalty, options_dataclass
 
 PREFIX_INITS = ("activations", "random")
+PREFIX_SIDES = ("encoder", "decoder")
 
 
 @dataclass
@@ -67,6 +75,9 @@ class PrefixConfig:
             ``nn.Embedding``). With ``reparam`` the embedding starts from those tokens'
             input embeddings.
         init_text: text whose tokens initialise the prefix.
+        sides: the stacks that get a prefix, ``encoder`` and/or ``decoder`` (default: what the model
+            prefixes by default; see :mod:`openpt.model.prefix_sides`).
+        encoder_length: prefix vectors per encoder layer (default: ``length``).
     """
 
     length: int = 16
@@ -74,10 +85,14 @@ class PrefixConfig:
     hidden: int = 512
     init: str = "activations"
     init_text: str | None = None
+    sides: list | None = None
+    encoder_length: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.length, bool) or not isinstance(self.length, int) or not 0 <= self.length <= 4096:
-            raise ConfigError(f"expected a whole number 0..4096, got {self.length!r}", key="prefix.length")
+        for key in ("length", "encoder_length"):
+            value = getattr(self, key)
+            if (value is not None or key == "length") and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 4096):
+                raise ConfigError(f"expected a whole number 0..4096, got {value!r}", key=f"prefix.{key}")
         if not isinstance(self.reparam, bool):
             raise ConfigError(f"expected true or false, got {self.reparam!r}", key="prefix.reparam")
         if isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 1:
@@ -86,6 +101,9 @@ class PrefixConfig:
             raise ConfigError(f"expected one of {', '.join(PREFIX_INITS)}, got {self.init!r}", key="prefix.init")
         if self.init_text is not None and (not isinstance(self.init_text, str) or not self.init_text.strip()):
             raise ConfigError(f"expected non-empty text, got {self.init_text!r}", key="prefix.init_text")
+        sides = self.sides
+        if sides is not None and not (sides and all(side in PREFIX_SIDES for side in sides) and len(set(sides)) == len(sides)):
+            raise ConfigError(f"expected a list of distinct sides out of {', '.join(PREFIX_SIDES)}, got {brief(sides)}", key="prefix.sides")
 
     @classmethod
     def from_options(cls, values: Mapping[str, Any] | None) -> "PrefixConfig":
@@ -96,7 +114,8 @@ class PrefixConfig:
 def attention_style(module: nn.Module) -> str | None:
     """``bert`` for a BERT-style self-attention module, ``t5`` for a T5 encoder self-attention,
     ``causal`` for a causal self-attention (GPT-2's ``c_attn``, or ``q_proj``/``k_proj``/``v_proj``
-    as in Llama, Mistral, Qwen2), else None."""
+    as in Llama, Mistral, Qwen2), ``encoder`` for a BART-style attention that is neither a decoder's
+    nor causal (``q_proj``/``k_proj``/``v_proj``, a cache argument), else None."""
     if not isinstance(getattr(module, "layer_idx", None), int):
         return None
     if type(module).__name__.endswith("SelfAttention") and all(isinstance(getattr(module, n, None), nn.Linear) for n in ("query", "key", "value")):
@@ -106,13 +125,16 @@ def attention_style(module: nn.Module) -> str | None:
     projections = all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj")) or hasattr(module, "c_attn")
     if projections and getattr(module, "is_causal", False) is True and not getattr(module, "is_cross_attention", False):
         return "causal"
+    if (projections and hasattr(module, "q_proj") and getattr(module, "is_decoder", True) is False
+            and getattr(module, "is_causal", True) is False and {"cache", "past_key_values"} & forward_parameters(type(module))):
+        return "encoder"
     return None
 
 
 def self_attention_layers(model: nn.Module) -> list[nn.Module]:
     """The self-attention modules of ``model`` that take a prefix, in layer order: an encoder's
-    (BERT-style, T5) or a decoder-only model's (causal; not the decoder of an encoder-decoder)."""
-    styles = {"bert", "t5"} if getattr(model.config, "is_encoder_decoder", False) else {"bert", "t5", "causal"}
+    (BERT-style, T5, BART-style) or a decoder-only model's (causal; not the decoder of an encoder-decoder)."""
+    styles = {"bert", "t5", "encoder"} if getattr(model.config, "is_encoder_decoder", False) else {"bert", "t5", "causal"}
     return sorted((m for m in model.modules() if attention_style(m) in styles), key=lambda module: module.layer_idx)
 
 
@@ -121,7 +143,7 @@ def head_shape(layer: nn.Module) -> tuple[int, int]:
     style = attention_style(layer)
     if style == "t5":
         return layer.n_heads, layer.key_value_proj_dim
-    if style == "causal":  # grouped-query attention keeps fewer key/value heads than query heads
+    if style in ("causal", "encoder"):  # grouped-query attention keeps fewer key/value heads than query heads
         heads = layer.k_proj.out_features // layer.head_dim if hasattr(layer, "k_proj") else layer.num_heads
         return heads, layer.head_dim
     return layer.num_attention_heads, layer.attention_head_size
@@ -254,9 +276,9 @@ class PrefixTuning(PrefixTable):
         layers = self_attention_layers(backbone.model)
         if not layers:
             raise BackboneError(
-                f"prefix tuning needs BERT-style, T5 encoder or decoder-only causal self-attention layers; "
+                f"prefix tuning needs BERT-style, T5 or BART encoder or decoder-only causal self-attention layers; "
                 f"{type(backbone.model).__name__} has none (supported: BERT, RoBERTa and BERT-like masked LMs, T5, "
-                f"GPT-2, Llama-style causal LMs)"
+                f"BART, GPT-2, Llama-style causal LMs)"
             )
         heads, head_dim = head_shape(layers[0])
         super().__init__(config, layers=len(layers), heads=heads, head_dim=head_dim, hidden_size=backbone.hidden_size, seed=seed)

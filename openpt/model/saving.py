@@ -48,7 +48,7 @@ def inference_state(model: PromptModel) -> tuple[dict[str, torch.Tensor], dict[s
 
     Reparameterised prompts are exported as the tables they produce: a P-tuning encoder's output
     becomes a plain ``template.soft.weight`` (saved options without ``soft_encoder``), an MLP
-    prefix a plain ``prefix.table`` (``reparam: false``). Backbone weights are never included, nor
+    prefix a plain ``prefix.table`` (and ``encoder_prefix.table``; ``reparam: false``). Backbone weights are never included, nor
     ``compile`` (the loading machine decides: :func:`openpt.model.compiling.compile_layers`).
     """
     # compile is a setting of the machine (its compiler), not of the prompt: a loaded prompt runs eagerly
@@ -61,11 +61,13 @@ def inference_state(model: PromptModel) -> tuple[dict[str, torch.Tensor], dict[s
         tensors.update({f"template.soft.{key}": value for key, value in exported.items()})
         skip.append("template.soft.")
         options["soft_encoder"] = {}
-    exported = model.prefix.export_for_inference() if model.prefix is not None else None
-    if exported is not None:
-        tensors.update({f"prefix.{key}": value for key, value in exported.items()})
-        skip.append("prefix.")
-        options["prefix"] = {**options["prefix"], "reparam": False}
+    for name in ("prefix", "encoder_prefix"):  # a seq2seq generation prompt may hold both sides' tables
+        part = getattr(model, name, None)
+        exported = part.export_for_inference() if part is not None else None
+        if exported is not None:
+            tensors.update({f"{name}.{key}": value for key, value in exported.items()})
+            skip.append(f"{name}.")
+            options["prefix"] = {**options["prefix"], "reparam": False}
     for name, parameter in model.named_trainable_parameters():
         if not name.startswith(tuple(skip)):
             tensors[name] = parameter.detach()

@@ -137,6 +137,28 @@ def test_t5_prefix_attention_equals_hand_computation(tiny_t5_dir, layer_index):
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_bart_prefix_attention_equals_hand_computation(tiny_bart_dir, implementation):
+    """BART's encoder layers pass no cache of their own: the hook hands one over, and the mask is extended."""
+    model = make_model(tiny_bart_dir, MANUAL, sharp=True, prefix={"length": 3, "init": "random"})
+    model.backbone.model.set_attn_implementation(implementation)
+    assert len(model.prefix.layers) == model.backbone.model.config.encoder_layers  # encoder self-attention only
+    layer = model.prefix.layers[1]
+    batch, x, out = run_capturing(model, layer)
+    heads, d = layer.num_heads, layer.head_dim
+    B, L, _ = x.shape
+    split = lambda t: t.view(B, -1, heads, d).transpose(1, 2)  # noqa: E731  [B, heads, L, d]
+    prefix = model.prefix.key_values()[1].detach()
+    k_pre, v_pre = (prefix[i].view(3, heads, d).transpose(0, 1).expand(B, -1, -1, -1) for i in (0, 1))
+    k = torch.cat([k_pre, split(layer.k_proj(x))], dim=2)
+    v = torch.cat([v_pre, split(layer.v_proj(x))], dim=2)
+    scores = split(layer.q_proj(x)) * layer.scaling @ k.transpose(-1, -2)
+    visible = torch.cat([torch.ones(B, 3, dtype=torch.bool, device=x.device), batch.attention_mask.bool()], dim=1)
+    scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
+    expected = layer.out_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(B, L, heads * d))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_t5_prefix_activation_init_uses_the_encoders_keys_and_values(tiny_t5_dir):
     model = make_model(tiny_t5_dir, MANUAL, prefix={"length": 4, "init_text": "great film"})
     ids = model.backbone.tokenizer("great film", add_special_tokens=False)["input_ids"]
@@ -150,8 +172,21 @@ def test_t5_prefix_activation_init_uses_the_encoders_keys_and_values(tiny_t5_dir
         torch.testing.assert_close(model.prefix.table[0, 1], layer.v(hidden))
 
 
-def test_t5_prefix_trains_saves_and_loads(tiny_t5_dir, tmp_path):
-    model = make_model(tiny_t5_dir, MANUAL, sharp=True, prefix={"length": 2})
+def test_bart_prefix_activation_init_uses_the_encoders_keys_and_values(tiny_bart_dir):
+    model = make_model(tiny_bart_dir, MANUAL, prefix={"length": 4, "init_text": "great film"})
+    ids = cycle(model.backbone.tokenizer("great film", add_special_tokens=False)["input_ids"], 4)
+    with torch.no_grad():
+        encoder = model.backbone.model.get_encoder()
+        positions = encoder.embed_positions.weight[torch.arange(4) + encoder.embed_positions.offset]
+        hidden = encoder.layernorm_embedding(encoder.embed_tokens(torch.tensor(ids)) + positions)
+        layer = model.prefix.layers[0]
+        torch.testing.assert_close(model.prefix.table[0, 0], layer.k_proj(hidden))
+        torch.testing.assert_close(model.prefix.table[0, 1], layer.v_proj(hidden))
+
+
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+def test_seq2seq_prefix_trains_saves_and_loads(request, kind, tmp_path):
+    model = make_model(request.getfixturevalue(f"tiny_{kind}_dir"), MANUAL, sharp=True, prefix={"length": 2})
     backbone_before = {k: v.clone() for k, v in model.backbone.model.state_dict().items()}
     result = train(model, SENTIMENT, None, TrainConfig(lr=0.05, steps=8, batch_size=6, eval_every=0))
     assert result.history[-1]["loss"] < result.history[0]["loss"]
@@ -162,9 +197,14 @@ def test_t5_prefix_trains_saves_and_loads(tiny_t5_dir, tmp_path):
     torch.testing.assert_close(loaded.scores(SENTIMENT), model.scores(SENTIMENT), atol=1e-6, rtol=0)
 
 
-def test_prefix_unsupported_backbone_and_bad_settings_are_errors(tiny_bart_dir):
-    with pytest.raises(BackboneError, match="prefix tuning needs BERT-style, T5 encoder or decoder-only causal.*BartForConditionalGeneration"):
-        PrefixTuning(PrefixConfig(length=2, init="random"), load_backbone(tiny_bart_dir))
+def test_prefix_unsupported_backbone_and_bad_settings_are_errors():
+    from types import SimpleNamespace
+
+    from transformers import DistilBertConfig, DistilBertForMaskedLM
+
+    distilbert = DistilBertForMaskedLM(DistilBertConfig(vocab_size=50, dim=32, n_layers=1, n_heads=2, hidden_dim=37))  # q_lin/k_lin/v_lin
+    with pytest.raises(BackboneError, match="prefix tuning needs BERT-style, T5 or BART encoder or decoder-only causal.*DistilBertForMaskedLM"):
+        PrefixTuning(PrefixConfig(length=2, init="random"), SimpleNamespace(model=distilbert, hidden_size=32))
     with pytest.raises(ConfigError, match="prefix.length: expected a whole number 0..4096, got -1"):
         PrefixConfig.from_options({"length": -1})
     with pytest.raises(ConfigError, match="prefix.init: expected one of activations, random"):

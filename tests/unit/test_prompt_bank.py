@@ -43,11 +43,9 @@ def prompts_for(kind: str) -> dict[str, tuple[str, dict, dict, str]]:
     return prompts
 
 
-def build_prompts(backbone, kind: str, *, prefixes: bool = True) -> dict:
+def build_prompts(backbone, kind: str) -> dict:
     models = {}
     for seed, (name, (text, labels, options, calibration)) in enumerate(prompts_for(kind).items()):
-        if "prefix" in options and not prefixes:
-            continue
         first = next(iter(labels.values()))
         verbalizer = GenerationVerbalizer(labels, normalize="mean") if isinstance(first, str) else ManualVerbalizer(labels)
         verbalizer.calibration = CalibrationSpec(calibration)
@@ -65,7 +63,7 @@ def build_prompts(backbone, kind: str, *, prefixes: bool = True) -> dict:
 def test_mixed_batches_score_like_each_prompt_alone(request, name, kind):
     backbone = load_backbone(request.getfixturevalue(f"tiny_{name}_dir"))
     sharpen(backbone)
-    models = build_prompts(backbone, kind, prefixes=name != "bart")  # openpt has no deep prefixes for BART
+    models = build_prompts(backbone, kind)
     bank = PromptBank(backbone, batch_size=64)
     for prompt, model in models.items():
         bank.add(prompt, model)
