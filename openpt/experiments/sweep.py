@@ -259,7 +259,7 @@ class Sweep:
 
     def _run_in(self, out: OutputDir) -> SweepSummary:
         start = time.perf_counter()
-        out.path_for(RESULTS_NAME)
+        out.record([out.path_for(RESULTS_NAME)])  # listed before its first row: a driver killed after it stays resumable
         todo, skipped = self.pending()
         distributed.current().barrier()  # every process reads the same finished runs before any is appended
         total = len(todo) + skipped

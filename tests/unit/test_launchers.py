@@ -201,6 +201,33 @@ def test_killed_driver_resumes_without_duplicate_rows(project):
     assert len(ids) == len(set(ids)) == 16 and all(r["status"] == "ok" for r in rows)
 
 
+def test_driver_killed_right_after_its_first_row_leaves_a_resumable_directory(project, monkeypatch):
+    """The kill the test above makes at a random moment, made at the worst one: after the first row
+    is appended, before the driver records anything else. The manifest already lists
+    ``results.jsonl``, so the next run continues instead of refusing a directory it cannot tell
+    from a user's."""
+    from openpt.experiments.launch import driver
+
+    class Killed(BaseException):
+        pass
+
+    def append_then_die(path, record):
+        append_record(path, record)
+        raise Killed
+
+    append_record = driver.append_record
+    monkeypatch.setattr(driver, "append_record", append_then_die)
+    config = load_config(project / "sweep.yaml", ["sweep.methods=[linear_probe]"])
+    with pytest.raises(Killed):
+        Sweep(config, project / "out", progress=False).run()
+    assert len(read_records(project / "out" / "results.jsonl")) == 1
+    monkeypatch.setattr(driver, "append_record", append_record)
+    summary = Sweep(config, project / "out", progress=False).run()
+    assert (summary.total, summary.skipped, summary.finished) == (2, 1, 1)
+    ids = [r["run_id"] for r in read_records(project / "out" / "results.jsonl")]
+    assert len(ids) == len(set(ids)) == 2
+
+
 def test_slurm_array_detached_then_collected_with_resume(project):
     """The driver runs as the command a user types, in its own process (submitit's local executor
     starts job processes of its own, best kept away from the test process's captured streams)."""
