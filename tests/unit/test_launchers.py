@@ -20,7 +20,7 @@ from openpt.experiments.launch.base import require
 from openpt.experiments.launch.local import LocalLauncher
 from openpt.experiments.sweep import Sweep, expand, read_records
 
-from .helpers import write_project
+from .helpers import one_thread, write_project
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,12 +50,8 @@ def project(tmp_path: Path, tiny_bert_dir: Path) -> Path:
 
 
 def in_process_rows(project: Path, output: str) -> dict[str, dict]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # what each of two workers gets on a 2-thread budget
-    try:
+    with one_thread():  # what each of two workers gets on a 2-thread budget
         Sweep(load_config(project / "sweep.yaml"), project / output, progress=False).run()
-    finally:
-        torch.set_num_threads(threads)
     return {r["run_id"]: r for r in read_records(project / output / "results.jsonl")}
 
 
@@ -248,12 +244,8 @@ def test_slurm_array_detached_then_collected_with_resume(project):
     assert "2 run(s) finished, 0 failed" in openpt("--resume")
     rows = {r["run_id"]: r for r in read_records(project / "slurm" / "results.jsonl")}
     assert sorted(rows) == sorted(jobs) and {r["launch"]["launcher"] for r in rows.values()} == {"slurm"}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         Sweep(load_config(project / "sweep.yaml", ["sweep.methods=[linear_probe]"]), project / "inprocess", progress=False).run()
-    finally:
-        torch.set_num_threads(threads)
     same_results(rows, {r["run_id"]: r for r in read_records(project / "inprocess" / "results.jsonl")})
     assert "nothing new" in openpt("--resume")
 
@@ -312,12 +304,8 @@ def ray_sweep_with_a_killed_worker(project: Path, output: str, *options: str) ->
 
 
 def test_killed_ray_worker_reruns_its_cell_and_past_max_retries_is_an_error_row(project):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # each Ray worker's cpu=1
-    try:
+    with one_thread():  # each Ray worker's cpu=1
         Sweep(load_config(project / "sweep.yaml", ["sweep.methods=[linear_probe]"]), project / "inprocess", progress=False).run()
-    finally:
-        torch.set_num_threads(threads)
     reference = {r["run_id"]: r for r in read_records(project / "inprocess" / "results.jsonl")}
     killed, rows = ray_sweep_with_a_killed_worker(project, "retried")
     ids = [r["run_id"] for r in rows]

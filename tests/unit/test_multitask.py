@@ -18,7 +18,7 @@ from openpt.training.multitask import (AloneBatches, MixtureSampler, Task, resul
 from openpt.types import InputExample
 from openpt.verbalizer import ManualVerbalizer
 
-from .helpers import prompt_gradients, sharpen
+from .helpers import one_thread, prompt_gradients, sharpen
 
 WORDS = "great good fun nice film movie bad awful boring terrible what the".split()
 # Same length after templating (8 template tokens + 5 words + [CLS]/[SEP]), so mixed batches need no padding
@@ -42,11 +42,9 @@ def tasks_on(backbone, seed: int = 0, templates: dict[str, str] = TEMPLATES) -> 
 
 
 @pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread():
+    with one_thread():
+        yield
 
 
 def test_each_task_prompt_gets_only_its_own_rows_gradients(tiny_bert_dir):
@@ -75,7 +73,7 @@ def test_each_task_prompt_gets_only_its_own_rows_gradients(tiny_bert_dir):
     assert tasks[1].model.template.soft.weight.grad is None
 
 
-def test_alone_batches_reproduce_separate_training_to_the_last_digit(tiny_bert_dir, one_thread):
+def test_alone_batches_reproduce_separate_training_to_the_last_digit(tiny_bert_dir, single_thread):
     config = TrainConfig(lr=0.05, steps=6, batch_size=4, eval_every=2, seed=3)
     backbone = load_backbone(tiny_bert_dir)
     sharpen(backbone)

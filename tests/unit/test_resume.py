@@ -8,9 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -22,21 +20,10 @@ from openpt.errors import CheckpointError, OutputError
 from openpt.training.loop import TrainConfig, train
 from openpt.training.state import EpochSampler, TrainCheckpointer
 
-from .helpers import SENTIMENT, make_model, write_project
+from .helpers import SENTIMENT, make_model, one_thread, write_project
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = "[SOFT*3] {text} it was [MASK] ."
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Same intra-op thread count as the subprocess (OMP_NUM_THREADS=1), so float sums match bit for bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class Interrupt(Exception):
