@@ -16,6 +16,8 @@ for more than the batch in progress.
 * A full queue refuses at once (:class:`QueueFull`); so does a draining batcher (:class:`Draining`).
 * A request whose prompt was removed while it waited fails alone (``UnknownPromptError``).
 * A batch that raises is scored again request by request, so one bad request fails only itself.
+* After a batch, freed heap memory goes back to the system at most every ``trim_memory_s``
+  (:mod:`openpt.serving.memory`), so resident memory does not climb with batches of new widths.
 
 Example:
     >>> batcher = Batcher(bank, BatchSettings(max_batch_rows=32, max_wait_s=0.005))
@@ -35,6 +37,7 @@ from typing import Any, Callable, Sequence
 from ..errors import ConfigError, OpenPTError
 from .bank import PreparedRow, PromptBank, UnknownPromptError
 from .generating import GenerationJob, generate_group, generated_tokens
+from .memory import HeapTrimmer
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +58,14 @@ class BatchSettings:
         max_batch_rows: rows per mixed batch (the row budget; a larger request runs alone).
         max_wait_s: how long the oldest waiting request may wait for others to join its batch.
         max_queue_rows: rows waiting at most; beyond, :meth:`Batcher.submit` raises :class:`QueueFull`.
+        trim_memory_s: give freed heap memory back to the system after a batch, at most this often
+            (seconds; 0: never); see :mod:`openpt.serving.memory`.
     """
 
     max_batch_rows: int = 64
     max_wait_s: float = 0.005
     max_queue_rows: int = 2048
+    trim_memory_s: float = 10.0
 
     def __post_init__(self) -> None:
         if isinstance(self.max_batch_rows, bool) or not isinstance(self.max_batch_rows, int) or self.max_batch_rows < 1:
@@ -69,6 +75,8 @@ class BatchSettings:
         if isinstance(self.max_queue_rows, bool) or not isinstance(self.max_queue_rows, int) or self.max_queue_rows < self.max_batch_rows:
             raise ConfigError(f"expected at least max_batch_rows ({self.max_batch_rows}) rows, got {self.max_queue_rows!r}",
                               key="max_queue_rows")
+        if isinstance(self.trim_memory_s, bool) or not isinstance(self.trim_memory_s, (int, float)) or not 0 <= self.trim_memory_s <= 3600:
+            raise ConfigError(f"expected seconds in 0..3600, got {self.trim_memory_s!r}", key="trim_memory")
 
 
 @dataclass
@@ -108,6 +116,7 @@ class Batcher:
         self._condition = threading.Condition()
         self._draining = False
         self._thread: threading.Thread | None = None
+        self.trimmer = HeapTrimmer(self.settings.trim_memory_s)
 
     @property
     def queued_rows(self) -> int:
@@ -199,6 +208,7 @@ class Batcher:
                     groups.setdefault(request.work.group_key(), []).append(request)
             for group in groups.values():
                 self._generate(group)
+            self.trimmer.after_batch()
 
     def _score(self, batch: list[_Request]) -> None:
         rows = [row for request in batch for row in request.work]  # type: ignore[union-attr]

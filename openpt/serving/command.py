@@ -42,6 +42,8 @@ def add_serve_command(sub: Any) -> None:
                        help="max_new_tokens of a generate request at most (more: 413)")
     serve.add_argument("--max-generate-sequences", type=whole_number(1, "sequences"), default=8,
                        help="max(num_beams, num_return_sequences) of a generate request at most (more: 413)")
+    serve.add_argument("--trim-memory-every", type=whole_number(0, "seconds", 3600), default=10,
+                       help="give freed heap memory back to the system after a batch at most this often (0: never)")
     serve.add_argument("--drain-timeout", type=whole_number(0, "seconds", 3600), default=60,
                        help="seconds a SIGTERM waits for accepted requests")
     serve.add_argument("--api-key", help=f"key every /v1 route and /metrics need (default: ${API_KEY_ENV}); required off loopback")
@@ -87,7 +89,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"not a directory: {prompts_dir}", key="--prompts-dir")
     if not args.prompts and not args.backbone:
         raise ConfigError("expected saved prompt directories, or --backbone to start with none", key="prompts")
-    batch = BatchSettings(args.max_batch_rows, args.max_wait_ms / 1000, max(args.max_queue_rows, args.max_batch_rows))
+    batch = BatchSettings(args.max_batch_rows, args.max_wait_ms / 1000, max(args.max_queue_rows, args.max_batch_rows),
+                          args.trim_memory_every)
     settings = ServeSettings(max_request_rows=args.max_request_rows, max_text_chars=args.max_text_chars, api_key=api_key,
                              admin_key=admin_key, prompts_dir=prompts_dir, log_requests=args.log_requests,
                              drain_timeout_s=float(args.drain_timeout), max_new_tokens=args.max_generate_tokens,

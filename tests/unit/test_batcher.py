@@ -2,6 +2,8 @@
 queue, draining, and a failing request that fails alone."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from openpt.backbone import load_backbone
 from openpt.model.build import PromptOptions, build_model, template_spec
 from openpt.serving.bank import PromptBank, UnknownPromptError
 from openpt.serving.batcher import Batcher, BatchSettings, Draining, QueueFull
+from openpt.serving.memory import HeapTrimmer, heap_trim_function
 from openpt.errors import ConfigError
 from openpt.types import InputExample
 from openpt.verbalizer import ManualVerbalizer
@@ -69,6 +72,43 @@ def test_settings_are_checked():
         BatchSettings(max_batch_rows=64, max_queue_rows=8)
     with pytest.raises(ConfigError, match="max_wait: expected seconds in 0..10"):
         BatchSettings(max_wait_s=-1)
+    with pytest.raises(ConfigError, match="trim_memory: expected seconds in 0..3600"):
+        BatchSettings(trim_memory_s=-1)
+
+
+def test_heap_trimmer_trims_at_most_once_per_interval():
+    now, calls = [0.0], []
+    trimmer = HeapTrimmer(10, trim=lambda: calls.append(now[0]) or 1, clock=lambda: now[0])
+    for now[0] in (1.0, 9.9, 10.0, 15.0, 19.9, 20.0, 31.0):
+        trimmer.after_batch()
+    assert calls == [10.0, 20.0, 31.0] and trimmer.trims == 3
+    off = HeapTrimmer(0, trim=lambda: calls.append(-1) or 1, clock=lambda: 1e9)
+    off.after_batch()
+    assert off.trims == 0 and calls == [10.0, 20.0, 31.0]
+
+
+def test_malloc_trim_is_found_where_the_c_library_is_glibc():
+    try:
+        glibc = bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (AttributeError, ValueError, OSError):  # not a POSIX system, or not glibc
+        glibc = False
+    trim = heap_trim_function()
+    if glibc:
+        assert trim is not None and trim() in (0, 1)  # 1: memory went back to the system, 0: none could
+    else:
+        assert trim is None
+
+
+def test_the_batcher_trims_after_its_batches(bank):
+    batches = []
+    batcher = Batcher(bank, BatchSettings(max_batch_rows=2, max_wait_s=0.0, trim_memory_s=1e-9),
+                      observe=lambda n, requests, seconds: batches.append(n))
+    calls = []
+    batcher.trimmer = HeapTrimmer(1e-9, trim=lambda: calls.append(1) or 1)
+    futures = [batcher.submit(rows(bank, "a", 2)) for _ in range(3)]
+    batcher.start()
+    assert batcher.drain(timeout=60) and all(len(f.result(timeout=1)) == 2 for f in futures)
+    assert batches == [2, 2, 2] and len(calls) == batcher.trimmer.trims == 3
 
 
 def test_a_cancelled_request_is_skipped_and_the_worker_goes_on(bank):

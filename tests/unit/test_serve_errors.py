@@ -34,6 +34,9 @@ def test_serve_refusals_are_one_line_with_status_2(capsys, tmp_path, monkeypatch
         with pytest.raises(SystemExit) as exit_:
             main(["serve", str(tmp_path), flag, "0"])
         assert exit_.value.code == 2 and f"{flag}: expected a number of {what} in 1..2147483647, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", str(tmp_path), "--trim-memory-every", "-1"])
+    assert exit_.value.code == 2 and "--trim-memory-every: expected a number of seconds in 0..3600, got -1" in capsys.readouterr().err
 
 
 def test_bank_refuses_generation_prompts_and_a_second_precision(tiny_t5_dir):
