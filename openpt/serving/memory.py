@@ -3,9 +3,10 @@
 Batches of changing width make PyTorch allocate and free tensors of ever new sizes. glibc's
 ``malloc`` keeps what was freed inside its heap for reuse and returns it to the system only from
 the heap's top, so a long-running server's resident memory climbs although nothing is leaked:
-scoring minilm batches of 1–32 rows for two minutes took a process from 437 MB to 1,154 MB, and
-one ``malloc_trim(0)`` brought it back to 538 MB. :class:`HeapTrimmer` calls ``malloc_trim`` at
-most once per interval, after a batch, on the batcher's thread. On a C library without
+scoring minilm batches of 1–32 rows for 60 s took a process from 438 MB to 1,021 MB, and one
+``malloc_trim(0)`` brought it back to 533 MB (``benchmarks/heap_growth.py``). :class:`HeapTrimmer`
+calls ``malloc_trim`` at most once per interval, after a batch, on the batcher's thread; the heap
+fills again between trims, so this lowers the peak rather than pinning it. On a C library without
 ``malloc_trim`` (musl, macOS, Windows) it does nothing, and says so once in the log.
 """
 from __future__ import annotations
