@@ -125,7 +125,8 @@ def _eval(args: argparse.Namespace) -> int:
     from .tasks import task_from_config, task_of
     from .training.loop import evaluate
 
-    generating = args.prompt is None and bool(args.template) and template_spec(args.template).has_target
+    given_spec = template_spec(args.template) if args.prompt is None and args.template else None  # zero-shot: read once
+    generating = given_spec is not None and given_spec.has_target
     if args.prompt is None and not (args.backbone and args.template and (args.verbalizer or generating)):
         raise OpenPTError("openpt eval needs a saved PROMPT directory, or --backbone, --template and --verbalizer "
                           "to score a template and verbalizer zero-shot (a generation template ending in {target}: no --verbalizer)")
@@ -137,8 +138,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise OpenPTError(f"--split: which split of {args.data} to evaluate? (e.g. --split dev or --split test)")
     split, field_map = args.split or "test", parse_field_map(args.fields)
     provided: tuple[str, ...] = ()  # fields a task fills in itself, e.g. a yes/no question's {label}
-    if args.prompt is None:  # the data and its fields are checked before the backbone loads
-        spec = template_spec(args.template)
+    if given_spec is not None:  # the data and its fields are checked before the backbone loads
+        spec = given_spec
         rules = (LabelRules(required=True, answer="target") if generating else
                  LabelRules(hint=verbalizer_spec(args.verbalizer).label_names, required=True))
         dataset = load_split(args.data, split, field_map=field_map, rules=rules)

@@ -237,8 +237,9 @@ def create_app(bank: PromptBank, batch: BatchSettings | None = None, settings: S
         examples = accepted("generate", body, request)
 
         def submit() -> Future:
-            job = prepare_generation(bank, body.prompt, examples, body.decoding(), body.seed)
-            check_generation_limits(job, settings, set(body.decoding()))
+            given = body.decoding()
+            job = prepare_generation(bank, body.prompt, examples, given, body.seed)
+            check_generation_limits(job, settings, set(given))
             return batcher.submit_generation(job)
 
         results = await answer(enqueue(submit, "/v1/classify"))

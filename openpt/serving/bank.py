@@ -124,15 +124,12 @@ class PromptBank:
 
     def labels(self, name: str) -> list[str]:
         """The class labels of prompt (or ensemble) ``name`` (none for a generation prompt)."""
-        with self._lock:
-            model = self._models.get(name) or self._member(name)
+        model = self._model(name)
         return [] if is_generation_model(model) else list(model.verbalizer.label_names)
 
     def task(self, name: str) -> str:
         """The task name of prompt (or ensemble) ``name``: ``classification``, ``multi_label``, ``generation``."""
-        with self._lock:
-            model = self._models.get(name) or self._member(name)
-        return task_of(model).name
+        return task_of(self._model(name)).name
 
     def generator(self, name: str) -> PromptForGeneration:
         """The generation prompt ``name``.
@@ -142,10 +139,15 @@ class PromptBank:
             TaskMismatch: the prompt (or ensemble) classifies.
         """
         with self._lock:
-            model = self._models.get(name) or self._member(name)
+            model = self._model(name)
             if name not in self._models or not is_generation_model(model):
                 raise TaskMismatch(f"prompt {name!r} classifies ({task_of(model).name}); it generates no text")
         return model
+
+    def _model(self, name: str) -> Any:
+        """Prompt ``name``, or the first member of ensemble ``name`` (:class:`UnknownPromptError` if neither)."""
+        with self._lock:
+            return self._models.get(name) or self._member(name)
 
     def _member(self, name: str) -> PromptModel:
         ensemble = self._ensembles.get(name)

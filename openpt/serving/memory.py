@@ -12,7 +12,7 @@ fills again between trims, so this lowers the peak rather than pinning it. On a 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import logging
 import time
 from typing import Callable
@@ -20,14 +20,13 @@ from typing import Callable
 logger = logging.getLogger(__name__)
 
 
+@functools.cache
 def heap_trim_function() -> Callable[[], int] | None:
-    """glibc's ``malloc_trim(0)``, or ``None`` where the C library has none."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    """glibc's ``malloc_trim(0)``, or ``None`` where the C library has none (looked up once, among
+    the symbols the process has loaded: no library search)."""
     try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # no such symbol; TypeError: Windows takes no CDLL(None)
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return lambda: trim(0)

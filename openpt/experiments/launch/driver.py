@@ -32,8 +32,7 @@ def drive(sweep: Sweep, out: OutputDir, todo: list[RunSpec], skipped: int, launc
         try:
             launcher.submit(todo)
             for run, record in launcher.collect():
-                append_record(sweep.results, record)
-                out.record([sweep.results])
+                append_record(sweep.results, record)  # listed in the manifest since the sweep began (Sweep._run_in)
                 if (sweep.output / sweep.run_dir(run)).is_dir():
                     out.record_tree(sweep.run_dir(run))
                 if record["status"] == "ok":
